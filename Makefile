@@ -1,0 +1,36 @@
+# `make demo` and `make test` work on a fresh machine: each builds .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test test-fast lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m inference demo --out var/demo > var-demo-summary.json.tmp && mkdir -p var/demo && mv var-demo-summary.json.tmp var/demo/summary.json
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadfile
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -n 2 -m "not realdata and not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check inference tests bench
+	$(VENV)/bin/ruff format --check inference tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) bench/bench_register.py
+	$(PY) bench/bench_prepare.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
