@@ -44,7 +44,13 @@ from inference.labels import (
     detect_label_convention,
     labels_to_internal,
 )
-from inference.validate import ImageLimits, check_header, check_same_head, check_voxels
+from inference.validate import (
+    ImageLimits,
+    check_header,
+    check_raw_values,
+    check_same_head,
+    check_voxels,
+)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -116,10 +122,9 @@ def classify_filename(name: str) -> FileRole | None:
     if any(t in _SEGMENTATION_TOKENS or t.startswith("seg") or t.endswith("mask") for t in tokens):
         return MapKind.SEGMENTATION
     for i in range(len(tokens) - 1, -1, -1):
-        if i > 0 and (tokens[i - 1] + tokens[i]) in _SEQUENCE_TOKENS:
-            pair = tokens[i - 1] + tokens[i]
-            if pair not in _NNUNET_CHANNELS:
-                return _SEQUENCE_TOKENS[pair]
+        # "t1_gd", "t1 post", "t2_flair": a weighting followed by its qualifier
+        if i > 0 and tokens[i - 1] in {"t1", "t2"} and tokens[i - 1] + tokens[i] in _SEQUENCE_TOKENS:
+            return _SEQUENCE_TOKENS[tokens[i - 1] + tokens[i]]
         token = tokens[i]
         if token in _NNUNET_CHANNELS and i != len(tokens) - 1:
             continue  # nnU-Net channel numbers are only read at the very end of a name
@@ -332,6 +337,15 @@ def _check_readable(path: Path, limits: ImageLimits) -> None:
 
 def _check_nifti_payload(path: Path) -> None:
     """A NIfTI file must hold as many bytes as its header promises (gzip checked end to end)."""
+    compressed = path.name.lower().endswith(".gz")
+    if compressed:
+        with open(path, "rb") as stream:
+            if stream.read(2) != b"\x1f\x8b":
+                raise UnreadableFileError(
+                    f"{path.name}: corrupt gzip data (the name ends in .gz but the file is not "
+                    "gzip-compressed)",
+                    path=path,
+                )
     try:
         header = nib.load(path).header  # type: ignore[attr-defined]
     except Exception as error:  # nibabel raises many types for a bad header
@@ -342,7 +356,7 @@ def _check_nifti_payload(path: Path) -> None:
     expected = int(header.get_data_offset()) + int(np.prod(shape, dtype=np.int64)) * int(
         header.get_data_dtype().itemsize
     )
-    if path.name.lower().endswith(".gz"):
+    if compressed:
         actual = 0
         try:
             with gzip.open(path, "rb") as stream:
@@ -368,6 +382,14 @@ def _check_nifti_payload(path: Path) -> None:
             f"describes {expected:,}; upload it again",
             path=path,
         )
+
+
+def _check_raw_floats(path: Path) -> None:
+    """ITK's NIfTI reader turns NaN into 0 without a word, so floating-point files are checked
+    on their raw values."""
+    proxy = nib.load(path)  # type: ignore[attr-defined]
+    if np.issubdtype(proxy.header.get_data_dtype(), np.floating):
+        check_raw_values(path.name, np.asarray(proxy.dataobj))
 
 
 def _short(error: BaseException) -> str:
@@ -410,6 +432,7 @@ def read_image(path: Path | str, *, limits: ImageLimits | None = None) -> sitk.I
         size = list(image.GetSize())
         image = sitk.Extract(image, size[:3] + [0], [0, 0, 0, 0])
     try:
+        _check_raw_floats(path)
         check_voxels(path.name, image)
     except InputError as error:
         error.path = path

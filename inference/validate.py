@@ -102,7 +102,11 @@ def check_spacing(name: str, spacing: SequenceOf[float], limits: ImageLimits) ->
 
 def check_voxels(name: str, image: sitk.Image) -> None:
     """Checks on the voxel values: all finite, not all equal."""
-    values = sitk.GetArrayViewFromImage(image)
+    check_raw_values(name, sitk.GetArrayViewFromImage(image))
+
+
+def check_raw_values(name: str, values: np.ndarray) -> None:
+    """All finite, not all equal."""
     if np.issubdtype(values.dtype, np.floating):
         finite = np.isfinite(values)
         if not finite.all():

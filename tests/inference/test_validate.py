@@ -1,0 +1,236 @@
+"""Bad input: every kind gets a specific message naming the file, and the CLI exits 2."""
+
+from __future__ import annotations
+
+import builtins
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from inference.errors import (
+    ConstantImageError,
+    FieldOfViewMismatchError,
+    FileTooLargeError,
+    InputError,
+    NonFiniteVoxelsError,
+    NotThreeDimensionalError,
+    SpacingOutOfRangeError,
+    TruncatedFileError,
+    UnreadableFileError,
+    VisitInputError,
+)
+from inference.io import read_image, read_visit, write_image
+from inference.labels import Sequence
+from inference.validate import ImageLimits, fov_overlap
+
+from .images import head, image_from_array
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _nifti(path: Path, data: np.ndarray, zooms: tuple[float, ...] = (1.0, 1.0, 1.0)) -> Path:
+    affine = np.diag([*zooms[:3], 1.0])
+    nib.save(nib.Nifti1Image(data, affine), path)
+    return path
+
+
+def _good(path: Path) -> Path:
+    return write_image(head(), path)
+
+
+def test_it_rejects_a_corrupt_file(tmp_path: Path) -> None:
+    path = tmp_path / "x_t1.nii.gz"
+    path.write_bytes(b"this is not an image" * 50)
+    with pytest.raises(UnreadableFileError, match=r"x_t1.nii.gz: corrupt gzip data"):
+        read_image(path)
+    plain = tmp_path / "y_t1.nii"
+    plain.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(UnreadableFileError, match=r"y_t1.nii: not a readable NIfTI image"):
+        read_image(plain)
+
+
+def test_it_rejects_a_truncated_gzip(tmp_path: Path) -> None:
+    path = _good(tmp_path / "x_flair.nii.gz")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TruncatedFileError, match=r"x_flair.nii.gz: the compressed file is truncated"):
+        read_image(path)
+
+
+def test_it_rejects_a_truncated_uncompressed_file(tmp_path: Path) -> None:
+    path = _good(tmp_path / "x_flair.nii")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 1000])
+    with pytest.raises(TruncatedFileError, match=r"x_flair.nii: the file is truncated"):
+        read_image(path)
+
+
+def test_it_rejects_an_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "x_t2.nii.gz"
+    path.write_bytes(b"")
+    with pytest.raises(UnreadableFileError, match="the file is empty"):
+        read_image(path)
+
+
+def test_it_rejects_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(UnreadableFileError, match="file not found"):
+        read_image(tmp_path / "nothing_t1.nii.gz")
+
+
+def test_it_rejects_a_4d_series(tmp_path: Path) -> None:
+    path = _nifti(tmp_path / "x_t1.nii.gz", np.ones((4, 5, 6, 3), np.float32))
+    with pytest.raises(NotThreeDimensionalError, match=r"a 4-D series of 3 volumes"):
+        read_image(path)
+
+
+def test_it_rejects_a_2d_image(tmp_path: Path) -> None:
+    path = _nifti(tmp_path / "x_t1.nii.gz", np.random.default_rng(0).random((30, 40)).astype(np.float32))
+    with pytest.raises(NotThreeDimensionalError, match="expected a 3-D image"):
+        read_image(path)
+
+
+def test_it_rejects_a_colour_image(tmp_path: Path) -> None:
+    rgb = sitk.Image([6, 5, 4], sitk.sitkVectorUInt8, 3)
+    path = tmp_path / "x_t1.nii.gz"
+    sitk.WriteImage(rgb, str(path))
+    with pytest.raises(NotThreeDimensionalError, match="found 3"):
+        read_image(path)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_it_rejects_non_finite_voxels(tmp_path: Path, bad: float) -> None:
+    data = np.random.default_rng(0).random((10, 10, 10)).astype(np.float32)
+    data[2, 3, 4] = bad
+    path = _nifti(tmp_path / "x_t1c.nii.gz", data)
+    with pytest.raises(NonFiniteVoxelsError, match=r"x_t1c.nii.gz: \d+ NaN and \d+ infinite"):
+        read_image(path)
+
+
+def test_it_rejects_a_constant_image(tmp_path: Path) -> None:
+    path = _nifti(tmp_path / "x_t2.nii.gz", np.full((10, 10, 10), 7, np.int16))
+    with pytest.raises(ConstantImageError, match="every voxel has the value 7"):
+        read_image(path)
+
+
+@pytest.mark.parametrize("zooms", [(1.0, 1.0, 0.1), (1.0, 1.0, 9.0)])
+def test_it_rejects_spacing_out_of_range(tmp_path: Path, zooms: tuple[float, ...]) -> None:
+    data = np.random.default_rng(0).random((10, 10, 10)).astype(np.float32)
+    path = _nifti(tmp_path / "x_t2.nii.gz", data, zooms)
+    with pytest.raises(SpacingOutOfRangeError, match=r"outside 0.2-7 mm"):
+        read_image(path)
+
+
+def test_it_rejects_an_image_larger_than_the_limit(tmp_path: Path) -> None:
+    path = _good(tmp_path / "x_t1.nii.gz")
+    with pytest.raises(FileTooLargeError, match=r"larger than the limit of 1,000 voxels"):
+        read_image(path, limits=ImageLimits(max_voxels=1000))
+    with pytest.raises(FileTooLargeError, match=r"MB is larger than the limit"):
+        read_image(path, limits=ImageLimits(max_file_bytes=100))
+
+
+def test_the_voxel_limit_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERENCE_MAX_VOXELS", "1234")
+    assert ImageLimits().max_voxels == 1234
+
+
+def test_it_reports_a_file_it_may_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests run as root, for whom chmod 000 changes nothing: refuse the open() instead.
+    path = _good(tmp_path / "x_t1.nii.gz")
+    real_open = builtins.open
+
+    def guarded_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if Path(str(file)) == path:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    with pytest.raises(UnreadableFileError, match=r"x_t1.nii.gz: permission denied"):
+        read_image(path)
+
+
+def test_it_rejects_sequences_from_different_heads(tmp_path: Path) -> None:
+    write_image(head(), tmp_path / "v_t1.nii.gz")
+    write_image(head(), tmp_path / "v_t1c.nii.gz")
+    write_image(head(), tmp_path / "v_t2.nii.gz")
+    write_image(head(origin=(200.0, 0.0, 0.0)), tmp_path / "v_flair.nii.gz")
+    with pytest.raises(FieldOfViewMismatchError, match="do not cover the same head"):
+        read_visit(tmp_path)
+
+
+def test_fov_overlap_is_measured_in_physical_space() -> None:
+    a = image_from_array(np.zeros((10, 10, 10), np.float32), spacing=(1, 1, 1), origin=(0, 0, 0))
+    # the same box written with a flipped axis and twice the voxel size overlaps completely
+    flipped = image_from_array(
+        np.zeros((5, 10, 10), np.float32), spacing=(1, 1, 2), origin=(0, 0, 9.5),
+        direction=(1, 0, 0, 0, 1, 0, 0, 0, -1),
+    )
+    assert fov_overlap(a, flipped) == pytest.approx(1.0, abs=0.11)
+
+
+def test_a_visit_with_several_bad_files_names_each(tmp_path: Path) -> None:
+    write_image(head(), tmp_path / "v_t1.nii.gz")
+    write_image(head(), tmp_path / "v_t1c.nii.gz")
+    (tmp_path / "v_t2.nii.gz").write_bytes(b"")
+    good = write_image(head(), tmp_path / "v_flair.nii.gz").read_bytes()
+    (tmp_path / "v_flair.nii.gz").write_bytes(good[: len(good) // 2])
+    with pytest.raises(VisitInputError) as caught:
+        read_visit(tmp_path)
+    assert [type(p) for p in caught.value.problems] == [UnreadableFileError, TruncatedFileError]
+    assert "v_t2.nii.gz: the file is empty" in caught.value.message
+    assert "v_flair.nii.gz" in caught.value.message
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "inference", *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+
+
+def test_the_cli_prints_one_line_and_exits_2_on_bad_input(tmp_path: Path) -> None:
+    visit = tmp_path / "visit"
+    visit.mkdir()
+    for name in ("v_t1.nii.gz", "v_t1c.nii.gz", "v_t2.nii.gz"):
+        write_image(head(), visit / name)
+    data = write_image(head(), visit / "v_flair.nii.gz").read_bytes()
+    (visit / "v_flair.nii.gz").write_bytes(data[: len(data) // 3])
+    out = tmp_path / "out"
+    result = _cli("prepare", str(visit), "--out", str(out))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        result.stderr.strip().splitlines()[0]
+    ]  # one line
+    assert result.stderr.startswith("error: v_flair.nii.gz: the compressed file is truncated")
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_the_cli_names_a_missing_sequence(tmp_path: Path) -> None:
+    write_image(head(), tmp_path / "v_t1c.nii.gz")
+    result = _cli("prepare", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "missing T1, T2, FLAIR; found T1 post-contrast (v_t1c.nii.gz)" in result.stderr
+
+
+def test_a_failed_run_leaves_an_earlier_result_intact(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "qc.json").write_text("{\"earlier\": true}")
+    (tmp_path / "v_t1.nii.gz").write_bytes(gzip.compress(b"not nifti"))
+    result = _cli("prepare", str(tmp_path), "--out", str(out))
+    assert result.returncode == 2
+    assert (out / "qc.json").read_text() == "{\"earlier\": true}"
+
+
+def test_input_errors_carry_their_message() -> None:
+    error = InputError("x.nii.gz: something")
+    assert str(error) == error.message == "x.nii.gz: something"
+    assert isinstance(VisitInputError([error]), InputError)
+    assert Sequence.T1C.title == "T1 post-contrast"
