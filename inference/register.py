@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import math
 import os
 import tempfile
@@ -56,10 +57,12 @@ class StageRecord:
     stop_condition: str
     iterations: int
     seconds: float
+    kept: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
+            "kept": self.kept,
             "metric": round(self.metric, 5),
             "stop_condition": self.stop_condition,
             "iterations": self.iterations,
@@ -76,12 +79,19 @@ class RegistrationResult:
     seconds: float = 0.0
 
     @property
+    def final_stage(self) -> StageRecord | None:
+        kept = [s for s in self.stages if s.kept]
+        return kept[-1] if kept else None
+
+    @property
     def metric(self) -> float:
-        return self.stages[-1].metric if self.stages else math.nan
+        stage = self.final_stage
+        return stage.metric if stage else math.nan
 
     @property
     def stop_condition(self) -> str:
-        return self.stages[-1].stop_condition if self.stages else ""
+        stage = self.final_stage
+        return stage.stop_condition if stage else ""
 
 
 def _float(image: sitk.Image) -> sitk.Image:
@@ -189,6 +199,8 @@ def register_images(
     """
     started = time.perf_counter()
     fixed_f, moving_f = _float(fixed), _float(moving)
+    pyramid, affine_pyramid = _fit(pyramid, fixed), _fit(affine_pyramid, fixed)
+    sampling = _enough_samples(sampling, fixed if fixed_mask is None else fixed_mask, fixed_mask is not None)
     if initial_transform is not None:
         rigid: sitk.Transform = sitk.Euler3DTransform()
         rigid.SetCenter(
@@ -216,11 +228,69 @@ def register_images(
         start.SetCenter(euler.GetCenter())
         start.SetMatrix(euler.GetMatrix())
         start.SetTranslation(euler.GetTranslation())
-        transform, affine_record = _run_stage(
+        affine_transform, affine_record = _run_stage(
             fixed_f, moving_f, start, kind="affine", pyramid=affine_pyramid, **options  # type: ignore[arg-type]
         )
+        # Keep the affine refinement only if it fits better on the finest grid and stays a
+        # plausible head (no collapse or blow-up along an axis); otherwise keep the rigid result.
+        evaluate = functools.partial(
+            _metric_at, fixed_f, moving_f, fixed_mask=fixed_mask, sampling=sampling, bins=bins, seed=seed
+        )
+        scales = np.linalg.svd(_matrix_of(affine_transform), compute_uv=False)
+        affine_record.kept = bool(
+            evaluate(affine_transform) <= evaluate(transform) and 0.8 <= scales.min() <= scales.max() <= 1.25
+        )
         stages.append(affine_record)
+        if affine_record.kept:
+            transform = affine_transform
     return RegistrationResult(transform, stages, time.perf_counter() - started)
+
+
+def _metric_at(
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    transform: sitk.Transform,
+    *,
+    fixed_mask: sitk.Image | None,
+    sampling: float,
+    bins: int,
+    seed: int,
+) -> float:
+    """Mattes MI of ``transform`` on the full-resolution grids (lower is better)."""
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(sampling, seed)
+    if fixed_mask is not None:
+        method.SetMetricFixedMask(fixed_mask)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetInitialTransform(transform)
+    return float(method.MetricEvaluate(fixed, moving))
+
+
+MIN_LEVEL_VOXELS = 16  # the coarsest level keeps at least this many voxels along every axis
+MIN_SAMPLES = 20_000  # metric samples at the finest level, whatever the image size
+
+
+def _fit(pyramid: Pyramid, image: sitk.Image) -> Pyramid:
+    """Drop the levels that would shrink a small image to a handful of voxels."""
+    levels = [
+        (shrink, sigma)
+        for shrink, sigma in zip(pyramid.shrink, pyramid.smoothing_mm, strict=True)
+        if shrink == 1 or min(image.GetSize()) / shrink >= MIN_LEVEL_VOXELS
+    ]
+    if not levels:
+        return Pyramid((1,), (0.0,))
+    return Pyramid(tuple(s for s, _ in levels), tuple(g for _, g in levels))
+
+
+def _enough_samples(sampling: float, image: sitk.Image, is_mask: bool) -> float:
+    """Raise the sampling fraction of a small image (or mask) to at least ``MIN_SAMPLES`` points."""
+    if is_mask:
+        voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(image)))
+    else:
+        voxels = int(np.prod(image.GetSize()))
+    return float(min(1.0, max(sampling, MIN_SAMPLES / max(voxels, 1))))
 
 
 def _matrix_of(transform: sitk.Transform) -> np.ndarray:
