@@ -242,6 +242,10 @@ def is_skull_stripped(image: sitk.Image) -> tuple[bool, dict[str, float]]:
     return stripped, {"background_fraction": round(fraction, 3), "foreground_ml": round(volume_ml, 1)}
 
 
+def _background(image: sitk.Image) -> float:
+    return float(sitk.GetArrayViewFromImage(image).min())
+
+
 def _largest_component(mask: sitk.Image) -> sitk.Image:
     labelled, count = ndimage.label(sitk.GetArrayViewFromImage(mask) > 0)
     if count == 0:
@@ -271,20 +275,25 @@ def brain_mask(
     images: Mapping[Sequence, sitk.Image],
     *,
     reference_mask: sitk.Image | None = None,
+    foreground: sitk.Image | None = None,
 ) -> tuple[sitk.Image, StepRecord]:
-    """A brain mask on the prepared grid, and whether the input was skull-stripped already."""
+    """A brain mask on the prepared grid, and whether the input was skull-stripped already.
+
+    ``foreground`` is the reference sequence's non-background mask carried to the prepared grid
+    nearest-neighbour; linear resampling blurs a stripped edge by a voxel, a mask does not.
+    """
     record = StepRecord("brain_mask")
     with _Timer(record):
         stripped, evidence = is_skull_stripped(images[REFERENCE])
         record.metrics["skull_stripped_input"] = stripped
         record.metrics["evidence"] = evidence
         if stripped:
-            record.parameters["method"] = "non-background voxels of the skull-stripped input"
-            union = np.zeros(sitk.GetArrayViewFromImage(images[REFERENCE]).shape, dtype=bool)
-            for image in images.values():
-                values = sitk.GetArrayViewFromImage(image)
-                union |= values != values.min()
-            mask = _fill_holes(_largest_component(_from_array(union.astype(np.uint8), images[REFERENCE])))
+            record.parameters["method"] = (
+                "non-background voxels of the skull-stripped T1 post-contrast, on its own grid, "
+                "carried to the prepared grid nearest-neighbour"
+            )
+            mask = _fill_holes(_largest_component(foreground if foreground is not None else (
+                sitk.Cast(images[REFERENCE] != _background(images[REFERENCE]), sitk.sitkUInt8))))
         else:
             mask = _template_brain_mask(images, record)
         voxel_ml = float(np.prod(mask.GetSpacing())) / 1000.0
@@ -495,6 +504,9 @@ def prepare_visit(
         labels["segmentation"] = sitk.DICOMOrient(visit.segmentation, CANONICAL_ORIENTATION)
     if visit.brain_mask is not None:
         labels["reference_brain_mask"] = sitk.DICOMOrient(visit.brain_mask, CANONICAL_ORIENTATION)
+    labels["foreground"] = sitk.Cast(
+        images[REFERENCE] != _background(images[REFERENCE]), sitk.sitkUInt8
+    )
     say("co-registering T1, T2 and FLAIR to T1 post-contrast")
     transforms, record = coregister_sequences(images)
     records.append(record)
@@ -502,7 +514,11 @@ def prepare_visit(
     images, labels, record = resample_to_reference(images, transforms, labels=labels)
     records.append(record)
     say("brain mask")
-    mask, record = brain_mask(images, reference_mask=labels.get("reference_brain_mask"))
+    mask, record = brain_mask(
+        images,
+        reference_mask=labels.get("reference_brain_mask"),
+        foreground=labels.get("foreground"),
+    )
     records.append(record)
     say("bias-field correction")
     images, record = correct_bias(images, mask)

@@ -1,0 +1,23 @@
+"""inference/ is plain Python: importing it must not import Django or Celery."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_importing_inference_does_not_import_django() -> None:
+    modules = [p.stem for p in (REPO / "inference").glob("*.py") if p.stem != "__main__"]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module('inference.' + name if name != '__init__' else 'inference')\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'django', 'rest_framework', 'celery', 'tracker'})\n"
+        "print(','.join(bad))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert len(modules) >= 8
+    assert result.stdout.strip() == ""
