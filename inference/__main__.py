@@ -10,7 +10,8 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence as SequenceOf
+from collections.abc import Callable
+from collections.abc import Sequence as SequenceOf
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +44,17 @@ def cmd_prepare(args: argparse.Namespace) -> dict[str, Any]:
 
     started = time.perf_counter()
     visit = read_visit(args.visit_dir, series_overrides=_series_map(args.series_map))
-    _say(f"prepare {visit.folder.name}: " + ", ".join(f"{s.title} <- {n}" for s, n in visit.sources.items()))
+    _say(
+        f"prepare {visit.folder.name}: "
+        + ", ".join(f"{s.long_name} <- {n}" for s, n in visit.sources.items())
+    )
     prepared = prepare_visit(visit, progress=_progress(started))
     write_prepared(prepared, args.out)
     mask_step = next(r for r in prepared.records if r.name == "brain_mask")
     dice = mask_step.metrics.get("reference_dice")
     _say(
-        f"done in {time.perf_counter() - started:.1f} s: brain {mask_step.metrics['volume_ml']:.0f} mL"
+        f"done in {time.perf_counter() - started:.1f} s: "
+        f"brain {mask_step.metrics['volume_ml']:.0f} mL"
         + (f" (Dice {dice:.3f} against the reference mask)" if dice is not None else "")
         + f", skull-stripped input: {'yes' if mask_step.metrics['skull_stripped_input'] else 'no'}"
         + f" -> {args.out}"
@@ -80,9 +85,11 @@ def cmd_register(args: argparse.Namespace) -> dict[str, Any]:
     quality = registration.quality
     verdict = "ok" if registration.ok else "FLAGGED: " + "; ".join(quality["problems"])
     _say(
-        f"registered {moving.folder.name} -> {fixed.folder.name} on {registration.sequence.title} "
+        f"registered {moving.folder.name} -> {fixed.folder.name} "
+        f"on {registration.sequence.long_name} "
         f"in {registration.result.seconds:.1f} s: rotation "
-        f"{report['transform']['rotation_deg']:.1f} deg, correlation {quality['correlation_before']:.2f}"
+        f"{report['transform']['rotation_deg']:.1f} deg, "
+        f"correlation {quality['correlation_before']:.2f}"
         f" -> {quality['correlation_after']:.2f} ({verdict})"
     )
     return {"out": str(args.out), **report}
@@ -102,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("visit_dir", type=Path)
     prepare.add_argument("--out", type=Path, required=True)
     prepare.add_argument(
-        "--series-map", action="append", metavar="DESCRIPTION=SEQUENCE",
+        "--series-map",
+        action="append",
+        metavar="DESCRIPTION=SEQUENCE",
         help="DICOM SeriesDescription to t1, t1c, t2, flair or ignore (repeatable)",
     )
     prepare.set_defaults(run=cmd_prepare)

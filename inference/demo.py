@@ -39,7 +39,12 @@ _CONTRAST = {
     Sequence.T2: {"gm": 0.7, "wm": 0.5, "csf": 1.0, "rim": 0.8, "core": 1.0},
     Sequence.FLAIR: {"gm": 0.7, "wm": 0.55, "csf": 0.15, "rim": 1.1, "core": 0.8},
 }
-_SCANNER_SCALE = {Sequence.T1: 900.0, Sequence.T1C: 1100.0, Sequence.T2: 1400.0, Sequence.FLAIR: 700.0}
+_SCANNER_SCALE = {
+    Sequence.T1: 900.0,
+    Sequence.T1C: 1100.0,
+    Sequence.T2: 1400.0,
+    Sequence.FLAIR: 700.0,
+}
 
 
 def synthetic_visit(seed: int, *, skull: bool = True) -> dict[Sequence, sitk.Image]:
@@ -83,12 +88,15 @@ def synthetic_visit(seed: int, *, skull: bool = True) -> dict[Sequence, sitk.Ima
 def _bias_field(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
     coefficients = rng.uniform(-0.12, 0.12, size=3)
-    return np.exp(sum(c * g for c, g in zip(coefficients, grids, strict=True))).astype(np.float32)
+    field: np.ndarray = np.exp(sum(c * g for c, g in zip(coefficients, grids, strict=True)))
+    return field.astype(np.float32)
 
 
 def moved(image: sitk.Image, motion: sitk.Transform) -> sitk.Image:
     """The head as it appears after it moved by ``motion`` (fixed -> moving convention)."""
-    return sitk.Resample(image, image, motion.GetInverse(), sitk.sitkLinear, 0.0, image.GetPixelID())
+    return sitk.Resample(
+        image, image, motion.GetInverse(), sitk.sitkLinear, 0.0, image.GetPixelID()
+    )
 
 
 def demo_motion() -> sitk.Euler3DTransform:
@@ -115,7 +123,10 @@ def run_demo(out: Path, *, seed: int = 7, say: Callable[[str], None] = print) ->
     follow_up = {s: moved(image, motion) for s, image in synthetic_visit(seed + 1).items()}
     visit0 = write_visit(baseline, out / "visits" / "demo-000", "DEMO-000")
     visit1 = write_visit(follow_up, out / "visits" / "demo-001", "DEMO-001")
-    say(f"  wrote two synthetic visits under {out / 'visits'} ({time.perf_counter() - started:.1f} s)")
+    say(
+        f"  wrote two synthetic visits under {out / 'visits'} "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
 
     say("1. preparing the baseline visit (seven steps)")
     prepared = prepare_visit(read_visit(visit0), progress=lambda step: say(f"     {step}"))
@@ -149,15 +160,28 @@ def run_demo(out: Path, *, seed: int = 7, say: Callable[[str], None] = print) ->
     }
     say("")
     say("Summary (synthetic phantom)")
-    say(f"  preparation: {prepared.qc['seconds']:.1f} s  "
-        + ", ".join(f"{n} {r.seconds:.1f} s" for n, r in steps.items()))
-    say(f"  brain mask: {mask['volume_ml']:.0f} mL, found by "
-        + ("the input's own mask" if mask["skull_stripped_input"] else "MNI152 template registration"))
-    say(f"  registration on {registration.sequence.title}: {registration.result.seconds:.1f} s, "
+    say(
+        f"  preparation: {prepared.qc['seconds']:.1f} s  "
+        + ", ".join(f"{n} {r.seconds:.1f} s" for n, r in steps.items())
+    )
+    say(
+        f"  brain mask: {mask['volume_ml']:.0f} mL, found by "
+        + (
+            "the input's own mask"
+            if mask["skull_stripped_input"]
+            else "MNI152 template registration"
+        )
+    )
+    say(
+        f"  registration on {registration.sequence.long_name}: "
+        f"{registration.result.seconds:.1f} s, "
         f"correlation {registration.quality['correlation_before']:.2f} -> "
         f"{registration.quality['correlation_after']:.2f}, "
-        f"{'passed' if registration.ok else 'FLAGGED'} quality check")
-    say(f"  target registration error against the known motion: mean {tre.mean():.2f} mm, "
-        f"max {tre.max():.2f} mm")
+        f"{'passed' if registration.ok else 'FLAGGED'} quality check"
+    )
+    say(
+        f"  target registration error against the known motion: mean {tre.mean():.2f} mm, "
+        f"max {tre.max():.2f} mm"
+    )
     say(f"  outputs under {out}")
     return summary

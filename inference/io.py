@@ -69,8 +69,19 @@ _SEQUENCE_TOKENS: dict[str, Sequence] = {
     ),
     **dict.fromkeys(
         [
-            "t1c", "t1ce", "t1gd", "t1gad", "t1post", "t1postcontrast", "t1contrast", "t1wce",
-            "t1cw", "ct1", "t1plusc", "t1pc", "0001",
+            "t1c",
+            "t1ce",
+            "t1gd",
+            "t1gad",
+            "t1post",
+            "t1postcontrast",
+            "t1contrast",
+            "t1wce",
+            "t1cw",
+            "ct1",
+            "t1plusc",
+            "t1pc",
+            "0001",
         ],
         Sequence.T1C,
     ),
@@ -79,8 +90,19 @@ _SEQUENCE_TOKENS: dict[str, Sequence] = {
 }
 _NNUNET_CHANNELS = {"0000", "0001", "0002", "0003"}
 _SEGMENTATION_TOKENS = {
-    "seg", "segmentation", "mask", "label", "labels", "gt", "groundtruth", "truth", "ot",
-    "otmulticlass", "annotation", "tumor", "tumour",
+    "seg",
+    "segmentation",
+    "mask",
+    "label",
+    "labels",
+    "gt",
+    "groundtruth",
+    "truth",
+    "ot",
+    "otmulticlass",
+    "annotation",
+    "tumor",
+    "tumour",
 }
 _BRAIN_MASK_TOKENS = {"brainmask", "brain_mask", "skullstrip", "bet"}
 
@@ -123,7 +145,11 @@ def classify_filename(name: str) -> FileRole | None:
         return MapKind.SEGMENTATION
     for i in range(len(tokens) - 1, -1, -1):
         # "t1_gd", "t1 post", "t2_flair": a weighting followed by its qualifier
-        if i > 0 and tokens[i - 1] in {"t1", "t2"} and tokens[i - 1] + tokens[i] in _SEQUENCE_TOKENS:
+        if (
+            i > 0
+            and tokens[i - 1] in {"t1", "t2"}
+            and tokens[i - 1] + tokens[i] in _SEQUENCE_TOKENS
+        ):
             return _SEQUENCE_TOKENS[tokens[i - 1] + tokens[i]]
         token = tokens[i]
         if token in _NNUNET_CHANNELS and i != len(tokens) - 1:
@@ -306,8 +332,8 @@ def find_visit_files(
         if len(sources) > 1:
             names = " and ".join(source_label(s) for s in sources)
             raise DuplicateSequenceError(
-                f"{sequence.title} appears more than once ({names}); keep one, or map the others "
-                "with a series override",
+                f"{sequence.long_name} appears more than once ({names}); keep one, or map the "
+                "others with a series override",
                 path=folder,
             )
         visit.sequences[sequence] = sources[0]
@@ -323,7 +349,9 @@ def _check_readable(path: Path, limits: ImageLimits) -> None:
     except PermissionError as error:
         raise UnreadableFileError(f"{path.name}: permission denied", path=path) from error
     except OSError as error:
-        raise UnreadableFileError(f"{path.name}: cannot be opened ({error.strerror})", path=path) from error
+        raise UnreadableFileError(
+            f"{path.name}: cannot be opened ({error.strerror})", path=path
+        ) from error
     size = path.stat().st_size
     if size > limits.max_file_bytes:
         raise FileTooLargeError(
@@ -430,7 +458,7 @@ def read_image(path: Path | str, *, limits: ImageLimits | None = None) -> sitk.I
         ) from error
     if image.GetDimension() == 4:
         size = list(image.GetSize())
-        image = sitk.Extract(image, size[:3] + [0], [0, 0, 0, 0])
+        image = sitk.Extract(image, [*size[:3], 0], [0, 0, 0, 0])
     try:
         _check_raw_floats(path)
         check_voxels(path.name, image)
@@ -455,19 +483,23 @@ def read_dicom_series(series: DicomSeries, *, limits: ImageLimits | None = None)
     header.ReadImageInformation()
     columns, rows = header.GetSize()[:2]
     spacing = header.GetSpacing()
-    check_header(name, (columns, rows, len(series.files)), spacing[:2] + (1.0,), 1, limits)
+    check_header(name, (columns, rows, len(series.files)), (*spacing[:2], 1.0), 1, limits)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(series.files))
     try:
         image = reader.Execute()
     except RuntimeError as error:
         raise UnreadableFileError(f"{name}: the series cannot be read ({_short(error)})") from error
-    check_header(name, image.GetSize(), image.GetSpacing(), image.GetNumberOfComponentsPerPixel(), limits)
+    check_header(
+        name, image.GetSize(), image.GetSpacing(), image.GetNumberOfComponentsPerPixel(), limits
+    )
     check_voxels(name, image)
     return image
 
 
-def read_label_map(path: Path, *, limits: ImageLimits | None = None) -> tuple[sitk.Image, LabelConvention]:
+def read_label_map(
+    path: Path, *, limits: ImageLimits | None = None
+) -> tuple[sitk.Image, LabelConvention]:
     """Read a segmentation and map its labels onto the internal convention."""
     image = _read_label_image(path, limits)
     values = sitk.GetArrayViewFromImage(image)
@@ -495,8 +527,14 @@ def _read_label_image(path: Path, limits: ImageLimits | None) -> sitk.Image:
         ) from error
     if image.GetDimension() == 4:
         size = list(image.GetSize())
-        image = sitk.Extract(image, size[:3] + [0], [0, 0, 0, 0])
-    check_header(path.name, image.GetSize(), image.GetSpacing(), image.GetNumberOfComponentsPerPixel(), limits)
+        image = sitk.Extract(image, [*size[:3], 0], [0, 0, 0, 0])
+    check_header(
+        path.name,
+        image.GetSize(),
+        image.GetSpacing(),
+        image.GetNumberOfComponentsPerPixel(),
+        limits,
+    )
     return image
 
 
@@ -516,10 +554,15 @@ def read_visit(
     files = find_visit_files(folder, series_overrides=series_overrides)
     missing = [s for s in required if s not in files.sequences]
     if missing or not files.sequences:
-        found = ", ".join(
-            f"{s.title} ({source_label(files.sequences[s])})" for s in ALL_SEQUENCES if s in files.sequences
-        ) or "none"
-        wanted = ", ".join(s.title for s in missing) or "at least one sequence"
+        found = (
+            ", ".join(
+                f"{s.long_name} ({source_label(files.sequences[s])})"
+                for s in ALL_SEQUENCES
+                if s in files.sequences
+            )
+            or "none"
+        )
+        wanted = ", ".join(s.long_name for s in missing) or "at least one sequence"
         hint = f"; ignored: {', '.join(files.ignored)}" if files.ignored else ""
         raise MissingSequenceError(
             f"{files.folder.name}: missing {wanted}; found {found}{hint}", path=files.folder
@@ -640,7 +683,11 @@ def write_dicom_series(
     folder.mkdir(parents=True, exist_ok=True)
     values = sitk.GetArrayFromImage(image).astype(np.float64)
     low, high = float(values.min()), float(values.max())
-    slope = max((high - low) / 32000.0, 1e-6) if (high - low > 32000 or not _is_integral(values)) else 1.0
+    slope = (
+        max((high - low) / 32000.0, 1e-6)
+        if (high - low > 32000 or not _is_integral(values))
+        else 1.0
+    )
     intercept = low if slope != 1.0 else 0.0
     stored = np.rint((values - intercept) / slope).astype(np.int16)
     volume = sitk.GetImageFromArray(stored)

@@ -22,7 +22,7 @@ class Sequence(enum.StrEnum):
     FLAIR = "flair"
 
     @property
-    def title(self) -> str:
+    def long_name(self) -> str:
         return _SEQUENCE_TITLES[self]
 
 

@@ -104,7 +104,7 @@ def reorient(images: Mapping[Sequence, sitk.Image]) -> tuple[Images, StepRecord]
 def isotropic(image: sitk.Image, spacing_mm: float) -> sitk.Image:
     """``image`` resampled onto an isotropic grid covering the same box (linear)."""
     size = [
-        max(2, int(math.ceil(n * s / spacing_mm)))
+        max(2, math.ceil(n * s / spacing_mm))
         for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)
     ]
     # Keep the box: the first voxel's corner stays where it was.
@@ -186,7 +186,7 @@ def _crop_to_head(image: sitk.Image, margin_voxels: int = 3) -> sitk.Image:
 
 def _grid(image: sitk.Image, spacing_mm: float) -> sitk.Image:
     size = [
-        max(2, int(math.ceil(n * s / spacing_mm)))
+        max(2, math.ceil(n * s / spacing_mm))
         for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)
     ]
     corner = image.TransformContinuousIndexToPhysicalPoint([-0.5, -0.5, -0.5])
@@ -212,14 +212,23 @@ def resample_to_reference(
     """
     record = StepRecord(
         "resample",
-        parameters={"spacing_mm": spacing_mm, "grid": reference.value, "interpolator": "linear",
-                    "label_interpolator": "nearest_neighbour"},
+        parameters={
+            "spacing_mm": spacing_mm,
+            "grid": reference.value,
+            "interpolator": "linear",
+            "label_interpolator": "nearest_neighbour",
+        },
     )
     with _Timer(record):
         grid = _grid(images[reference], spacing_mm)
         out = {s: resample(image, grid, transforms.get(s)) for s, image in images.items()}
-        out_labels = {name: resample(image, grid, labels=True) for name, image in (labels or {}).items()}
-        record.metrics = {"size": list(grid.GetSize()), "origin_mm": [round(v, 3) for v in grid.GetOrigin()]}
+        out_labels = {
+            name: resample(image, grid, labels=True) for name, image in (labels or {}).items()
+        }
+        record.metrics = {
+            "size": list(grid.GetSize()),
+            "origin_mm": [round(v, 3) for v in grid.GetOrigin()],
+        }
     return out, out_labels, record
 
 
@@ -239,7 +248,10 @@ def is_skull_stripped(image: sitk.Image) -> tuple[bool, dict[str, float]]:
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
     volume_ml = float(foreground.sum()) * voxel_ml
     stripped = fraction > 0.3 and 700.0 <= volume_ml <= 2300.0
-    return stripped, {"background_fraction": round(fraction, 3), "foreground_ml": round(volume_ml, 1)}
+    return stripped, {
+        "background_fraction": round(fraction, 3),
+        "foreground_ml": round(volume_ml, 1),
+    }
 
 
 def _background(image: sitk.Image) -> float:
@@ -292,12 +304,23 @@ def brain_mask(
                 "non-background voxels of the skull-stripped T1 post-contrast, on its own grid, "
                 "carried to the prepared grid nearest-neighbour"
             )
-            mask = _fill_holes(_largest_component(foreground if foreground is not None else (
-                sitk.Cast(images[REFERENCE] != _background(images[REFERENCE]), sitk.sitkUInt8))))
+            mask = _fill_holes(
+                _largest_component(
+                    foreground
+                    if foreground is not None
+                    else (
+                        sitk.Cast(
+                            images[REFERENCE] != _background(images[REFERENCE]), sitk.sitkUInt8
+                        )
+                    )
+                )
+            )
         else:
             mask = _template_brain_mask(images, record)
         voxel_ml = float(np.prod(mask.GetSpacing())) / 1000.0
-        record.metrics["volume_ml"] = round(float(sitk.GetArrayViewFromImage(mask).sum()) * voxel_ml, 1)
+        record.metrics["volume_ml"] = round(
+            float(sitk.GetArrayViewFromImage(mask).sum()) * voxel_ml, 1
+        )
         if reference_mask is not None:
             record.metrics["reference_dice"] = round(dice(mask, reference_mask), 4)
     return mask, record
@@ -383,8 +406,12 @@ def correct_bias(
     """
     record = StepRecord(
         "bias_correction",
-        parameters={"method": "N4", "shrink": shrink, "iterations": list(iterations),
-                    "control_points": [4, 4, 4]},
+        parameters={
+            "method": "N4",
+            "shrink": shrink,
+            "iterations": list(iterations),
+            "control_points": [4, 4, 4],
+        },
     )
     with _Timer(record):
         start, size = _bounding_box(mask, margin=4)
@@ -392,10 +419,14 @@ def correct_bias(
         out = {}
         for sequence, image in images.items():
             crop = _crop(image, start, size)
-            inside = sitk.GetArrayViewFromImage(crop)[sitk.GetArrayViewFromImage(_crop(mask, start, size)) > 0]
+            inside = sitk.GetArrayViewFromImage(crop)[
+                sitk.GetArrayViewFromImage(_crop(mask, start, size)) > 0
+            ]
             if inside.size == 0 or float(np.percentile(inside, 1)) < 0:
                 out[sequence] = image
-                record.metrics[sequence.value] = {"skipped": "negative intensities (already normalised)"}
+                record.metrics[sequence.value] = {
+                    "skipped": "negative intensities (already normalised)"
+                }
                 continue
             positive = sitk.Maximum(crop, 1e-3 * float(inside.max()))
             corrector = sitk.N4BiasFieldCorrectionImageFilter()
@@ -464,7 +495,9 @@ def normalise(images: Mapping[Sequence, sitk.Image], mask: sitk.Image) -> tuple[
             values = sitk.GetArrayFromImage(image)
             brain = values[inside]
             mean, std = float(brain.mean()), float(brain.std())
-            scaled = np.where(inside, (values - mean) / (std if std > 0 else 1.0), 0.0).astype(np.float32)
+            scaled = np.where(inside, (values - mean) / (std if std > 0 else 1.0), 0.0).astype(
+                np.float32
+            )
             normalised = sitk.GetImageFromArray(scaled)
             normalised.CopyInformation(image)
             out[sequence] = normalised
@@ -490,9 +523,11 @@ def prepare_visit(
     progress: Callable[[str], None] | None = None,
 ) -> PreparedVisit:
     """Run the seven steps on a visit that has all four sequences."""
-    missing = [s.title for s in ALL_SEQUENCES if s not in visit.images]
+    missing = [s.long_name for s in ALL_SEQUENCES if s not in visit.images]
     if missing:
-        raise MissingSequenceError(f"{visit.folder.name}: cannot prepare without {', '.join(missing)}")
+        raise MissingSequenceError(
+            f"{visit.folder.name}: cannot prepare without {', '.join(missing)}"
+        )
     started = time.perf_counter()
     say = progress or (lambda _message: None)
     records = []

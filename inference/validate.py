@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Mapping, Sequence as SequenceOf
+from collections.abc import Mapping
+from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,7 +53,11 @@ class ImageLimits:
 
 
 def check_header(
-    name: str, size: SequenceOf[int], spacing: SequenceOf[float], components: int, limits: ImageLimits
+    name: str,
+    size: SequenceOf[int],
+    spacing: SequenceOf[float],
+    components: int,
+    limits: ImageLimits,
 ) -> None:
     """Checks that need only the header: dimensions, components, voxel count and spacing."""
     dims = [int(s) for s in size]
@@ -62,9 +67,7 @@ def check_header(
     if len(dims) != 3:
         shape = " x ".join(str(d) for d in dims)
         detail = (
-            f"a 4-D series of {dims[3]} volumes"
-            if len(dims) == 4
-            else f"a {len(dims)}-D image"
+            f"a 4-D series of {dims[3]} volumes" if len(dims) == 4 else f"a {len(dims)}-D image"
         )
         raise NotThreeDimensionalError(
             f"{name}: expected a 3-D image but found {detail} ({shape}); "
@@ -127,9 +130,7 @@ def physical_bounds(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
     """Axis-aligned physical bounding box (mm) of an image's voxel centres, in (x, y, z)."""
     size = image.GetSize()
     corners = [
-        image.TransformContinuousIndexToPhysicalPoint(
-            [float(c) for c in corner]
-        )
+        image.TransformContinuousIndexToPhysicalPoint([float(c) for c in corner])
         for corner in itertools.product(*[(-0.5, s - 0.5) for s in size])
     ]
     points = np.array(corners)
@@ -157,7 +158,8 @@ def check_same_head(images: Mapping[Sequence, sitk.Image], limits: ImageLimits) 
         overlap = fov_overlap(a, b)
         if overlap < limits.min_fov_overlap:
             raise FieldOfViewMismatchError(
-                f"{seq_a.title} and {seq_b.title} do not cover the same head: their fields of "
-                f"view share {100 * overlap:.0f} % (at least {100 * limits.min_fov_overlap:.0f} % "
-                "expected); were they taken from different patients or visits?"
+                f"{seq_a.long_name} and {seq_b.long_name} do not cover the same head: their "
+                f"fields of view share {100 * overlap:.0f} % (at least "
+                f"{100 * limits.min_fov_overlap:.0f} % expected); were they taken from different "
+                "patients or visits?"
             )

@@ -15,9 +15,12 @@ def test_importing_inference_does_not_import_django() -> None:
         "import importlib, sys\n"
         f"for name in {modules!r}:\n"
         "    importlib.import_module('inference.' + name if name != '__init__' else 'inference')\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'django', 'rest_framework', 'celery', 'tracker'})\n"
+        "frameworks = {'django', 'rest_framework', 'celery', 'tracker'}\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in frameworks)\n"
         "print(','.join(bad))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
     assert len(modules) >= 8
     assert result.stdout.strip() == ""

@@ -107,7 +107,7 @@ def test_it_recognises_dicom_series_descriptions(description: str, sequence: obj
 
 
 def _write_visit(folder: Path, names: dict[Sequence, str], seg: str | None = None) -> None:
-    for index, (sequence, name) in enumerate(names.items()):
+    for index, (_sequence, name) in enumerate(names.items()):
         write_image(head(seed=index) * (1.0 + index), folder / name)
     if seg is not None:
         labels = sitk.Cast(head() > 150, sitk.sitkUInt8) * 4
@@ -139,7 +139,9 @@ def test_it_preserves_geometry(tmp_path: Path) -> None:
     theta = np.radians(20)
     direction = (np.cos(theta), -np.sin(theta), 0, np.sin(theta), np.cos(theta), 0, 0, 0, -1)
     values = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7)
-    image = image_from_array(values, spacing=(0.9, 1.1, 5.5), origin=(-12.5, 30.0, 7.25), direction=direction)
+    image = image_from_array(
+        values, spacing=(0.9, 1.1, 5.5), origin=(-12.5, 30.0, 7.25), direction=direction
+    )
     for name in ("x_t1.nii", "x_t1.nii.gz"):
         back = read_image(write_image(image, tmp_path / name))
         assert back.GetSpacing() == pytest.approx(image.GetSpacing(), abs=1e-5)
@@ -189,12 +191,20 @@ def test_a_partial_visit_reads_when_nothing_is_required(tmp_path: Path) -> None:
 def _dicom_visit(tmp_path: Path, descriptions: dict[str, float]) -> Path:
     for number, (description, scale) in enumerate(descriptions.items(), start=1):
         image = sitk.Cast(head(seed=number) * scale, sitk.sitkInt16)
-        write_dicom_series(image, tmp_path / f"series{number}", series_description=description, series_number=number)
+        write_dicom_series(
+            image,
+            tmp_path / f"series{number}",
+            series_description=description,
+            series_number=number,
+        )
     return tmp_path
 
 
 def test_it_reads_dicom_series_by_description(tmp_path: Path) -> None:
-    _dicom_visit(tmp_path, {"T1 MPRAGE": 1.0, "T1 POST GD": 1.3, "Ax T2 FSE": 1.1, "AX FLAIR": 0.8, "Localizer": 1.0})
+    _dicom_visit(
+        tmp_path,
+        {"T1 MPRAGE": 1.0, "T1 POST GD": 1.3, "Ax T2 FSE": 1.1, "AX FLAIR": 0.8, "Localizer": 1.0},
+    )
     visit = read_visit(tmp_path)
     assert visit.sources[T1C] == "DICOM series 'T1 POST GD'"
     assert any("Localizer" in ignored for ignored in visit.ignored)
@@ -205,10 +215,14 @@ def test_it_reads_dicom_series_by_description(tmp_path: Path) -> None:
 
 
 def test_an_override_names_an_unusual_series(tmp_path: Path) -> None:
-    _dicom_visit(tmp_path, {"MPR": 1.0, "BRAVO+": 1.3, "Ax T2 FSE": 1.1, "AX FLAIR": 0.8, "PROTOCOL X": 1.0})
+    _dicom_visit(
+        tmp_path, {"MPR": 1.0, "BRAVO+": 1.3, "Ax T2 FSE": 1.1, "AX FLAIR": 0.8, "PROTOCOL X": 1.0}
+    )
     with pytest.raises(MissingSequenceError, match="T1 post-contrast"):
         read_visit(tmp_path)
-    visit = read_visit(tmp_path, series_overrides={"MPR": "t1", "bravo+": "t1c", "PROTOCOL X": "ignore"})
+    visit = read_visit(
+        tmp_path, series_overrides={"MPR": "t1", "bravo+": "t1c", "PROTOCOL X": "ignore"}
+    )
     assert visit.sources[T1] == "DICOM series 'MPR'"
     assert visit.sources[T1C] == "DICOM series 'BRAVO+'"
 

@@ -27,7 +27,9 @@ from inference.register import (
 from .images import head, visit_images
 
 
-def _rigid(degrees: tuple[float, float, float], shift: tuple[float, float, float]) -> sitk.Euler3DTransform:
+def _rigid(
+    degrees: tuple[float, float, float], shift: tuple[float, float, float]
+) -> sitk.Euler3DTransform:
     motion = sitk.Euler3DTransform()
     motion.SetRotation(*np.radians(degrees))
     motion.SetTranslation(shift)
@@ -35,15 +37,21 @@ def _rigid(degrees: tuple[float, float, float], shift: tuple[float, float, float
 
 
 def _move(image: sitk.Image, motion: sitk.Transform) -> sitk.Image:
-    """How the head looks after moving by ``motion`` (a point x of the head ends up at motion(x))."""
+    """The head after moving by ``motion``: a point x of the head ends up at motion(x)."""
     return sitk.Resample(image, image, motion.GetInverse(), sitk.sitkLinear, 10.0)
 
 
 def test_it_recovers_a_known_shift_on_anisotropic_voxels() -> None:
     fixed = head(size=(48, 40, 24), spacing=(1.0, 1.2, 2.0))
     motion = _rigid((0, 0, 0), (3.0, -2.0, 4.0))
-    result = register_images(fixed, _move(fixed, motion), affine=False, init=Init.IDENTITY,
-                             pyramid=Pyramid((2, 1), (1.0, 0.0)), sampling=0.5)
+    result = register_images(
+        fixed,
+        _move(fixed, motion),
+        affine=False,
+        init=Init.IDENTITY,
+        pyramid=Pyramid((2, 1), (1.0, 0.0)),
+        sampling=0.5,
+    )
     tre = target_registration_error(result.transform, motion, mask_points(fixed > 50, step=2))
     assert tre.mean() < 0.3
     assert "RegularStepGradientDescent" in result.stop_condition
@@ -51,12 +59,21 @@ def test_it_recovers_a_known_shift_on_anisotropic_voxels() -> None:
 
 
 def test_it_recovers_a_rotation_and_shift_with_a_non_zero_origin() -> None:
-    fixed = head(size=(56, 48, 40), spacing=(1.0, 1.0, 1.0), origin=(-120.0, 40.0, 15.0),
-                 centre_mm=(-92.5, 63.5, 34.5))
+    fixed = head(
+        size=(56, 48, 40),
+        spacing=(1.0, 1.0, 1.0),
+        origin=(-120.0, 40.0, 15.0),
+        centre_mm=(-92.5, 63.5, 34.5),
+    )
     motion = _rigid((6.0, -4.0, 8.0), (5.0, 3.0, -4.0))
     motion.SetCenter((-92.5, 63.5, 34.5))
-    result = register_images(fixed, _move(fixed, motion), pyramid=Pyramid((2, 1), (1.0, 0.0)),
-                             affine_pyramid=Pyramid((1,), (0.0,)), sampling=0.3)
+    result = register_images(
+        fixed,
+        _move(fixed, motion),
+        pyramid=Pyramid((2, 1), (1.0, 0.0)),
+        affine_pyramid=Pyramid((1,), (0.0,)),
+        sampling=0.3,
+    )
     tre = target_registration_error(result.transform, motion, mask_points(fixed > 50, step=2))
     assert tre.mean() < 0.5
     assert rotation_degrees(result.transform) == pytest.approx(rotation_degrees(motion), abs=1.0)
@@ -77,12 +94,17 @@ def test_transforms_round_trip_through_tfm_files(tmp_path: Path) -> None:
 def test_visit_registration_passes_its_quality_check() -> None:
     fixed = visit_images(size=(48, 44, 36), spacing=(1.0, 1.0, 1.0))
     motion = _rigid((3.0, 0.0, -4.0), (2.0, 4.0, -1.0))
-    moving = {s: _move(image, motion) for s, image in visit_images(size=(48, 44, 36), spacing=(1.0, 1.0, 1.0), seed=5).items()}
+    moving = {
+        s: _move(image, motion)
+        for s, image in visit_images(size=(48, 44, 36), spacing=(1.0, 1.0, 1.0), seed=5).items()
+    }
     registration = register_visits(fixed, moving)
     assert registration.sequence is Sequence.T1C
     assert registration.ok, registration.quality
     assert registration.quality["correlation_after"] > registration.quality["correlation_before"]
-    tre = target_registration_error(registration.result.transform, motion, mask_points(fixed[Sequence.T1] > 50))
+    tre = target_registration_error(
+        registration.result.transform, motion, mask_points(fixed[Sequence.T1] > 50)
+    )
     assert tre.mean() < 0.7
 
 
@@ -98,7 +120,12 @@ def test_a_failed_registration_is_flagged() -> None:
 
 def test_it_registers_on_the_best_sequence_both_visits_have() -> None:
     full = visit_images()
-    assert choose_sequence(full, {Sequence.FLAIR: full[Sequence.FLAIR], Sequence.T2: full[Sequence.T2]}) is Sequence.FLAIR
+    assert (
+        choose_sequence(
+            full, {Sequence.FLAIR: full[Sequence.FLAIR], Sequence.T2: full[Sequence.T2]}
+        )
+        is Sequence.FLAIR
+    )
     assert choose_sequence(full, full) is Sequence.T1C
     with pytest.raises(MissingSequenceError, match="share no sequence"):
         choose_sequence({Sequence.T1: full[Sequence.T1]}, {Sequence.T2: full[Sequence.T2]})
@@ -107,11 +134,15 @@ def test_it_registers_on_the_best_sequence_both_visits_have() -> None:
 def test_a_single_sequence_archive_registers() -> None:
     fixed = {Sequence.FLAIR: head(size=(48, 44, 20), spacing=(1.0, 1.0, 3.0), seed=1)}
     motion = _rigid((0.0, 0.0, 3.0), (2.0, -3.0, 0.0))
-    moving = {Sequence.FLAIR: _move(head(size=(48, 44, 20), spacing=(1.0, 1.0, 3.0), seed=2), motion)}
+    moving = {
+        Sequence.FLAIR: _move(head(size=(48, 44, 20), spacing=(1.0, 1.0, 3.0), seed=2), motion)
+    }
     registration = register_visits(fixed, moving)
     assert registration.sequence is Sequence.FLAIR
     assert registration.ok
-    tre = target_registration_error(registration.result.transform, motion, mask_points(fixed[Sequence.FLAIR] > 50))
+    tre = target_registration_error(
+        registration.result.transform, motion, mask_points(fixed[Sequence.FLAIR] > 50)
+    )
     assert tre.mean() < 1.0
 
 
