@@ -13,7 +13,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m inference demo --out var/demo > var-demo-summary.json.tmp && mkdir -p var/demo && mv var-demo-summary.json.tmp var/demo/summary.json
+	mkdir -p var/demo
+	$(PY) -m inference demo --out var/demo > var/demo/summary.json
+	@echo "summary written to var/demo/summary.json"
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile
