@@ -371,7 +371,8 @@ def _template_brain_mask(images: Mapping[Sequence, sitk.Image], record: StepReco
 def _refine_edge(mask: np.ndarray, image: sitk.Image, *, band_mm: int) -> np.ndarray:
     """Within ``band_mm`` of the mask's edge (1 mm grid), keep the voxels brighter than the
     band's Otsu threshold; the mask's interior is kept as it is."""
-    values = sitk.GetArrayViewFromImage(sitk.SmoothingRecursiveGaussian(image, 1.0))
+    # A copy, not a view: a view into a temporary image reads freed memory.
+    values = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(image, 1.0))
     inner = ndimage.binary_erosion(mask, iterations=band_mm)
     band = ndimage.binary_dilation(mask, iterations=band_mm) & ~inner
     if not band.any():
@@ -445,13 +446,13 @@ def correct_bias(
     )
     with _Timer(record):
         start, size = _bounding_box(mask, margin=4)
-        small_mask = sitk.Shrink(_crop(mask, start, size), [shrink] * 3)
+        mask_crop = _crop(mask, start, size)
+        in_mask = sitk.GetArrayFromImage(mask_crop) > 0
+        small_mask = sitk.Shrink(mask_crop, [shrink] * 3)
         out = {}
         for sequence, image in images.items():
             crop = _crop(image, start, size)
-            inside = sitk.GetArrayViewFromImage(crop)[
-                sitk.GetArrayViewFromImage(_crop(mask, start, size)) > 0
-            ]
+            inside = sitk.GetArrayFromImage(crop)[in_mask]
             if inside.size == 0 or float(np.percentile(inside, 1)) < 0:
                 out[sequence] = image
                 record.metrics[sequence.value] = {
@@ -469,9 +470,7 @@ def correct_bias(
             log_field = resample(corrector.GetLogBiasFieldAsImage(small), crop)
             corrected = sitk.Cast(crop / sitk.Exp(log_field), sitk.sitkFloat32)
             out[sequence] = _paste(sitk.Image(image), corrected, start)
-            field_values = np.exp(sitk.GetArrayViewFromImage(log_field))[
-                sitk.GetArrayViewFromImage(_crop(mask, start, size)) > 0
-            ]
+            field_values = np.exp(sitk.GetArrayFromImage(log_field)[in_mask])
             record.metrics[sequence.value] = {
                 "field_min": round(float(field_values.min()), 3),
                 "field_max": round(float(field_values.max()), 3),

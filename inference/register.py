@@ -283,6 +283,8 @@ def _metric_at(
     if fixed_mask is not None:
         method.SetMetricFixedMask(fixed_mask)
     method.SetInterpolator(sitk.sitkLinear)
+    method.MetricUseFixedImageGradientFilterOff()
+    method.MetricUseMovingImageGradientFilterOff()
     method.SetInitialTransform(transform)
     return float(method.MetricEvaluate(fixed, moving))
 
