@@ -9,7 +9,7 @@ The seven steps, each a function that returns SimpleITK images plus a ``StepReco
 4. ``brain_mask``: the input's own mask if it is already skull-stripped, otherwise the MNI152
    template's mask registered onto the T1 (affine), refined by intensity;
 5. ``correct_bias``: N4 on a shrunken copy, its field applied at full resolution;
-6. ``denoise``: gradient anisotropic diffusion, mild enough not to move tumour boundaries;
+6. ``denoise``: curvature flow, mild enough not to move tumour boundaries;
 7. ``normalise``: z-score within the brain mask per sequence, zero outside.
 
 Images are float32 throughout; numpy arrays taken from them are in (z, y, x) order.
@@ -102,26 +102,23 @@ def reorient(images: Mapping[Sequence, sitk.Image]) -> tuple[Images, StepRecord]
 
 
 def isotropic(image: sitk.Image, spacing_mm: float) -> sitk.Image:
-    """``image`` resampled onto an isotropic grid covering the same box (linear)."""
+    """``image`` resampled (linear, float32) onto an isotropic grid covering the same box."""
+    return resample(image, isotropic_grid(image, spacing_mm))
+
+
+def isotropic_grid(image: sitk.Image, spacing_mm: float) -> sitk.Image:
+    """An empty isotropic grid over the box of ``image``: same first-voxel corner, same direction."""
     size = [
         max(2, math.ceil(n * s / spacing_mm))
         for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)
     ]
-    # Keep the box: the first voxel's corner stays where it was.
     corner = image.TransformContinuousIndexToPhysicalPoint([-0.5, -0.5, -0.5])
     direction = np.array(image.GetDirection()).reshape(3, 3)
-    origin = np.array(corner) + direction @ np.full(3, spacing_mm / 2)
-    return sitk.Resample(
-        sitk.Cast(image, sitk.sitkFloat32),
-        size,
-        sitk.Transform(),
-        sitk.sitkLinear,
-        origin.tolist(),
-        [spacing_mm] * 3,
-        image.GetDirection(),
-        0.0,
-        sitk.sitkFloat32,
-    )
+    grid = sitk.Image(size, sitk.sitkUInt8)
+    grid.SetSpacing([spacing_mm] * 3)
+    grid.SetDirection(image.GetDirection())
+    grid.SetOrigin((np.array(corner) + direction @ np.full(3, spacing_mm / 2)).tolist())
+    return grid
 
 
 def coregister_sequences(
@@ -184,20 +181,6 @@ def _crop_to_head(image: sitk.Image, margin_voxels: int = 3) -> sitk.Image:
 # 3. Resampling -----------------------------------------------------------------------------------
 
 
-def _grid(image: sitk.Image, spacing_mm: float) -> sitk.Image:
-    size = [
-        max(2, math.ceil(n * s / spacing_mm))
-        for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)
-    ]
-    corner = image.TransformContinuousIndexToPhysicalPoint([-0.5, -0.5, -0.5])
-    direction = np.array(image.GetDirection()).reshape(3, 3)
-    grid = sitk.Image(size, sitk.sitkUInt8)
-    grid.SetSpacing([spacing_mm] * 3)
-    grid.SetDirection(image.GetDirection())
-    grid.SetOrigin((np.array(corner) + direction @ np.full(3, spacing_mm / 2)).tolist())
-    return grid
-
-
 def resample_to_reference(
     images: Mapping[Sequence, sitk.Image],
     transforms: Mapping[Sequence, sitk.Transform],
@@ -220,7 +203,7 @@ def resample_to_reference(
         },
     )
     with _Timer(record):
-        grid = _grid(images[reference], spacing_mm)
+        grid = isotropic_grid(images[reference], spacing_mm)
         out = {s: resample(image, grid, transforms.get(s)) for s, image in images.items()}
         out_labels = {
             name: resample(image, grid, labels=True) for name, image in (labels or {}).items()
