@@ -95,6 +95,50 @@ def cmd_register(args: argparse.Namespace) -> dict[str, Any]:
     return {"out": str(args.out), **report}
 
 
+def cmd_measure(args: argparse.Namespace) -> dict[str, Any]:
+    from inference.io import read_label_map, read_probability_map, write_text  # noqa: PLC0415
+    from inference.measure import MeasureSettings, measure  # noqa: PLC0415
+
+    labels, convention = read_label_map(args.labels)
+    probabilities = read_probability_map(args.prob) if args.prob else None
+    settings = MeasureSettings(
+        connectivity=args.connectivity,
+        min_lesion_ml=args.min_lesion_ml,
+        max_targets=args.max_targets,
+    )
+    result = {
+        "labels": str(args.labels),
+        "label_convention": convention.value,
+        **measure(labels, probabilities=probabilities, settings=settings).as_dict(),
+    }
+    if args.out:
+        write_text(json.dumps(result, indent=2) + "\n", args.out)
+    lesions = result["lesions"]
+    _say(
+        f"WT {result['volumes_ml']['WT']:.2f} mL, TC {result['volumes_ml']['TC']:.2f} mL, "
+        f"ET {result['volumes_ml']['ET']:.2f} mL; {len(lesions)} lesion(s), "
+        f"{result['measurable_count']} measurable, sum of products "
+        f"{result['sum_of_products_mm2']:.0f} mm2"
+    )
+    return result
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from inference.evaluate import evaluate  # noqa: PLC0415
+    from inference.io import read_label_map  # noqa: PLC0415
+
+    prediction, _ = read_label_map(args.pred)
+    truth, _ = read_label_map(args.truth)
+    scores = evaluate(prediction, truth)
+    _say(
+        ", ".join(
+            f"{region.value} Dice {s.dice:.3f} HD95 {s.hd95_mm:.1f} mm"
+            for region, s in scores.items()
+        )
+    )
+    return {region.value: score.as_dict() for region, score in scores.items()}
+
+
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from inference.demo import run_demo  # noqa: PLC0415
 
@@ -123,6 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--sequence", choices=["t1", "t1c", "t2", "flair"])
     register.add_argument("--series-map", action="append", metavar="DESCRIPTION=SEQUENCE")
     register.set_defaults(run=cmd_register)
+
+    measure = commands.add_parser("measure", help="volumes, lesions, RANO products of a label map")
+    measure.add_argument("--labels", type=Path, required=True)
+    measure.add_argument("--prob", type=Path, help="4-class probability map (soft volumes)")
+    measure.add_argument("--out", type=Path, help="write measurements.json here too")
+    measure.add_argument("--connectivity", type=int, choices=[6, 18, 26], default=26)
+    measure.add_argument("--min-lesion-ml", type=float, default=0.05)
+    measure.add_argument("--max-targets", type=int, default=3)
+    measure.set_defaults(run=cmd_measure)
+
+    evaluate = commands.add_parser("evaluate", help="Dice, HD95, volume error per BraTS region")
+    evaluate.add_argument("--pred", type=Path, required=True)
+    evaluate.add_argument("--truth", type=Path, required=True)
+    evaluate.set_defaults(run=cmd_evaluate)
 
     demo = commands.add_parser("demo", help="prepare and register a synthetic MNI152 visit")
     demo.add_argument("--out", type=Path, default=Path("var/demo"))

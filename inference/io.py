@@ -33,6 +33,7 @@ from inference.errors import (
     FileTooLargeError,
     InputError,
     MissingSequenceError,
+    NotThreeDimensionalError,
     TruncatedFileError,
     UnreadableFileError,
     VisitInputError,
@@ -535,6 +536,30 @@ def _read_label_image(path: Path, limits: ImageLimits | None) -> sitk.Image:
         image.GetNumberOfComponentsPerPixel(),
         limits,
     )
+    return image
+
+
+def read_probability_map(path: Path | str, *, limits: ImageLimits | None = None) -> sitk.Image:
+    """Read a class-probability map: a 4-D file (x, y, z, class) or a vector image, as a vector
+    image with one component per class."""
+    path = Path(path)
+    limits = limits or ImageLimits()
+    _check_readable(path, limits)
+    _check_nifti_payload(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise UnreadableFileError(
+            f"{path.name}: not a readable NIfTI image ({_short(error)})", path=path
+        ) from error
+    if image.GetDimension() == 4:
+        size = image.GetSize()
+        channels = [sitk.Extract(image, [*size[:3], 0], [0, 0, 0, c]) for c in range(size[3])]
+        image = sitk.Compose(channels)
+    if image.GetDimension() != 3:
+        raise NotThreeDimensionalError(
+            f"{path.name}: a probability map must be 3-D with one channel per class"
+        )
     return image
 
 

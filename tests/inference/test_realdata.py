@@ -194,3 +194,28 @@ def test_the_register_command_writes_a_transform_and_a_report(
     np.testing.assert_allclose(
         transform.TransformPoint(point.tolist()), matrix @ point + origin_image, atol=1e-3
     )
+
+
+def test_the_measure_command_reads_brats2015_expert_labels(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    labels = shared_data / "brats2015-expert" / "pat0001" / "OTMultiClass.nii.gz"
+    out = tmp_path / "measurements.json"
+    result = _cli("measure", "--labels", str(labels), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report == json.loads(result.stdout)
+    assert report["label_convention"] == "brats2015"
+    volumes = report["volumes_ml"]
+    assert volumes["WT"] == pytest.approx(volumes["NCR"] + volumes["ED"] + volumes["ET"], abs=1e-3)
+    assert volumes["TC"] > 0 and report["lesion_count"] >= 1
+    assert report["lesions"][0]["longest_mm"] >= report["lesions"][0]["perpendicular_mm"] > 0
+
+
+def test_the_evaluate_command_scores_a_map_against_itself(shared_data: Path) -> None:
+    labels = str(shared_data / "brats2015-expert" / "pat0002" / "OTMultiClass.nii.gz")
+    result = _cli("evaluate", "--pred", labels, "--truth", labels)
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)
+    assert {scores[r]["dice"] for r in ("ET", "TC", "WT")} == {1.0}
+    assert {scores[r]["hd95_mm"] for r in ("ET", "TC", "WT")} == {0.0}

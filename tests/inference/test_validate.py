@@ -243,3 +243,21 @@ def test_input_errors_carry_their_message() -> None:
     assert str(error) == error.message == "x.nii.gz: something"
     assert isinstance(VisitInputError([error]), InputError)
     assert Sequence.T1C.long_name == "T1 post-contrast"
+
+
+def test_measure_names_labels_outside_the_tumour_labels(tmp_path: Path) -> None:
+    values = np.zeros((5, 6, 7), np.uint8)
+    values[2, 2, 2] = 9
+    path = write_image(image_from_array(values), tmp_path / "bad_seg.nii.gz")
+    result = _cli("measure", "--labels", str(path))
+    assert result.returncode == 2
+    assert "labels [9] are outside 0-4" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_evaluate_refuses_maps_on_different_grids(tmp_path: Path) -> None:
+    a = write_image(image_from_array(np.zeros((5, 6, 7), np.uint8)), tmp_path / "a_seg.nii.gz")
+    b = write_image(image_from_array(np.zeros((5, 6, 8), np.uint8)), tmp_path / "b_seg.nii.gz")
+    result = _cli("evaluate", "--pred", str(a), "--truth", str(b))
+    assert result.returncode == 2
+    assert "not on the same grid" in result.stderr
