@@ -139,6 +139,36 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return {region.value: score.as_dict() for region, score in scores.items()}
 
 
+def cmd_phantom(args: argparse.Namespace) -> dict[str, Any]:
+    from inference.phantoms import Scenario, make_patient, write_patient  # noqa: PLC0415
+
+    if args.visits < 1:
+        raise InputError("--visits must be at least 1")
+    try:
+        scenario = Scenario(args.scenario) if args.scenario else None
+    except ValueError as error:
+        choices = ", ".join(s.value for s in Scenario)
+        raise InputError(f"unknown scenario '{args.scenario}' (choose {choices})") from error
+    patient = make_patient(args.seed, visits=args.visits, scenario=scenario)
+    _say(f"SYNTHETIC PHANTOM patient {args.seed}: {patient.scenario.value}, {args.visits} visit(s)")
+    folders = write_patient(patient, args.out, progress=lambda line: _say(f"  {line}"))
+    truths = [json.loads((folder / "truth.json").read_text()) for folder in folders]
+    return {
+        "data": "SYNTHETIC PHANTOM",
+        "seed": args.seed,
+        "scenario": patient.scenario.value,
+        "visits": [
+            {
+                "folder": str(folder),
+                "expected_response": t["expected_response"],
+                "volumes_ml": t["volumes_ml"],
+                "sum_of_products_mm2": t["sum_of_products_mm2"],
+            }
+            for folder, t in zip(folders, truths, strict=True)
+        ],
+    }
+
+
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from inference.demo import run_demo  # noqa: PLC0415
 
@@ -181,6 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--pred", type=Path, required=True)
     evaluate.add_argument("--truth", type=Path, required=True)
     evaluate.set_defaults(run=cmd_evaluate)
+
+    phantom = commands.add_parser("phantom", help="a synthetic patient with exact ground truth")
+    phantom.add_argument("--out", type=Path, required=True)
+    phantom.add_argument("--seed", type=int, required=True)
+    phantom.add_argument("--visits", type=int, default=4)
+    phantom.add_argument("--scenario", help="progression, partial_response, stable, ...")
+    phantom.set_defaults(run=cmd_phantom)
 
     demo = commands.add_parser("demo", help="prepare and register a synthetic MNI152 visit")
     demo.add_argument("--out", type=Path, default=Path("var/demo"))

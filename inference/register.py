@@ -315,11 +315,11 @@ def _enough_samples(sampling: float, image: sitk.Image, is_mask: bool) -> float:
 
 
 def _matrix_of(transform: sitk.Transform) -> np.ndarray:
-    affine = _as_affine(transform)
+    affine = as_affine(transform)
     return np.array(affine.GetMatrix()).reshape(3, 3)
 
 
-def _as_affine(transform: sitk.Transform) -> sitk.AffineTransform:
+def as_affine(transform: sitk.Transform) -> sitk.AffineTransform:
     """Any linear transform as one AffineTransform (composites are flattened)."""
     points = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=float) * 100.0
     mapped = np.array([transform.TransformPoint(p.tolist()) for p in points])
@@ -368,7 +368,7 @@ def target_registration_error(
     found: sitk.Transform, truth: sitk.Transform, points: np.ndarray
 ) -> np.ndarray:
     """Distance (mm) between where ``found`` and ``truth`` send each point."""
-    a, b = _as_affine(found), _as_affine(truth)
+    a, b = as_affine(found), as_affine(truth)
     ma, mb = (np.array(t.GetMatrix()).reshape(3, 3) for t in (a, b))
     pa = points @ ma.T + np.array(a.GetTranslation())
     pb = points @ mb.T + np.array(b.GetTranslation())
@@ -460,7 +460,7 @@ class VisitRegistration:
         return bool(self.quality["ok"])
 
     def as_dict(self) -> dict[str, Any]:
-        affine = _as_affine(self.result.transform)
+        affine = as_affine(self.result.transform)
         translation = np.array(affine.GetTranslation())
         return {
             "sequence": self.sequence.value,
