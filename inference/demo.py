@@ -1,8 +1,8 @@
 """The main imaging job on data it makes itself: a synthetic visit from the MNI152 template.
 
-SYNTHETIC PHANTOM DATA. The demo needs nothing but the installed packages: it synthesises the four
-sequences of a head (with a skull and a small enhancing lesion) from the MNI152 template and
-tissue maps shipped in the nilearn wheel, then
+SYNTHETIC PHANTOM DATA. The demo needs nothing but the installed packages: it renders a phantom
+patient's visit (``inference.phantoms``: the MNI152 template and tissue maps shipped in the
+nilearn wheel, a synthetic tumour, a scalp and skull), then
 
 1. prepares the visit (the seven steps of ``preprocess``), and
 2. registers a copy of the visit moved by a known rigid motion back onto it, and reports how far
@@ -11,6 +11,7 @@ tissue maps shipped in the nilearn wheel, then
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -19,11 +20,11 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from inference import atlas
 from inference.io import read_visit, write_image, write_text
 from inference.labels import Sequence
+from inference.phantoms import make_patient, render_visit
 from inference.preprocess import prepare_visit, write_prepared
 from inference.register import (
     mask_points,
@@ -32,64 +33,11 @@ from inference.register import (
     target_registration_error,
 )
 
-# Relative signal of grey matter, white matter, CSF, lesion rim and lesion core per sequence.
-_CONTRAST = {
-    Sequence.T1: {"gm": 0.62, "wm": 0.85, "csf": 0.25, "rim": 0.55, "core": 0.3},
-    Sequence.T1C: {"gm": 0.62, "wm": 0.85, "csf": 0.25, "rim": 1.3, "core": 0.3},
-    Sequence.T2: {"gm": 0.7, "wm": 0.5, "csf": 1.0, "rim": 0.8, "core": 1.0},
-    Sequence.FLAIR: {"gm": 0.7, "wm": 0.55, "csf": 0.15, "rim": 1.1, "core": 0.8},
-}
-_SCANNER_SCALE = {
-    Sequence.T1: 900.0,
-    Sequence.T1C: 1100.0,
-    Sequence.T2: 1400.0,
-    Sequence.FLAIR: 700.0,
-}
-
 
 def synthetic_visit(seed: int, *, skull: bool = True) -> dict[Sequence, sitk.Image]:
-    """Four int16 sequences of one synthetic head on the template's 1 mm grid (SYNTHETIC)."""
-    rng = np.random.default_rng(seed)
-    gm = sitk.GetArrayFromImage(atlas.tissue_map("gm"))
-    wm = sitk.GetArrayFromImage(atlas.tissue_map("wm"))
-    brain = sitk.GetArrayFromImage(atlas.template_brain_mask()) > 0
-    csf = np.clip(brain.astype(np.float32) - gm - wm, 0.0, 1.0)
-    template = atlas.template_t1()
-    # A small ring-enhancing lesion in the right frontal white matter.
-    zz, yy, xx = np.ogrid[: gm.shape[0], : gm.shape[1], : gm.shape[2]]
-    cz, cy, cx = np.array(gm.shape) * np.array([0.62, 0.4, 0.35])
-    distance = np.sqrt((zz - cz) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2)
-    core = distance < 6.0
-    rim = (distance >= 6.0) & (distance < 9.0)
-    head = brain.copy()
-    scalp = np.zeros_like(brain)
-    if skull:
-        outside = ndimage.distance_transform_edt(~brain)
-        head = outside <= 14.0
-        scalp = (outside > 8.0) & head
-    bias = _bias_field(gm.shape, rng)
-    images = {}
-    for sequence, c in _CONTRAST.items():
-        signal = c["gm"] * gm + c["wm"] * wm + c["csf"] * csf
-        signal = np.where(rim, c["rim"], np.where(core, c["core"], signal))
-        if skull:
-            signal = np.where(scalp, 0.9 if sequence is Sequence.T1 else 0.6, signal)
-        signal = signal * bias * _SCANNER_SCALE[sequence]
-        noise = 0.03 * _SCANNER_SCALE[sequence]
-        real = signal + rng.normal(0.0, noise, signal.shape)
-        imaginary = rng.normal(0.0, noise, signal.shape)
-        magnitude = np.sqrt(real**2 + imaginary**2)  # Rician noise, as in magnitude MRI
-        image = sitk.GetImageFromArray(np.rint(magnitude).astype(np.int16))
-        image.CopyInformation(template)
-        images[sequence] = image
-    return images
-
-
-def _bias_field(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
-    coefficients = rng.uniform(-0.12, 0.12, size=3)
-    field: np.ndarray = np.exp(sum(c * g for c, g in zip(coefficients, grids, strict=True)))
-    return field.astype(np.float32)
+    """The baseline visit of phantom patient ``seed`` (SYNTHETIC), with a skull by default."""
+    patient = dataclasses.replace(make_patient(seed, visits=1), skull=skull)
+    return render_visit(patient, 0)[0]
 
 
 def moved(image: sitk.Image, motion: sitk.Transform) -> sitk.Image:
@@ -120,7 +68,7 @@ def run_demo(out: Path, *, seed: int = 7, say: Callable[[str], None] = print) ->
     say("SYNTHETIC PHANTOM DEMO: a head made from the MNI152 template (nilearn), not a patient")
     baseline = synthetic_visit(seed)
     motion = demo_motion()
-    follow_up = {s: moved(image, motion) for s, image in synthetic_visit(seed + 1).items()}
+    follow_up = {s: moved(image, motion) for s, image in baseline.items()}
     visit0 = write_visit(baseline, out / "visits" / "demo-000", "DEMO-000")
     visit1 = write_visit(follow_up, out / "visits" / "demo-001", "DEMO-001")
     say(
