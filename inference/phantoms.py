@@ -378,7 +378,9 @@ def _tumour(
                     )
                 )
                 anatomy[name][box] = _sample(source, moved).reshape(anatomy[name][box].shape)
-        wm = anatomy["wm"][box].reshape(-1)
+        # The tumour's own shape (oedema follows the undisplaced white matter, as in the truth);
+        # only the surrounding anatomy is pushed aside by the mass effect.
+        wm = _sample(atlas.tissue_map("wm"), template)
         inside, _, enhancing, oedema = lesion.fields(template, scale, wm)
         part = labels[box].reshape(-1)
         part[oedema & (part == 0)] = TumorLabel.ED
@@ -435,12 +437,16 @@ def _pose(rng: np.random.Generator) -> Pose:
 
 
 def render_visit(
-    patient: Patient, visit: int
+    patient: Patient, visit: int, *, rescan: int = 0, thick_slices: bool | None = None
 ) -> tuple[dict[Sequence, sitk.Image], sitk.Image, dict[str, Any]]:
-    """The four sequences and the ground-truth labels of one visit, and its truth record."""
-    rng = np.random.default_rng([patient.seed, visit])
+    """The four sequences and the ground-truth labels of one visit, and its truth record.
+
+    ``rescan`` > 0 images the same tumour again with another pose, noise, bias and scanner
+    scale (a scan-rescan pair); ``thick_slices`` overrides whether it is acquired with 5 mm slices.
+    """
+    rng = np.random.default_rng([patient.seed, visit, rescan])
     pose = _pose(rng)
-    anisotropic = visit in patient.anisotropic_visits
+    anisotropic = visit in patient.anisotropic_visits if thick_slices is None else thick_slices
     spacing = (1.0, 1.0, 5.0) if anisotropic else (1.0, 1.0, 1.0)
     grid = _acquisition_grid(spacing)
     # Thick slices integrate the signal across their thickness: render 1 mm sub-slices, average.
