@@ -37,6 +37,7 @@ from inference.register import (
     Init,
     Optimizer,
     Pyramid,
+    as_affine,
     register_images,
     resample,
     rotation_degrees,
@@ -328,29 +329,79 @@ def _template_brain_mask(images: Mapping[Sequence, sitk.Image], record: StepReco
     template_mask = atlas.template_brain_mask()
     sampling_mask = sitk.BinaryDilate(resample(template_mask, template, labels=True), [3, 3, 3])
     subject = isotropic(images[sequence], 2.0)
-    result = register_images(
-        template,
-        subject,
-        init=Init.GEOMETRY,
-        fixed_mask=sampling_mask,
-        pyramid=Pyramid((2, 1), (4.0, 2.0)),
-        affine_pyramid=Pyramid((2, 1), (2.0, 0.0)),
-        sampling=0.1,
-        optimizer=Optimizer.GRADIENT_DESCENT,
-    )
-    record.metrics["template_registration"] = [s.as_dict() for s in result.stages]
     grid = images[sequence]
-    warped = resample(template_mask, grid, result.transform.GetInverse(), labels=True)
-    # Refine: keep only voxels inside the head (above the background level of a smoothed image),
-    # found on the 2 mm copy and carried back nearest-neighbour.
+    # The head (above the background level of a smoothed image), on the 2 mm copy.
     smooth = sitk.SmoothingRecursiveGaussian(subject, 2.0)
     head_2mm = sitk.BinaryFillhole(_largest_component(sitk.OtsuThreshold(smooth, 0, 1)))
+    attempts = []
+    for init, optimizer in _TEMPLATE_STRATEGIES:
+        result = register_images(
+            template,
+            subject,
+            init=init,
+            fixed_mask=sampling_mask,
+            pyramid=Pyramid((2, 1), (4.0, 2.0)),
+            affine_pyramid=Pyramid((2, 1), (2.0, 0.0)),
+            sampling=0.1,
+            optimizer=optimizer,
+        )
+        check = _template_fit_check(result.transform, template_mask, head_2mm)
+        attempts.append((result, check))
+        record.metrics.setdefault("template_registration", []).append(
+            {
+                "init": init.value,
+                "optimizer": optimizer.value,
+                **check,
+                "stages": [s.as_dict() for s in result.stages],
+            }
+        )
+        if check["plausible"]:
+            break
+    result, check = max(
+        attempts, key=lambda attempt: (attempt[1]["plausible"], attempt[1]["inside_head"])
+    )
+    if not check["plausible"]:
+        record.metrics.setdefault("flags", []).append(
+            f"template fit implausible (volume ratio {check['volume_ratio']:.2f}, "
+            f"{100 * check['inside_head']:.0f} % inside the head): check the brain mask"
+        )
+    warped = resample(template_mask, grid, result.transform.GetInverse(), labels=True)
+    # Refine: keep only voxels inside the head, carried back nearest-neighbour.
     head = resample(head_2mm, grid, labels=True)
     refined = sitk.GetArrayFromImage(sitk.And(warped, head)) > 0
     if Sequence.T2 in images:
         refined = _refine_edge(refined, images[Sequence.T2], band_mm=3)
         record.parameters["edge_refined_on"] = Sequence.T2.value
     return _fill_holes(_largest_component(_from_array(refined.astype(np.uint8), grid)))
+
+
+# Tried in order until a fit is plausible: the fast default, then other starts and optimizers.
+_TEMPLATE_STRATEGIES = (
+    (Init.GEOMETRY, Optimizer.GRADIENT_DESCENT),
+    (Init.MOMENTS, Optimizer.GRADIENT_DESCENT),
+    (Init.GEOMETRY, Optimizer.REGULAR_STEP),
+)
+
+
+def _template_fit_check(
+    transform: sitk.Transform, template_mask: sitk.Image, head: sitk.Image
+) -> dict[str, Any]:
+    """Is the template's brain, carried onto the subject, a plausible brain inside the head?
+
+    The template's mask holds 1,883 mL; adult intracranial volumes run from about 1,200 to
+    1,800 mL (ratios 0.64-0.96), so a fit that scales it outside 0.6-1.15, or
+    that puts more than 15 % of it outside the head (a good fit leaves about 7 % of the
+    template brain outside the thresholded head, in dark CSF and thick slices), has failed.
+    """
+    ratio = float(abs(np.linalg.det(np.array(as_affine(transform).GetMatrix()).reshape(3, 3))))
+    warped = resample(template_mask, head, transform.GetInverse(), labels=True)
+    brain = sitk.GetArrayFromImage(warped) > 0
+    inside = float((brain & (sitk.GetArrayFromImage(head) > 0)).sum()) / max(int(brain.sum()), 1)
+    return {
+        "volume_ratio": round(ratio, 3),
+        "inside_head": round(inside, 4),
+        "plausible": bool(0.6 <= ratio <= 1.15 and inside >= 0.85),
+    }
 
 
 def _refine_edge(mask: np.ndarray, image: sitk.Image, *, band_mm: int) -> np.ndarray:
