@@ -247,3 +247,26 @@ def test_prepare_runs_seven_steps_and_writes_one_grid(tmp_path: Path) -> None:
     assert len(grids) == 1
     assert next(iter(grids))[1] == (1.0, 1.0, 1.0)
     assert dice(prepared.brain_mask, prepared.brain_mask) == 1.0
+
+
+def test_an_implausible_template_fit_is_recognised() -> None:
+    from inference import atlas
+    from inference.preprocess import _template_fit_check
+
+    template_mask = atlas.template_brain_mask()
+    head = sitk.Cast(
+        sitk.BinaryDilate(isotropic(template_mask, 2.0) > 0.5, [4, 4, 4]), sitk.sitkUInt8
+    )
+    centre = head.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in head.GetSize()])
+    good = sitk.AffineTransform(3)
+    good.SetCenter(centre)
+    assert _template_fit_check(good, template_mask, head)["plausible"]
+    blown_up = sitk.AffineTransform(3)
+    blown_up.SetCenter(centre)
+    blown_up.SetMatrix([1.15, 0, 0, 0, 1.15, 0, 0, 0, 1.15])  # volume ratio 1.52
+    check = _template_fit_check(blown_up, template_mask, head)
+    assert not check["plausible"] and check["volume_ratio"] == pytest.approx(1.15**3, abs=1e-3)
+    shifted = sitk.AffineTransform(3)
+    shifted.SetCenter(centre)
+    shifted.SetTranslation((0.0, 0.0, 60.0))  # the brain pushed down into the neck
+    assert not _template_fit_check(shifted, template_mask, head)["plausible"]
