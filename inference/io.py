@@ -31,6 +31,7 @@ import SimpleITK as sitk
 from inference.errors import (
     DuplicateSequenceError,
     FileTooLargeError,
+    GeometryMismatchError,
     InputError,
     MissingSequenceError,
     NotThreeDimensionalError,
@@ -614,6 +615,11 @@ def read_visit(
             brain_mask = sitk.Cast(mask > 0, sitk.sitkUInt8)
     except InputError as error:
         problems.append(error)
+    if segmentation is not None and Sequence.T1C in images:
+        try:
+            _check_label_grid(segmentation, images[Sequence.T1C], files)
+        except InputError as error:
+            problems.append(error)
     if problems:
         raise problems[0] if len(problems) == 1 else VisitInputError(problems)
     check_same_head(images, limits)
@@ -626,6 +632,26 @@ def read_visit(
         brain_mask=brain_mask,
         ignored=files.ignored,
     )
+
+
+def _check_label_grid(labels: sitk.Image, image: sitk.Image, files: VisitFiles) -> None:
+    """A segmentation must be on its image's grid (the T1 post-contrast's, by convention)."""
+    same = (
+        labels.GetSize() == image.GetSize()
+        and np.allclose(labels.GetSpacing(), image.GetSpacing(), atol=1e-3)
+        and np.allclose(labels.GetOrigin(), image.GetOrigin(), atol=1e-2)
+        and np.allclose(labels.GetDirection(), image.GetDirection(), atol=1e-3)
+    )
+    if not same:
+        seg_name = files.segmentation.name if files.segmentation else "segmentation"
+        t1c_name = source_label(files.sequences[Sequence.T1C])
+        raise GeometryMismatchError(
+            f"{seg_name} is not on the grid of {t1c_name} (size {labels.GetSize()} vs "
+            f"{image.GetSize()}, spacing {tuple(round(s, 3) for s in labels.GetSpacing())} vs "
+            f"{tuple(round(s, 3) for s in image.GetSpacing())}); a segmentation must share its "
+            "T1 post-contrast image's geometry",
+            path=files.segmentation,
+        )
 
 
 def write_image(image: sitk.Image, path: Path | str, *, compression_level: int = 1) -> Path:

@@ -18,6 +18,7 @@ from inference.errors import (
     ConstantImageError,
     FieldOfViewMismatchError,
     FileTooLargeError,
+    GeometryMismatchError,
     InputError,
     NonFiniteVoxelsError,
     NotThreeDimensionalError,
@@ -261,3 +262,14 @@ def test_evaluate_refuses_maps_on_different_grids(tmp_path: Path) -> None:
     result = _cli("evaluate", "--pred", str(a), "--truth", str(b))
     assert result.returncode == 2
     assert "not on the same grid" in result.stderr
+
+
+def test_a_segmentation_off_its_image_grid_is_named(tmp_path: Path) -> None:
+    for name in ("v_t1.nii.gz", "v_t1c.nii.gz", "v_t2.nii.gz", "v_flair.nii.gz"):
+        write_image(head(), tmp_path / name)
+    labels = sitk.Cast(head(spacing=(1.0, 1.0, 1.0)) > 150, sitk.sitkUInt8)
+    write_image(labels, tmp_path / "v_seg.nii.gz")
+    with pytest.raises(
+        GeometryMismatchError, match=r"v_seg.nii.gz is not on the grid of v_t1c.nii.gz"
+    ):
+        read_visit(tmp_path)
