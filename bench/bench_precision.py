@@ -30,11 +30,7 @@ Rerun
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -43,16 +39,16 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+from common import REPO, environment
 
-REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from inference.labels import Sequence  # noqa: E402
-from inference.lesions import track_lesions  # noqa: E402
-from inference.measure import measure  # noqa: E402
-from inference.phantoms import Scenario, make_patient, render_visit  # noqa: E402
-from inference.preprocess import reorient, resample_to_reference  # noqa: E402
-from inference.register import register_visits, resample  # noqa: E402
+from inference.labels import Sequence
+from inference.lesions import track_lesions
+from inference.measure import measure
+from inference.phantoms import Scenario, make_patient, render_visit
+from inference.preprocess import reorient, resample_to_reference
+from inference.register import register_visits, resample
 
 SYNTHETIC = "SYNTHETIC PHANTOM"
 
@@ -272,14 +268,7 @@ def main() -> int:
     result = {
         "benchmark": "measurement precision on phantoms (issue: ground truth and measurement)",
         "data": SYNTHETIC,
-        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-        "versions": {"SimpleITK": sitk.Version.VersionString(), "numpy": np.__version__},
+        "environment": environment(),
         "seconds": round(time.perf_counter() - started, 1),
         "summary": summary,
         "patients": patients,

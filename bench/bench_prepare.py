@@ -30,11 +30,8 @@ Rerun
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -44,10 +41,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import SimpleITK as sitk
+from common import REPO, data_folder
+from common import environment as common_environment
 
-REPO = Path(__file__).resolve().parent.parent
 SYNTHETIC_LABEL = "SYNTHETIC PHANTOM"
 SYNTHETIC = "synthetic"
 REAL_CASES = ("brats-gli-00001-000", "tcga-fg-6692-raw")
@@ -78,45 +74,8 @@ sys.exit(code)
 """
 
 
-def data_folder() -> Path:
-    return Path(os.environ.get("TRACKER_TEST_DATA", REPO.parent / "shared" / "data")).resolve()
-
-
-def machine() -> dict[str, Any]:
-    model = platform.processor()
-    if not model:
-        try:
-            lines = Path("/proc/cpuinfo").read_text().splitlines()
-            model = next(
-                (ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), ""
-            )
-        except OSError:
-            model = ""
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        ram = None
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "processor": model or platform.machine(),
-        "ram_total_gib": round(ram / 2**30, 2) if ram else None,
-        "platform": platform.platform(),
-    }
-
-
 def environment(threads: int) -> dict[str, Any]:
-    return {
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "python": platform.python_version(),
-        "simpleitk": sitk.Version_VersionString(),
-        "numpy": np.__version__,
-        "child_threads": threads,
-        # Other work on the machine skews the timings: the 1/5/15-minute load at the start.
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
+    return common_environment(child_threads=threads)
 
 
 def child_environment(threads: int) -> dict[str, str]:

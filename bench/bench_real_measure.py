@@ -22,29 +22,20 @@ import argparse
 import csv
 import datetime as dt
 import json
-import os
-import platform
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import SimpleITK as sitk
+from common import REPO, data_folder, environment
 
-REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from inference.io import read_label_map, read_visit  # noqa: E402
-from inference.lesions import track_lesions  # noqa: E402
-from inference.measure import measure  # noqa: E402
-from inference.register import register_visits, resample  # noqa: E402
+from inference.io import read_label_map, read_visit
+from inference.lesions import track_lesions
+from inference.measure import measure
+from inference.register import register_visits, resample
 
 DAYS_PER_MONTH = 365.25 / 12
-
-
-def data_folder() -> Path:
-    return Path(os.environ.get("TRACKER_TEST_DATA", REPO.parent / "shared" / "data")).resolve()
 
 
 def brats2015() -> list[dict[str, Any]]:
@@ -165,10 +156,7 @@ def main() -> int:
         "benchmark": "measurement of real expert labels and real longitudinal masks",
         "data": "REAL: brats2015-expert, tcia-brain-tumor-progression (../shared/data)",
         "caution": "TCIA header spacing is not the true spacing: only relative change is real",
-        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "versions": {"SimpleITK": sitk.Version.VersionString(), "numpy": np.__version__},
+        "environment": environment(),
         "brats2015_expert": brats2015(),
         "tcia_progression": tcia(),
     }

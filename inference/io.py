@@ -517,16 +517,21 @@ def read_label_map(
     return out, convention
 
 
-def _read_label_image(path: Path, limits: ImageLimits | None) -> sitk.Image:
-    limits = limits or ImageLimits()
+def _read_checked(path: Path, limits: ImageLimits) -> sitk.Image:
+    """A NIfTI file read whole, after the file-level checks (readable, size, complete)."""
     _check_readable(path, limits)
     _check_nifti_payload(path)
     try:
-        image = sitk.ReadImage(str(path))
+        return sitk.ReadImage(str(path))
     except RuntimeError as error:
         raise UnreadableFileError(
             f"{path.name}: not a readable NIfTI image ({_short(error)})", path=path
         ) from error
+
+
+def _read_label_image(path: Path, limits: ImageLimits | None) -> sitk.Image:
+    limits = limits or ImageLimits()
+    image = _read_checked(path, limits)
     if image.GetDimension() == 4:
         size = list(image.GetSize())
         image = sitk.Extract(image, [*size[:3], 0], [0, 0, 0, 0])
@@ -544,15 +549,7 @@ def read_probability_map(path: Path | str, *, limits: ImageLimits | None = None)
     """Read a class-probability map: a 4-D file (x, y, z, class) or a vector image, as a vector
     image with one component per class."""
     path = Path(path)
-    limits = limits or ImageLimits()
-    _check_readable(path, limits)
-    _check_nifti_payload(path)
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        raise UnreadableFileError(
-            f"{path.name}: not a readable NIfTI image ({_short(error)})", path=path
-        ) from error
+    image = _read_checked(path, limits or ImageLimits())
     if image.GetDimension() == 4:
         size = image.GetSize()
         channels = [sitk.Extract(image, [*size[:3], 0], [0, 0, 0, c]) for c in range(size[3])]

@@ -117,6 +117,23 @@ def _initial_transform(
     return sitk.CenteredTransformInitializer(fixed, moving, kind(), mode)
 
 
+def _mattes_method(
+    *, fixed_mask: sitk.Image | None, sampling: float, bins: int, seed: int
+) -> sitk.ImageRegistrationMethod:
+    """Mattes MI with seeded random sampling (inside ``fixed_mask``), linear interpolation."""
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(sampling, seed)
+    if fixed_mask is not None:
+        method.SetMetricFixedMask(fixed_mask)
+    method.SetInterpolator(sitk.sitkLinear)
+    # Gradients at the sampled points only: a whole-image gradient per level costs seconds.
+    method.MetricUseFixedImageGradientFilterOff()
+    method.MetricUseMovingImageGradientFilterOff()
+    return method
+
+
 def _run_stage(
     fixed: sitk.Image,
     moving: sitk.Image,
@@ -132,16 +149,7 @@ def _run_stage(
     optimizer: Optimizer,
 ) -> tuple[sitk.Transform, StageRecord]:
     started = time.perf_counter()
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(sampling, seed)
-    if fixed_mask is not None:
-        method.SetMetricFixedMask(fixed_mask)
-    method.SetInterpolator(sitk.sitkLinear)
-    # Gradients at the sampled points only: a whole-image gradient per level costs seconds.
-    method.MetricUseFixedImageGradientFilterOff()
-    method.MetricUseMovingImageGradientFilterOff()
+    method = _mattes_method(fixed_mask=fixed_mask, sampling=sampling, bins=bins, seed=seed)
     if optimizer is Optimizer.GRADIENT_DESCENT:
         method.SetOptimizerAsGradientDescent(
             learningRate=1.0,
@@ -276,15 +284,7 @@ def _metric_at(
     seed: int,
 ) -> float:
     """Mattes MI of ``transform`` on the full-resolution grids (lower is better)."""
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(sampling, seed)
-    if fixed_mask is not None:
-        method.SetMetricFixedMask(fixed_mask)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.MetricUseFixedImageGradientFilterOff()
-    method.MetricUseMovingImageGradientFilterOff()
+    method = _mattes_method(fixed_mask=fixed_mask, sampling=sampling, bins=bins, seed=seed)
     method.SetInitialTransform(transform)
     return float(method.MetricEvaluate(fixed, moving))
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,8 @@ from inference.io import read_visit
 from inference.labels import LabelConvention, Sequence
 from inference.measure import measure
 from inference.phantoms import Scenario, expected_responses, make_patient, render_visit
+
+from .cli import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,26 +67,16 @@ def test_expected_responses_follow_the_products() -> None:
 
 
 def test_the_phantom_command_writes_brats_2023_folders(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "inference",
-            "phantom",
-            "--out",
-            str(tmp_path),
-            "--seed",
-            "4",
-            "--visits",
-            "2",
-            "--scenario",
-            "stable",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-        check=False,
+    result = run_cli(
+        "phantom",
+        "--out",
+        str(tmp_path),
+        "--seed",
+        "4",
+        "--visits",
+        "2",
+        "--scenario",
+        "stable",
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -100,24 +90,14 @@ def test_the_phantom_command_writes_brats_2023_folders(tmp_path: Path) -> None:
 
 
 def test_an_unknown_scenario_is_bad_input(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "inference",
-            "phantom",
-            "--out",
-            str(tmp_path),
-            "--seed",
-            "1",
-            "--scenario",
-            "cured",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        check=False,
+    result = run_cli(
+        "phantom",
+        "--out",
+        str(tmp_path),
+        "--seed",
+        "1",
+        "--scenario",
+        "cured",
     )
     assert result.returncode == 2
     assert "unknown scenario 'cured'" in result.stderr

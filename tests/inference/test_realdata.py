@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,20 +13,11 @@ from inference.io import read_visit, write_dicom_series
 from inference.labels import LabelConvention, Sequence
 from inference.register import mask_points, register_visits
 
+from .cli import run_cli
+
 pytestmark = pytest.mark.realdata
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "inference", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
 
 
 def _link_visit(folder: Path, files: dict[str, Path]) -> Path:
@@ -42,7 +31,7 @@ def test_the_raw_tcga_exam_goes_through_the_whole_preparation(
     shared_data: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "prepared"
-    result = _cli("prepare", str(shared_data / "tcga-fg-6692-raw"), "--out", str(out))
+    result = run_cli("prepare", str(shared_data / "tcga-fg-6692-raw"), "--out", str(out))
     assert result.returncode == 0, result.stderr
     qc = json.loads((out / "qc.json").read_text())
     assert json.loads(result.stdout)["steps"] == qc["steps"]
@@ -180,7 +169,7 @@ def test_the_register_command_writes_a_transform_and_a_report(
     fixed = _open_ms_visit(shared_data, tmp_path, 1)
     moving = _open_ms_visit(shared_data, tmp_path, 2)
     out = tmp_path / "reg"
-    result = _cli("register", str(fixed), str(moving), "--out", str(out), "--sequence", "flair")
+    result = run_cli("register", str(fixed), str(moving), "--out", str(out), "--sequence", "flair")
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "registration.json").read_text())
     assert report["sequence"] == "flair"
@@ -201,7 +190,7 @@ def test_the_measure_command_reads_brats2015_expert_labels(
 ) -> None:
     labels = shared_data / "brats2015-expert" / "pat0001" / "OTMultiClass.nii.gz"
     out = tmp_path / "measurements.json"
-    result = _cli("measure", "--labels", str(labels), "--out", str(out))
+    result = run_cli("measure", "--labels", str(labels), "--out", str(out))
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report == json.loads(result.stdout)
@@ -214,7 +203,7 @@ def test_the_measure_command_reads_brats2015_expert_labels(
 
 def test_the_evaluate_command_scores_a_map_against_itself(shared_data: Path) -> None:
     labels = str(shared_data / "brats2015-expert" / "pat0002" / "OTMultiClass.nii.gz")
-    result = _cli("evaluate", "--pred", labels, "--truth", labels)
+    result = run_cli("evaluate", "--pred", labels, "--truth", labels)
     assert result.returncode == 0, result.stderr
     scores = json.loads(result.stdout)
     assert {scores[r]["dice"] for r in ("ET", "TC", "WT")} == {1.0}

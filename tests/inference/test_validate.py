@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import builtins
 import gzip
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ from inference.io import read_image, read_visit, write_image
 from inference.labels import Sequence
 from inference.validate import ImageLimits, fov_overlap
 
+from .cli import run_cli
 from .images import head, image_from_array
 
 REPO = Path(__file__).resolve().parents[2]
@@ -194,17 +193,6 @@ def test_a_visit_with_several_bad_files_names_each(tmp_path: Path) -> None:
     assert "v_flair.nii.gz" in caught.value.message
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "inference", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
-
-
 def test_the_cli_prints_one_line_and_exits_2_on_bad_input(tmp_path: Path) -> None:
     visit = tmp_path / "visit"
     visit.mkdir()
@@ -213,7 +201,7 @@ def test_the_cli_prints_one_line_and_exits_2_on_bad_input(tmp_path: Path) -> Non
     data = write_image(head(), visit / "v_flair.nii.gz").read_bytes()
     (visit / "v_flair.nii.gz").write_bytes(data[: len(data) // 3])
     out = tmp_path / "out"
-    result = _cli("prepare", str(visit), "--out", str(out))
+    result = run_cli("prepare", str(visit), "--out", str(out))
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[0]]  # one line
@@ -224,7 +212,7 @@ def test_the_cli_prints_one_line_and_exits_2_on_bad_input(tmp_path: Path) -> Non
 
 def test_the_cli_names_a_missing_sequence(tmp_path: Path) -> None:
     write_image(head(), tmp_path / "v_t1c.nii.gz")
-    result = _cli("prepare", str(tmp_path), "--out", str(tmp_path / "out"))
+    result = run_cli("prepare", str(tmp_path), "--out", str(tmp_path / "out"))
     assert result.returncode == 2
     assert "missing T1, T2, FLAIR; found T1 post-contrast (v_t1c.nii.gz)" in result.stderr
 
@@ -234,7 +222,7 @@ def test_a_failed_run_leaves_an_earlier_result_intact(tmp_path: Path) -> None:
     out.mkdir()
     (out / "qc.json").write_text('{"earlier": true}')
     (tmp_path / "v_t1.nii.gz").write_bytes(gzip.compress(b"not nifti"))
-    result = _cli("prepare", str(tmp_path), "--out", str(out))
+    result = run_cli("prepare", str(tmp_path), "--out", str(out))
     assert result.returncode == 2
     assert (out / "qc.json").read_text() == '{"earlier": true}'
 
@@ -250,7 +238,7 @@ def test_measure_names_labels_outside_the_tumour_labels(tmp_path: Path) -> None:
     values = np.zeros((5, 6, 7), np.uint8)
     values[2, 2, 2] = 9
     path = write_image(image_from_array(values), tmp_path / "bad_seg.nii.gz")
-    result = _cli("measure", "--labels", str(path))
+    result = run_cli("measure", "--labels", str(path))
     assert result.returncode == 2
     assert "labels [9] are outside 0-4" in result.stderr
     assert "Traceback" not in result.stderr
@@ -259,7 +247,7 @@ def test_measure_names_labels_outside_the_tumour_labels(tmp_path: Path) -> None:
 def test_evaluate_refuses_maps_on_different_grids(tmp_path: Path) -> None:
     a = write_image(image_from_array(np.zeros((5, 6, 7), np.uint8)), tmp_path / "a_seg.nii.gz")
     b = write_image(image_from_array(np.zeros((5, 6, 8), np.uint8)), tmp_path / "b_seg.nii.gz")
-    result = _cli("evaluate", "--pred", str(a), "--truth", str(b))
+    result = run_cli("evaluate", "--pred", str(a), "--truth", str(b))
     assert result.returncode == 2
     assert "not on the same grid" in result.stderr
 
