@@ -31,7 +31,6 @@ Rerun
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -40,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-from common import REPO, environment
+from common import REPO, environment, write_results
 
 sys.path.insert(0, str(REPO))
 
@@ -328,8 +327,7 @@ def main() -> int:
         "summary": summary,
         "patients": patients,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    write_results(args.out, result)
     print(f"wrote {args.out}")
     return 0
 

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import REPO, data_folder
+from common import REPO, data_folder, write_results
 from common import environment as common_environment
 
 SYNTHETIC_LABEL = "SYNTHETIC PHANTOM"
@@ -307,8 +307,7 @@ def main() -> int:
         "skipped": skipped,
         "cases": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_results(args.out, report)
     print(f"wrote {args.out}")
     failed = any(t["exit_code"] != 0 for r in results.values() for t in r["trials"])
     return 1 if failed else 0

@@ -21,12 +21,11 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from common import REPO, data_folder, environment
+from common import REPO, data_folder, environment, write_results
 
 sys.path.insert(0, str(REPO))
 
@@ -160,8 +159,7 @@ def main() -> int:
         "brats2015_expert": brats2015(),
         "tcia_progression": tcia(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print(f"wrote {args.out}")
     return 0
 

@@ -33,7 +33,6 @@ Test data: ``$TRACKER_TEST_DATA``, default ``<repo root>/../shared/data``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -43,7 +42,7 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-from common import REPO, data_folder
+from common import REPO, data_folder, write_results
 from common import environment as common_environment
 
 CASE = "brats-gli-00001-000"
@@ -266,8 +265,7 @@ def main() -> int:
         "trials": trials,
         "summary": summary,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_results(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

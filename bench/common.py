@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import shlex
@@ -56,3 +57,12 @@ def environment(**extra: Any) -> dict[str, Any]:
         # Other work on the machine skews the timings: the 1/5/15-minute load at the start.
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def write_results(path: Path, result: dict[str, Any]) -> None:
+    """Write a result as JSON, with paths inside the checkout or beside it made relative to it
+    (``../shared/data``, ``.venv/bin/python``) so results read the same on every machine."""
+    text = json.dumps(result, indent=2, default=float) + "\n"
+    text = text.replace(f"{REPO.parent}/shared/", "../shared/").replace(f"{REPO}/", "")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
