@@ -114,6 +114,8 @@ def cmd_measure(args: argparse.Namespace) -> dict[str, Any]:
     if args.out:
         write_text(json.dumps(result, indent=2) + "\n", args.out)
     lesions = result["lesions"]
+    if result["volumes_ml"]["WT"] == 0:
+        _say("no tumour labelled: the map is all background (measured as zero, not an error)")
     _say(
         f"WT {result['volumes_ml']['WT']:.2f} mL, TC {result['volumes_ml']['TC']:.2f} mL, "
         f"ET {result['volumes_ml']['ET']:.2f} mL; {len(lesions)} lesion(s), "
