@@ -33,6 +33,8 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_register.py
 	$(PY) bench/bench_prepare.py
+	$(PY) bench/bench_real_measure.py
+	$(PY) bench/bench_precision.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
