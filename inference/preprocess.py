@@ -18,7 +18,6 @@ Images are float32 throughout; numpy arrays taken from them are in (z, y, x) ord
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +37,8 @@ from inference.register import (
     Optimizer,
     Pyramid,
     as_affine,
+    isotropic,
+    isotropic_grid,
     register_images,
     resample,
     rotation_degrees,
@@ -100,26 +101,6 @@ def reorient(images: Mapping[Sequence, sitk.Image]) -> tuple[Images, StepRecord]
 
 
 # 2. Co-registration ------------------------------------------------------------------------------
-
-
-def isotropic(image: sitk.Image, spacing_mm: float) -> sitk.Image:
-    """``image`` resampled (linear, float32) onto an isotropic grid covering the same box."""
-    return resample(image, isotropic_grid(image, spacing_mm))
-
-
-def isotropic_grid(image: sitk.Image, spacing_mm: float) -> sitk.Image:
-    """An empty isotropic grid over the box of ``image`` (same first-voxel corner and direction)."""
-    size = [
-        max(2, math.ceil(n * s / spacing_mm))
-        for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)
-    ]
-    corner = image.TransformContinuousIndexToPhysicalPoint([-0.5, -0.5, -0.5])
-    direction = np.array(image.GetDirection()).reshape(3, 3)
-    grid = sitk.Image(size, sitk.sitkUInt8)
-    grid.SetSpacing([spacing_mm] * 3)
-    grid.SetDirection(image.GetDirection())
-    grid.SetOrigin((np.array(corner) + direction @ np.full(3, spacing_mm / 2)).tolist())
-    return grid
 
 
 def coregister_sequences(

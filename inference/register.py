@@ -356,6 +356,26 @@ def resample(
     )
 
 
+def isotropic(image: sitk.Image, spacing_mm: float) -> sitk.Image:
+    """``image`` resampled (linear, float32) onto an isotropic grid covering the same box."""
+    return resample(image, isotropic_grid(image, spacing_mm))
+
+
+def isotropic_grid(image: sitk.Image, spacing_mm: float) -> sitk.Image:
+    """An empty isotropic grid over the box of ``image`` (same first-voxel corner and direction)."""
+    size = [
+        max(2, math.ceil(n * s / spacing_mm))
+        for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)
+    ]
+    corner = image.TransformContinuousIndexToPhysicalPoint([-0.5, -0.5, -0.5])
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    grid = sitk.Image(size, sitk.sitkUInt8)
+    grid.SetSpacing([spacing_mm] * 3)
+    grid.SetDirection(image.GetDirection())
+    grid.SetOrigin((np.array(corner) + direction @ np.full(3, spacing_mm / 2)).tolist())
+    return grid
+
+
 def rotation_degrees(transform: sitk.Transform) -> float:
     """Angle (degrees) of the rotation closest to the transform's matrix."""
     u, _, vt = np.linalg.svd(_matrix_of(transform))
@@ -484,8 +504,6 @@ def _working_copy(image: sitk.Image) -> sitk.Image:
     spacing = np.array(image.GetSpacing())
     if spacing.max() / spacing.min() <= 1.5:
         return _float(image)
-    from inference.preprocess import isotropic  # noqa: PLC0415 - preprocess imports this module
-
     return isotropic(image, max(1.0, float(spacing.min())))
 
 
