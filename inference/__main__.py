@@ -171,6 +171,62 @@ def cmd_phantom(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def cmd_segment(args: argparse.Namespace) -> dict[str, Any]:
+    from inference.segment import (  # noqa: PLC0415
+        DEFAULT_WEIGHTS,
+        Segmenter,
+        segment_folder,
+        write_segmentation,
+    )
+
+    started = time.perf_counter()
+    segmenter = Segmenter(args.weights or DEFAULT_WEIGHTS)
+    _say(
+        f"model {segmenter.card.get('name')} {segmenter.card.get('version')} "
+        f"(sha256 {str(segmenter.card.get('weights_sha256'))[:12]}) "
+        f"loaded in {segmenter.load_seconds:.1f} s"
+    )
+    result = segment_folder(
+        args.visit_dir, segmenter, flips=not args.no_flips, progress=_progress(started)
+    )
+    report = write_segmentation(result, segmenter, args.out, source=str(args.visit_dir))
+    volumes = result.volumes_ml
+    _say(
+        ", ".join(
+            f"{r} {v['volume_ml']:.2f} mL [{v['low_ml']:.2f}-{v['high_ml']:.2f}]"
+            for r, v in volumes.items()
+        )
+        + f"; segmented in {result.seconds['total']:.1f} s -> {args.out}"
+    )
+    return {"out": str(args.out), **report}
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from inference.train import TrainSettings, run_training  # noqa: PLC0415
+
+    settings = TrainSettings(
+        out=args.out,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps,
+        batch=args.batch,
+        learning_rate=args.learning_rate,
+        patience=args.patience,
+        seed=args.seed,
+        resume=args.resume,
+    )
+    _say(f"training -> {args.out} (checkpoints in {args.out / 'checkpoints'})")
+    summary = run_training(
+        folders=list(args.data),
+        phantom_patients=args.phantoms,
+        phantom_first_seed=args.phantom_first_seed,
+        cache=args.cache,
+        workers=args.workers,
+        settings=settings,
+        say=_say,
+    )
+    return {"out": str(args.out), **summary}
+
+
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from inference.demo import run_demo  # noqa: PLC0415
 
@@ -220,6 +276,29 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--visits", type=int, default=4)
     phantom.add_argument("--scenario", help="progression, partial_response, stable, ...")
     phantom.set_defaults(run=cmd_phantom)
+
+    segment = commands.add_parser("segment", help="segment a visit (raw or prepared)")
+    segment.add_argument("visit_dir", type=Path)
+    segment.add_argument("--out", type=Path, required=True)
+    segment.add_argument("--weights", type=Path, help="weights folder (default: shipped model)")
+    segment.add_argument("--no-flips", action="store_true", help="skip test-time flipping")
+    segment.set_defaults(run=cmd_segment)
+
+    train = commands.add_parser("train", help="train the segmenter (phantoms or your own data)")
+    train.add_argument("data", type=Path, nargs="*", help="folders of labelled visits")
+    train.add_argument("--out", type=Path, required=True, help="weights folder to write")
+    train.add_argument("--phantoms", type=int, default=0, help="phantom patients (4 visits each)")
+    train.add_argument("--phantom-first-seed", type=int, default=100_000)
+    train.add_argument("--cache", type=Path, default=Path("var/train-cache"))
+    train.add_argument("--workers", type=int, default=2, help="processes preparing cases")
+    train.add_argument("--epochs", type=int, default=40)
+    train.add_argument("--steps", type=int, default=150, help="batches per epoch")
+    train.add_argument("--batch", type=int, default=16)
+    train.add_argument("--learning-rate", type=float, default=2e-3)
+    train.add_argument("--patience", type=int, default=8, help="early stopping (epochs)")
+    train.add_argument("--seed", type=int, default=20261127)
+    train.add_argument("--resume", action="store_true", help="continue from checkpoints/last.keras")
+    train.set_defaults(run=cmd_train)
 
     demo = commands.add_parser("demo", help="prepare and register a synthetic MNI152 visit")
     demo.add_argument("--out", type=Path, default=Path("var/demo"))

@@ -25,6 +25,7 @@ shape), the head pose, and the response expected from the products. Deterministi
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import functools
@@ -250,6 +251,37 @@ def _far_point(rng: np.random.Generator, main: Lesion, radius: float) -> tuple[f
     raise RuntimeError("no room for a second lesion")  # pragma: no cover - the brain is large
 
 
+def with_satellites(patient: Patient, count: int, *, seed: int) -> Patient:
+    """The patient with ``count`` extra small enhancing lesions (radius 3-6.5 mm: about 0.1 to
+    1 mL of enhancing tumour each), present from baseline and sized like the main tumour's
+    course. For training and for measuring small-lesion sensitivity."""
+    rng = np.random.default_rng([seed, 7919])
+    lesions = list(patient.lesions)
+    for _ in range(count):
+        radius = float(rng.uniform(3.0, 6.5))
+        for _attempt in range(50):
+            centre = _far_point(rng, patient.lesions[0], radius)
+            if all(
+                np.linalg.norm(np.array(centre) - np.array(other.centre_mm))
+                > other.bounding_radius(1.5) + radius + 8.0
+                for other in lesions
+            ):
+                break
+        lesions.append(
+            Lesion(
+                centre_mm=centre,
+                radius_mm=radius,
+                bumps=_random_bumps(rng, 2, 0.15),
+                core_fraction=float(rng.uniform(0.15, 0.45)),
+                core_bumps=(),
+                enhancing=True,
+                gap=None,
+                oedema_mm=float(rng.uniform(1.0, 5.0)),
+            )
+        )
+    return dataclasses.replace(patient, lesions=tuple(lesions))
+
+
 @dataclass(frozen=True)
 class Pose:
     rotation_deg: tuple[float, float, float]
@@ -436,6 +468,24 @@ def _pose(rng: np.random.Generator) -> Pose:
     )
 
 
+def visit_pose(patient: Patient, visit: int, *, rescan: int = 0) -> Pose:
+    """The head's pose in the scanner at this visit (the same draw ``render_visit`` makes)."""
+    return _pose(np.random.default_rng([patient.seed, visit, rescan]))
+
+
+def true_brain_mask(grid: sitk.Image, pose: Pose) -> sitk.Image:
+    """The template's brain mask as the scanner sees it at ``pose``, on ``grid`` (no mass
+    effect: the tumour pushes anatomy aside inside the brain, not its outline)."""
+    return sitk.Resample(
+        atlas.template_brain_mask(),
+        grid,
+        pose.transform().GetInverse(),
+        sitk.sitkNearestNeighbor,
+        0,
+        sitk.sitkUInt8,
+    )
+
+
 def render_visit(
     patient: Patient, visit: int, *, rescan: int = 0, thick_slices: bool | None = None
 ) -> tuple[dict[Sequence, sitk.Image], sitk.Image, dict[str, Any]]:
@@ -445,7 +495,7 @@ def render_visit(
     scale (a scan-rescan pair); ``thick_slices`` overrides whether it is acquired with 5 mm slices.
     """
     rng = np.random.default_rng([patient.seed, visit, rescan])
-    pose = _pose(rng)
+    pose = _pose(rng)  # the first draw: ``visit_pose`` repeats it
     anisotropic = visit in patient.anisotropic_visits if thick_slices is None else thick_slices
     spacing = (1.0, 1.0, 5.0) if anisotropic else (1.0, 1.0, 1.0)
     grid = _acquisition_grid(spacing)

@@ -29,8 +29,8 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from inference import atlas
-from inference.errors import MissingSequenceError
-from inference.io import Visit, output_folder, write_image, write_text
+from inference.errors import InputError, MissingSequenceError
+from inference.io import Visit, output_folder, read_image, write_image, write_text
 from inference.labels import ALL_SEQUENCES, Sequence
 from inference.register import (
     Init,
@@ -642,3 +642,26 @@ def write_prepared(prepared: PreparedVisit, out: Path | str) -> Path:
             write_image(prepared.segmentation, staging / "seg.nii.gz")
         write_text(json.dumps(prepared.qc, indent=2) + "\n", staging / "qc.json")
     return Path(out)
+
+
+def is_prepared(folder: Path | str) -> bool:
+    """Whether ``folder`` holds ``prepare`` output (``qc.json`` beside the prepared images)."""
+    folder = Path(folder)
+    return (folder / "qc.json").is_file() and (folder / "brain_mask.nii.gz").is_file()
+
+
+def read_prepared(folder: Path | str) -> tuple[Images, sitk.Image, dict[str, Any]]:
+    """The prepared images, brain mask and QC record written by ``write_prepared``."""
+    folder = Path(folder)
+    missing = [
+        PREPARED_NAMES[s] for s in ALL_SEQUENCES if not (folder / PREPARED_NAMES[s]).is_file()
+    ]
+    if missing:
+        raise MissingSequenceError(f"{folder.name}: prepared visit lacks {', '.join(missing)}")
+    try:
+        qc: dict[str, Any] = json.loads((folder / "qc.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{folder.name}/qc.json: not valid JSON ({error})") from error
+    images = {s: read_image(folder / PREPARED_NAMES[s]) for s in ALL_SEQUENCES}
+    mask = sitk.Cast(read_image(folder / "brain_mask.nii.gz") > 0, sitk.sitkUInt8)
+    return images, mask, qc

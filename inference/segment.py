@@ -1,0 +1,392 @@
+"""Segmenting a prepared visit with the shipped (or any exported) model.
+
+A ``Segmenter`` is loaded once from a weights folder - ``segmenter.weights.npz`` plus the model
+card ``model.json`` (architecture, input spacing, normalisation, label map, training data,
+metrics, sha256 of the weights) - and called for many visits. Loading checks the card, the
+checksum and every weight's name and shape, and never downloads anything.
+
+A visit is segmented on its prepared 1 mm grid: cropped to the brain, axial slices padded to a
+multiple of 32 and batched, optionally averaged with the left-right flipped prediction
+(test-time augmentation), reassembled, and resampled back onto the visit's own T1 post-contrast
+geometry (labels nearest-neighbour, probabilities linearly).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from inference.errors import InputError, MissingSequenceError
+from inference.labels import REGION_LABELS, Region, Sequence, TumorLabel
+
+WEIGHTS_FILE = "segmenter.weights.npz"
+CARD_FILE = "model.json"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
+SPACING_MM = 1.0
+BATCH = 16
+# Voxels whose region probability lies between these bounds are the uncertain boundary band.
+BAND = (0.25, 0.75)
+
+
+class WeightsError(InputError):
+    """The weights folder is missing, damaged, or belongs to another model."""
+
+
+class SpacingError(InputError):
+    """A prepared visit is not on the grid the model was trained for."""
+
+
+# Export and load ---------------------------------------------------------------------------------
+
+
+def _key(path: str) -> str:
+    return path.replace("/", "__")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_weights(model: Any, out: Path, *, training: dict[str, Any], config: Any = None) -> Path:
+    """Write float16 weights (small tensors such as normalisation statistics stay float32) and
+    the model card. Metrics are added to the card by ``bench/bench_segment_accuracy.py``."""
+    import keras  # noqa: PLC0415
+
+    from inference.model import CHANNELS, CLASSES, ModelConfig  # noqa: PLC0415
+
+    out.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for variable in model.weights:
+        value = np.asarray(keras.ops.convert_to_numpy(variable))
+        arrays[_key(variable.path)] = value.astype(np.float16 if value.size >= 4096 else np.float32)
+    weights = out / WEIGHTS_FILE
+    staging = out / (WEIGHTS_FILE + ".partial.npz")
+    np.savez_compressed(staging, **arrays)  # type: ignore[arg-type]
+    staging.replace(weights)
+    card_path = out / CARD_FILE
+    previous = json.loads(card_path.read_text()) if card_path.exists() else {}
+    card = {
+        "name": "tumour-segmenter",
+        "version": dt.date.today().isoformat(),
+        **(config or ModelConfig()).as_dict(),
+        "parameters": int(model.count_params()),
+        "weights_file": WEIGHTS_FILE,
+        "weights_sha256": sha256_of(weights),
+        "weights_bytes": weights.stat().st_size,
+        "storage": "float16 (tensors under 4,096 values float32)",
+        "input": {
+            "channels": [s.value for s in CHANNELS],
+            "spacing_mm": SPACING_MM,
+            "slices": "axial, LPS, cropped to the brain, padded to a multiple of 32",
+            "normalisation": "z-score within the brain mask, 0 outside (inference/preprocess.py)",
+        },
+        "label_map": {str(v): TumorLabel(v).name if v else "background" for v in CLASSES},
+        "label_convention": "BraTS 2023 (1 NCR, 2 ED/SNFH, 3 ET)",
+        "training": training,
+        "metrics": previous.get("metrics", {}),
+        "intended_use": (
+            "Research software. Trained on synthetic phantoms only; not validated on patients; "
+            "not for diagnostic use."
+        ),
+        "keras_version": keras.__version__,
+    }
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    return out
+
+
+def read_card(folder: Path) -> dict[str, Any]:
+    from inference.model import ARCHITECTURE  # noqa: PLC0415
+
+    if not folder.is_dir():
+        raise WeightsError(f"weights folder {folder} does not exist")
+    path = folder / CARD_FILE
+    if not path.is_file():
+        raise WeightsError(f"{folder}: no model card ({CARD_FILE})")
+    try:
+        card: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise WeightsError(f"{path}: the model card is not valid JSON ({error})") from error
+    if card.get("architecture") != ARCHITECTURE:
+        raise WeightsError(
+            f"{path}: weights for architecture '{card.get('architecture')}', "
+            f"this code builds '{ARCHITECTURE}'"
+        )
+    if card.get("input", {}).get("spacing_mm") != SPACING_MM:
+        raise WeightsError(f"{path}: model expects {card.get('input', {}).get('spacing_mm')} mm")
+    return card
+
+
+def load_weights(model: Any, folder: Path, card: dict[str, Any]) -> None:
+    """Check the checksum, then assign every weight by name; any difference is an error."""
+    path = folder / card.get("weights_file", WEIGHTS_FILE)
+    if not path.is_file():
+        raise WeightsError(f"{folder}: weights file {path.name} is missing")
+    actual = sha256_of(path)
+    if actual != card.get("weights_sha256"):
+        raise WeightsError(
+            f"{path.name}: sha256 {actual[:12]}... does not match the model card's "
+            f"{str(card.get('weights_sha256'))[:12]}... (damaged or replaced weights)"
+        )
+    try:
+        with np.load(path) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise WeightsError(f"{path.name}: truncated or corrupt weights ({error})") from error
+    expected = {_key(v.path): v for v in model.weights}
+    missing = sorted(set(expected) - set(arrays))
+    extra = sorted(set(arrays) - set(expected))
+    if missing or extra:
+        raise WeightsError(
+            f"{path.name}: weights for another architecture ({len(missing)} missing, "
+            f"{len(extra)} unexpected; e.g. {(missing or extra)[0]})"
+        )
+    for name, variable in expected.items():
+        if tuple(arrays[name].shape) != tuple(variable.shape):
+            raise WeightsError(
+                f"{path.name}: weights for another architecture ({name} is "
+                f"{arrays[name].shape}, the model needs {tuple(variable.shape)})"
+            )
+        variable.assign(arrays[name].astype(variable.dtype))
+
+
+# Segmenting --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Segmentation:
+    labels: sitk.Image  # BraTS 2023 labels, uint8
+    probabilities: sitk.Image  # vector image, one float32 component per class
+    volumes_ml: dict[str, dict[str, float]]
+    seconds: dict[str, float]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Segmenter:
+    """Load once, segment many visits."""
+
+    def __init__(self, folder: Path | str = DEFAULT_WEIGHTS) -> None:
+        from inference.model import ModelConfig, build_model  # noqa: PLC0415
+
+        started = time.perf_counter()
+        self.folder = Path(folder)
+        self.card = read_card(self.folder)
+        config = ModelConfig(decoder_filters=tuple(self.card["decoder_filters"]))
+        self.model = build_model(config)
+        load_weights(self.model, self.folder, self.card)
+        self.load_seconds = time.perf_counter() - started
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {
+            "model": self.card.get("name"),
+            "architecture": self.card.get("architecture"),
+            "version": self.card.get("version"),
+            "weights_sha256": self.card.get("weights_sha256"),
+        }
+
+    def predict_slices(self, slices: np.ndarray, *, flips: bool = True) -> np.ndarray:
+        """Probabilities (n, y, x, 4) for slices (n, y, x, 4); y and x multiples of 32."""
+        probabilities = np.asarray(self.model.predict(slices, batch_size=BATCH, verbose=0))
+        if flips:
+            flipped = np.asarray(
+                self.model.predict(slices[:, :, ::-1], batch_size=BATCH, verbose=0)
+            )
+            probabilities = (probabilities + flipped[:, :, ::-1]) / 2
+        return probabilities.astype(np.float32)
+
+    def segment(
+        self,
+        images: dict[Sequence, sitk.Image],
+        brain_mask: sitk.Image,
+        *,
+        geometry: sitk.Image | None = None,
+        flips: bool = True,
+    ) -> Segmentation:
+        """Segment a prepared visit (z-scored 1 mm images and their brain mask). The result is
+        on ``geometry`` (the visit's own T1 post-contrast image) when given, else on the
+        prepared grid."""
+        from inference.model import CHANNELS, CLASSES, STRIDE  # noqa: PLC0415
+
+        started = time.perf_counter()
+        missing = [s.long_name for s in CHANNELS if s not in images]
+        if missing:
+            raise MissingSequenceError(f"cannot segment without {', '.join(missing)}")
+        reference = images[Sequence.T1C]
+        for sequence in CHANNELS:
+            spacing = images[sequence].GetSpacing()
+            if any(abs(s - SPACING_MM) > 1e-3 for s in spacing):
+                raise SpacingError(
+                    f"prepared {sequence.long_name} has spacing "
+                    f"{' x '.join(f'{s:g}' for s in spacing)} mm; the model needs "
+                    f"{SPACING_MM:g} mm isotropic (run prepare first)"
+                )
+            if images[sequence].GetSize() != reference.GetSize():
+                raise SpacingError(f"prepared {sequence.long_name} is not on the T1c grid")
+        mask = sitk.GetArrayFromImage(brain_mask) > 0
+        if mask.shape != sitk.GetArrayViewFromImage(reference).shape:
+            raise SpacingError("the brain mask is not on the prepared grid")
+        if not mask.any():
+            raise InputError("the brain mask is empty: nothing to segment")
+        where = np.argwhere(mask)
+        start = np.maximum(where.min(axis=0) - 2, 0)
+        stop = np.minimum(where.max(axis=0) + 3, mask.shape)
+        box = tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))
+        volume = np.stack([sitk.GetArrayFromImage(images[s])[box] for s in CHANNELS], axis=-1)
+        height, width = volume.shape[1:3]
+        padded_h = -(-height // STRIDE) * STRIDE
+        padded_w = -(-width // STRIDE) * STRIDE
+        slices = np.zeros((volume.shape[0], padded_h, padded_w, len(CHANNELS)), np.float32)
+        top, left = (padded_h - height) // 2, (padded_w - width) // 2
+        slices[:, top : top + height, left : left + width] = volume
+        prepared_at = time.perf_counter()
+        predicted = self.predict_slices(slices, flips=flips)[
+            :, top : top + height, left : left + width
+        ]
+        predicted_at = time.perf_counter()
+        full = np.zeros((*mask.shape, len(CLASSES)), np.float32)
+        full[..., 0] = 1.0
+        full[box] = predicted
+        probabilities = sitk.GetImageFromArray(full, isVector=True)
+        probabilities.CopyInformation(reference)
+        if geometry is not None and not _same_grid(geometry, reference):
+            probabilities = sitk.Resample(
+                probabilities, geometry, sitk.Transform(), sitk.sitkLinear, 0.0
+            )
+        labels_array = np.asarray(CLASSES, np.uint8)[
+            np.argmax(sitk.GetArrayViewFromImage(probabilities), axis=-1)
+        ]
+        labels = sitk.GetImageFromArray(labels_array)
+        labels.CopyInformation(probabilities)
+        if geometry is not None and not _same_grid(geometry, reference):
+            # The label map itself comes from the 1 mm prediction, nearest-neighbour.
+            fine = sitk.GetImageFromArray(np.asarray(CLASSES, np.uint8)[np.argmax(full, axis=-1)])
+            fine.CopyInformation(reference)
+            labels = sitk.Resample(fine, geometry, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        finished = time.perf_counter()
+        return Segmentation(
+            labels=labels,
+            probabilities=probabilities,
+            volumes_ml=volume_intervals(labels, probabilities),
+            seconds={
+                "crop_and_batch": round(prepared_at - started, 3),
+                "predict": round(predicted_at - prepared_at, 3),
+                "reassemble": round(finished - predicted_at, 3),
+                "total": round(finished - started, 3),
+            },
+            details={
+                "slices": int(slices.shape[0]),
+                "slice_size": [int(padded_h), int(padded_w)],
+                "flips": flips,
+            },
+        )
+
+
+def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    return (
+        a.GetSize() == b.GetSize()
+        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-4)
+        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-3)
+        and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-5)
+    )
+
+
+def volume_intervals(labels: sitk.Image, probabilities: sitk.Image) -> dict[str, dict[str, float]]:
+    """Per region: the label map's volume, the expected volume (sum of probabilities) and an
+    interval from the uncertain boundary band: voxels with region probability >= 0.75 (low)
+    and >= 0.25 (high). A sure segmentation has a narrow interval."""
+    from inference.model import CLASSES  # noqa: PLC0415
+
+    voxel_ml = float(np.prod(labels.GetSpacing())) / 1000.0
+    label_values = sitk.GetArrayViewFromImage(labels)
+    probability = sitk.GetArrayViewFromImage(probabilities)
+    out = {}
+    for region in Region:
+        values = sorted(int(v) for v in REGION_LABELS[region])
+        members = [CLASSES.index(v) for v in values]
+        p = probability[..., members].sum(axis=-1)
+        out[region.value] = {
+            "volume_ml": round(float(np.isin(label_values, values).sum()) * voxel_ml, 3),
+            "expected_ml": round(float(p.sum()) * voxel_ml, 3),
+            "low_ml": round(float((p >= BAND[1]).sum()) * voxel_ml, 3),
+            "high_ml": round(float((p >= BAND[0]).sum()) * voxel_ml, 3),
+        }
+    return out
+
+
+# A visit folder, end to end ----------------------------------------------------------------------
+
+
+def segment_folder(
+    folder: Path | str,
+    segmenter: Segmenter,
+    *,
+    flips: bool = True,
+    progress: Any = None,
+) -> Segmentation:
+    """Segment a visit folder: ``prepare`` output as it is, or a raw visit, prepared first. The
+    result is in the T1 post-contrast geometry of the folder given."""
+    from inference.io import read_visit  # noqa: PLC0415
+    from inference.preprocess import is_prepared, prepare_visit, read_prepared  # noqa: PLC0415
+
+    say = progress or (lambda _message: None)
+    started = time.perf_counter()
+    if is_prepared(folder):
+        images, mask, _qc = read_prepared(folder)
+        geometry = images[Sequence.T1C]
+        source = "prepared"
+    else:
+        visit = read_visit(folder)
+        say("preparing")
+        prepared = prepare_visit(visit, progress=say)
+        images, mask = prepared.images, prepared.brain_mask
+        geometry = visit.images[Sequence.T1C]
+        source = "raw (prepared first)"
+    read_at = time.perf_counter()
+    say("segmenting")
+    result = segmenter.segment(images, mask, geometry=geometry, flips=flips)
+    result.seconds = {"read_and_prepare": round(read_at - started, 3), **result.seconds}
+    result.details["input"] = source
+    return result
+
+
+def write_segmentation(
+    result: Segmentation, segmenter: Segmenter, out: Path | str, *, source: str
+) -> dict[str, Any]:
+    """``seg.nii.gz``, ``prob.nii.gz`` and ``segmentation.json``, all or nothing."""
+    from inference.io import output_folder, write_image, write_text  # noqa: PLC0415
+
+    report = {
+        "visit": source,
+        **segmenter.identity,
+        "load_seconds": round(segmenter.load_seconds, 3),
+        "seconds": result.seconds,
+        **result.details,
+        "volumes_ml": result.volumes_ml,
+        "uncertainty": (
+            "low_ml-high_ml: voxels with region probability >= 0.75 and >= 0.25 "
+            "(the uncertain boundary band); expected_ml: sum of probabilities"
+        ),
+        "label_convention": "BraTS 2023 (1 NCR, 2 ED, 3 ET)",
+        "grid": {
+            "size": list(result.labels.GetSize()),
+            "spacing_mm": list(result.labels.GetSpacing()),
+        },
+    }
+    with output_folder(out) as staging:
+        write_image(result.labels, staging / "seg.nii.gz")
+        write_image(result.probabilities, staging / "prob.nii.gz")
+        write_text(json.dumps(report, indent=2) + "\n", staging / "segmentation.json")
+    return report

@@ -1,0 +1,216 @@
+"""Loading a weights folder and segmenting a prepared visit (a small random-weight model: these
+tests check the plumbing, geometry and errors; accuracy is measured in bench/)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from inference.errors import InputError, MissingSequenceError
+from inference.labels import ALL_SEQUENCES, Sequence
+from inference.model import ModelConfig, build_model
+from inference.segment import (
+    CARD_FILE,
+    WEIGHTS_FILE,
+    Segmenter,
+    SpacingError,
+    WeightsError,
+    export_weights,
+    volume_intervals,
+)
+
+from .images import image_from_array
+
+SMALL = ModelConfig(decoder_filters=(32, 16, 16, 8))
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    keras.utils.set_random_seed(2)
+    folder = tmp_path_factory.mktemp("weights")
+    export_weights(build_model(SMALL), folder, training={"data": ["unit test"]}, config=SMALL)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def segmenter(weights: Path) -> Segmenter:
+    return Segmenter(weights)
+
+
+def prepared_visit(
+    size: tuple[int, int, int] = (50, 45, 20), spacing: float = 1.0
+) -> tuple[dict[Sequence, sitk.Image], sitk.Image]:
+    """z-scored 'sequences' (x, y, z size) on a 1 mm grid with a non-zero origin, and a mask."""
+    rng = np.random.default_rng(0)
+    shape = size[::-1]
+    mask = np.zeros(shape, np.uint8)
+    mask[4:-4, 5:-5, 6:-6] = 1
+    images = {
+        s: image_from_array(
+            (rng.normal(size=shape) * mask).astype(np.float32),
+            spacing=(spacing,) * 3,
+            origin=(-20.0, 13.0, 4.0),
+        )
+        for s in ALL_SEQUENCES
+    }
+    mask_image = sitk.GetImageFromArray(mask)
+    mask_image.CopyInformation(images[Sequence.T1C])
+    return images, mask_image
+
+
+def copy_weights(source: Path, target: Path) -> Path:
+    target.mkdir()
+    for name in (CARD_FILE, WEIGHTS_FILE):
+        (target / name).write_bytes((source / name).read_bytes())
+    return target
+
+
+def test_it_segments_on_the_prepared_grid_with_probabilities_that_sum_to_one(
+    segmenter: Segmenter,
+) -> None:
+    images, mask = prepared_visit()
+    result = segmenter.segment(images, mask)
+    assert result.labels.GetSize() == images[Sequence.T1C].GetSize()
+    assert result.labels.GetOrigin() == images[Sequence.T1C].GetOrigin()
+    probabilities = sitk.GetArrayFromImage(result.probabilities)
+    assert probabilities.shape == (20, 45, 50, 4)
+    assert np.allclose(probabilities.sum(axis=-1), 1.0, atol=1e-4)
+    labels = sitk.GetArrayFromImage(result.labels)
+    assert set(np.unique(labels)) <= {0, 1, 2, 3}
+    assert (labels == probabilities.argmax(-1)).all()  # classes 0-3 are labels 0-3
+    # Outside the brain's box the model is not asked: background with certainty.
+    assert (probabilities[0, :, :, 0] == 1.0).all()
+    assert result.details["slice_size"] == [64, 64]  # 39 x 42 cropped, padded to 32s
+
+
+def test_it_writes_back_onto_the_visits_own_thick_slice_geometry(segmenter: Segmenter) -> None:
+    images, mask = prepared_visit()
+    geometry = sitk.Image([25, 23, 4], sitk.sitkInt16)
+    geometry.SetSpacing((2.0, 2.0, 5.0))
+    geometry.SetOrigin((-19.5, 13.5, 6.0))
+    result = segmenter.segment(images, mask, geometry=geometry)
+    for image in (result.labels, result.probabilities):
+        assert image.GetSize() == (25, 23, 4)
+        assert image.GetSpacing() == (2.0, 2.0, 5.0)
+        assert image.GetOrigin() == (-19.5, 13.5, 6.0)
+    assert result.labels.GetPixelID() == sitk.sitkUInt8
+
+
+def test_flipping_averages_the_mirrored_prediction(segmenter: Segmenter) -> None:
+    slices = np.random.default_rng(5).normal(size=(2, 32, 64, 4)).astype(np.float32)
+    plain = segmenter.predict_slices(slices, flips=False)
+    mirrored = segmenter.predict_slices(slices[:, :, ::-1].copy(), flips=False)[:, :, ::-1]
+    both = segmenter.predict_slices(slices, flips=True)
+    assert np.allclose(both, (plain + mirrored) / 2, atol=1e-5)
+
+
+def test_volume_intervals_bracket_the_label_volume() -> None:
+    shape = (4, 10, 10)
+    probabilities = np.zeros((*shape, 4), np.float32)
+    probabilities[..., 0] = 1.0
+    probabilities[0, :5, :, :] = [0.0, 0.0, 0.0, 1.0]  # 50 sure ET voxels
+    probabilities[1, :2, :, :] = [0.4, 0.0, 0.0, 0.6]  # 20 ET at 0.6: in the band
+    probabilities[2, :1, :, :] = [0.8, 0.0, 0.0, 0.2]  # 10 below the band
+    image = sitk.GetImageFromArray(probabilities, isVector=True)
+    image.SetSpacing((2.0, 1.0, 1.0))  # 2 uL voxels
+    labels = sitk.GetImageFromArray(probabilities.argmax(-1).astype(np.uint8))
+    labels.CopyInformation(image)
+    et = volume_intervals(labels, image)["ET"]
+    assert et["volume_ml"] == pytest.approx(70 * 0.002)
+    assert et["low_ml"] == pytest.approx(50 * 0.002)
+    assert et["high_ml"] == pytest.approx(70 * 0.002)
+    assert et["expected_ml"] == pytest.approx((50 + 20 * 0.6 + 10 * 0.2) * 0.002, rel=1e-4)
+
+
+def test_a_prepared_visit_with_the_wrong_spacing_is_refused(segmenter: Segmenter) -> None:
+    images, mask = prepared_visit(spacing=1.5)
+    with pytest.raises(SpacingError, match=r"1\.5 x 1\.5 x 1\.5 mm; the model needs 1 mm"):
+        segmenter.segment(images, mask)
+
+
+def test_a_visit_missing_a_sequence_is_refused(segmenter: Segmenter) -> None:
+    images, mask = prepared_visit()
+    del images[Sequence.FLAIR]
+    with pytest.raises(MissingSequenceError, match="FLAIR"):
+        segmenter.segment(images, mask)
+
+
+def test_an_empty_brain_mask_is_refused(segmenter: Segmenter) -> None:
+    images, mask = prepared_visit()
+    with pytest.raises(InputError, match="brain mask is empty"):
+        segmenter.segment(images, mask * 0)
+
+
+def test_a_missing_weights_folder_is_named(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="does not exist"):
+        Segmenter(tmp_path / "nowhere")
+
+
+def test_a_folder_without_a_model_card_is_refused(weights: Path, tmp_path: Path) -> None:
+    folder = copy_weights(weights, tmp_path / "w")
+    (folder / CARD_FILE).unlink()
+    with pytest.raises(WeightsError, match="no model card"):
+        Segmenter(folder)
+
+
+def test_missing_weights_are_named(weights: Path, tmp_path: Path) -> None:
+    folder = copy_weights(weights, tmp_path / "w")
+    (folder / WEIGHTS_FILE).unlink()
+    with pytest.raises(WeightsError, match=r"weights file segmenter\.weights\.npz is missing"):
+        Segmenter(folder)
+
+
+def test_truncated_weights_fail_their_checksum(weights: Path, tmp_path: Path) -> None:
+    folder = copy_weights(weights, tmp_path / "w")
+    data = (folder / WEIGHTS_FILE).read_bytes()
+    (folder / WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="does not match the model card"):
+        Segmenter(folder)
+
+
+def test_truncated_weights_with_a_matching_card_are_called_corrupt(
+    weights: Path, tmp_path: Path
+) -> None:
+    from inference.segment import sha256_of
+
+    folder = copy_weights(weights, tmp_path / "w")
+    data = (folder / WEIGHTS_FILE).read_bytes()
+    (folder / WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
+    card = json.loads((folder / CARD_FILE).read_text())
+    card["weights_sha256"] = sha256_of(folder / WEIGHTS_FILE)
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(WeightsError, match="truncated or corrupt"):
+        Segmenter(folder)
+
+
+def test_a_card_for_another_architecture_is_refused(weights: Path, tmp_path: Path) -> None:
+    folder = copy_weights(weights, tmp_path / "w")
+    card = json.loads((folder / CARD_FILE).read_text())
+    card["architecture"] = "resnet50-unet"
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(WeightsError, match="architecture 'resnet50-unet'"):
+        Segmenter(folder)
+
+
+def test_weights_of_another_shape_are_refused(weights: Path, tmp_path: Path) -> None:
+    folder = copy_weights(weights, tmp_path / "w")
+    card = json.loads((folder / CARD_FILE).read_text())
+    card["decoder_filters"] = [48, 16, 16, 8]  # the card claims a wider decoder
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(WeightsError, match="weights for another architecture"):
+        Segmenter(folder)
+
+
+def test_the_shipped_model_card_matches_its_weights() -> None:
+    from inference.segment import DEFAULT_WEIGHTS, read_card, sha256_of
+
+    card = read_card(DEFAULT_WEIGHTS)
+    assert sha256_of(DEFAULT_WEIGHTS / card["weights_file"]) == card["weights_sha256"]
+    assert (DEFAULT_WEIGHTS / card["weights_file"]).stat().st_size <= 30 * 1024 * 1024
+    assert "SYNTHETIC" in json.dumps(card["training"]).upper()
+    assert card["metrics"], "the model card states its measured metrics"
