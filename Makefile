@@ -35,6 +35,9 @@ bench: $(STAMP)
 	$(PY) bench/bench_prepare.py
 	$(PY) bench/bench_real_measure.py
 	$(PY) bench/bench_precision.py
+	$(PY) bench/bench_segment_accuracy.py
+	$(PY) bench/bench_segment_speed.py
+	$(PY) bench/bench_segment_real.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

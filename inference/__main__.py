@@ -213,6 +213,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         patience=args.patience,
         seed=args.seed,
         resume=args.resume,
+        init_weights=args.init_weights,
     )
     _say(f"training -> {args.out} (checkpoints in {args.out / 'checkpoints'})")
     summary = run_training(
@@ -298,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--patience", type=int, default=8, help="early stopping (epochs)")
     train.add_argument("--seed", type=int, default=20261127)
     train.add_argument("--resume", action="store_true", help="continue from checkpoints/last.keras")
+    train.add_argument(
+        "--init-weights", type=Path, help="start from a .weights.h5 (fine-tune, new schedule)"
+    )
     train.set_defaults(run=cmd_train)
 
     demo = commands.add_parser("demo", help="prepare and register a synthetic MNI152 visit")

@@ -369,6 +369,7 @@ class TrainSettings:
     validation_fraction: float = 0.1
     seed: int = 20261127
     resume: bool = False
+    init_weights: Path | None = None  # start from these weights with a fresh optimiser
     training_data: dict[str, Any] = field(default_factory=dict)
 
 
@@ -379,7 +380,9 @@ def _datasets(
 
     class Patches(keras.utils.PyDataset):  # type: ignore[misc]
         def __init__(self, cases: list[Case], steps: int, fixed: bool, salt: int) -> None:
-            super().__init__()
+            # Two threads prepare batches while the model trains (numpy and scipy release the
+            # GIL); each batch's randomness depends only on (seed, epoch, index).
+            super().__init__(workers=2, max_queue_size=8)
             self.cases, self.steps, self.fixed, self.salt = cases, steps, fixed, salt
             self.epoch = 0
 
@@ -455,11 +458,14 @@ def train(
         say(f"resuming after epoch {initial_epoch} from {last}")
     else:
         model = build_model(ModelConfig())
+        if settings.init_weights is not None:
+            model.load_weights(settings.init_weights)
+            say(f"starting from {settings.init_weights}")
         schedule = keras.optimizers.schedules.CosineDecay(
             settings.learning_rate * 0.1,
             decay_steps=total_steps,
             warmup_target=settings.learning_rate,
-            warmup_steps=min(300, total_steps // 10),
+            warmup_steps=min(100 if settings.init_weights else 300, total_steps // 10),
             alpha=0.02,
         )
         model.compile(
@@ -522,6 +528,7 @@ def train(
         "patch": settings.patch,
         "learning_rate": settings.learning_rate,
         "seed": settings.seed,
+        "init_weights": str(settings.init_weights) if settings.init_weights else None,
         "seconds_this_run": round(time.perf_counter() - started, 1),
         "best_epoch": best_row.get("epoch"),
         "validation_at_best": {k: v for k, v in best_row.items() if k.startswith("val_")},

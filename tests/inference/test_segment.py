@@ -12,10 +12,11 @@ import pytest
 import SimpleITK as sitk
 
 from inference.errors import InputError, MissingSequenceError
-from inference.labels import ALL_SEQUENCES, Sequence
+from inference.labels import ALL_SEQUENCES, Region, Sequence
 from inference.model import ModelConfig, build_model
 from inference.segment import (
     CARD_FILE,
+    DEFAULT_WEIGHTS,
     WEIGHTS_FILE,
     Segmenter,
     SpacingError,
@@ -207,10 +208,50 @@ def test_weights_of_another_shape_are_refused(weights: Path, tmp_path: Path) -> 
 
 
 def test_the_shipped_model_card_matches_its_weights() -> None:
-    from inference.segment import DEFAULT_WEIGHTS, read_card, sha256_of
+    from inference.segment import read_card, sha256_of
 
     card = read_card(DEFAULT_WEIGHTS)
     assert sha256_of(DEFAULT_WEIGHTS / card["weights_file"]) == card["weights_sha256"]
     assert (DEFAULT_WEIGHTS / card["weights_file"]).stat().st_size <= 30 * 1024 * 1024
     assert "SYNTHETIC" in json.dumps(card["training"]).upper()
     assert card["metrics"], "the model card states its measured metrics"
+
+
+def test_the_command_line_names_a_missing_weights_folder(tmp_path: Path) -> None:
+    from .cli import run_cli
+
+    done = run_cli(
+        "segment", str(tmp_path), "--out", str(tmp_path / "out"), "--weights", str(tmp_path / "x")
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip().splitlines()[-1]
+        == f"error: weights folder {tmp_path / 'x'} does not exist"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_shipped_model_segments_a_held_out_phantom_visit(tmp_path: Path) -> None:
+    """The real thing, end to end through the command line: a raw phantom visit (a seed never
+    used in training) is prepared, segmented and written in its own T1c geometry."""
+    from inference.evaluate import evaluate
+    from inference.io import read_label_map
+    from inference.phantoms import make_patient, write_patient
+
+    from .cli import run_cli
+
+    folder = write_patient(make_patient(990_001, visits=1), tmp_path / "raw")[0]
+    done = run_cli("segment", str(folder), "--out", str(tmp_path / "out"), timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "segmentation.json").read_text())
+    card = json.loads((DEFAULT_WEIGHTS / CARD_FILE).read_text())
+    assert report["weights_sha256"] == card["weights_sha256"]
+    assert report["input"] == "raw (prepared first)"
+    predicted, _ = read_label_map(tmp_path / "out" / "seg.nii.gz")
+    truth, _ = read_label_map(next(folder.glob("*-seg.nii.gz")))
+    scores = evaluate(predicted, truth)  # also checks both are on the same grid
+    assert scores[Region.WT].dice >= 0.9
+    assert scores[Region.ET].dice >= 0.8
+    for region in ("WT", "TC", "ET"):
+        volumes = report["volumes_ml"][region]
+        assert volumes["low_ml"] <= volumes["volume_ml"] <= volumes["high_ml"]

@@ -1,0 +1,132 @@
+"""Segmenter speed and memory: one visit, model already loaded, median of 5.
+
+- ``slices``: the issue's reference load, 155 slices of 224 x 224 x 4 (random values), one
+  forward pass each (no flips); and the same with test-time flips (two passes).
+- ``visit``: a real prepared visit (the BraTS 2023 case in ../shared/data, prepared once and
+  cached), ``Segmenter.segment`` end to end (crop to the brain, batch, predict, reassemble), with
+  and without flips.
+- ``first_call``: a fresh process: import, build, load the weights, first visit.
+- Peak memory (max RSS) of that fresh segmenting process.
+
+    .venv/bin/python bench/bench_segment_speed.py [--repeats 5]
+    KERAS_BACKEND=jax python bench/bench_segment_speed.py --slices-only  (GPU machine, no data)
+
+Writes bench/results/segment_speed.json (or segment_speed_<backend>.json with --slices-only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import REPO, data_folder, environment, write_results
+
+sys.path.insert(0, str(REPO))
+
+CASE = "brats-gli-00001-000"
+PREPARED = REPO / "var" / "bench-segment" / "real" / CASE
+
+
+def timed(function: Any, repeats: int) -> dict[str, Any]:
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        seconds.append(time.perf_counter() - started)
+    return {
+        "median_s": round(statistics.median(seconds), 3),
+        "runs_s": [round(s, 3) for s in seconds],
+    }
+
+
+def prepared_visit() -> Path:
+    if not (PREPARED / "qc.json").exists():
+        from inference.io import read_visit
+        from inference.preprocess import prepare_visit, write_prepared
+
+        write_prepared(prepare_visit(read_visit(data_folder() / CASE)), PREPARED)
+    return PREPARED
+
+
+FRESH = """
+import json, resource, sys, time
+started = time.perf_counter()
+from inference.segment import Segmenter
+from inference.preprocess import read_prepared
+segmenter = Segmenter()
+loaded = time.perf_counter()
+images, mask, _ = read_prepared(sys.argv[1])
+result = segmenter.segment(images, mask, flips=True)
+done = time.perf_counter()
+print(json.dumps({
+    "import_build_load_s": round(loaded - started, 3),
+    "first_visit_s": round(done - loaded, 3),
+    "total_s": round(done - started, 3),
+    "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--slices-only", action="store_true")
+    args = parser.parse_args()
+
+    import keras
+
+    from inference.segment import Segmenter
+
+    segmenter = Segmenter()
+    slices = np.random.default_rng(0).normal(size=(155, 224, 224, 4)).astype(np.float32)
+    segmenter.predict_slices(slices[:16], flips=False)  # trace once
+    result: dict[str, Any] = {
+        "environment": environment(keras_backend=keras.backend.backend(), model=segmenter.identity),
+        "target": "one visit (about 155 slices at 224 x 224 x 4) <= 4 s on 2 CPU cores",
+        "slices_155x224x224": {
+            "no_flips": timed(lambda: segmenter.predict_slices(slices, flips=False), args.repeats),
+            "flips": timed(lambda: segmenter.predict_slices(slices, flips=True), args.repeats),
+        },
+    }
+    print(json.dumps(result["slices_155x224x224"]), flush=True)
+    name = "segment_speed.json"
+    if not args.slices_only:
+        from inference.preprocess import read_prepared
+
+        folder = prepared_visit()
+        images, mask, _ = read_prepared(folder)
+        details = segmenter.segment(images, mask, flips=False).details
+        result["visit"] = {
+            "case": CASE,
+            "slices": details["slices"],
+            "slice_size": details["slice_size"],
+            "no_flips": timed(lambda: segmenter.segment(images, mask, flips=False), args.repeats),
+            "flips": timed(lambda: segmenter.segment(images, mask, flips=True), args.repeats),
+        }
+        print(json.dumps(result["visit"]), flush=True)
+        fresh = subprocess.run(
+            [sys.executable, "-c", FRESH, str(folder)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        result["first_call"] = json.loads(fresh.stdout.strip().splitlines()[-1])
+        result["memory_target"] = "peak memory of a segmenting process <= 3 GB"
+        print(json.dumps(result["first_call"]), flush=True)
+    else:
+        name = f"segment_speed_{keras.backend.backend()}.json"
+        result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    write_results(REPO / "bench" / "results" / name, result)
+
+
+if __name__ == "__main__":
+    main()
