@@ -10,6 +10,7 @@ says (TensorFlow here, JAX on the GPU machine), never chosen in code.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import keras
@@ -106,12 +107,15 @@ def build_model(config: ModelConfig | None = None) -> keras.Model:
     config = config or ModelConfig()
     if len(config.decoder_filters) != len(_SKIPS):
         raise ValueError(f"decoder_filters needs {len(_SKIPS)} entries")
-    encoder = keras.applications.EfficientNetV2B0(
-        include_top=False,
-        weights=None,
-        input_shape=(None, None, config.channels),
-        include_preprocessing=False,
-    )
+    with warnings.catch_warnings():
+        # Keras notes that ImageNet models take 1 or 3 channels; ours is trained on 4 from scratch.
+        warnings.filterwarnings("ignore", message="This model usually expects")
+        encoder = keras.applications.EfficientNetV2B0(
+            include_top=False,
+            weights=None,
+            input_shape=(None, None, config.channels),
+            include_preprocessing=False,
+        )
     skips = [encoder.get_layer(name).output for name in _SKIPS]
     x = encoder.get_layer(_BOTTOM).output
     for level, filters in enumerate(config.decoder_filters):
