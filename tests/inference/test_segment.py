@@ -255,3 +255,32 @@ def test_the_shipped_model_segments_a_held_out_phantom_visit(tmp_path: Path) -> 
     for region in ("WT", "TC", "ET"):
         volumes = report["volumes_ml"][region]
         assert volumes["low_ml"] <= volumes["volume_ml"] <= volumes["high_ml"]
+
+
+def test_the_command_line_segments_a_prepared_folder_into_three_files(
+    weights: Path, tmp_path: Path
+) -> None:
+    from inference.io import read_label_map, read_probability_map, write_image
+    from inference.preprocess import PREPARED_NAMES
+
+    from .cli import run_cli
+
+    images, mask = prepared_visit()
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    for sequence, image in images.items():
+        write_image(image, prepared / PREPARED_NAMES[sequence])
+    write_image(mask, prepared / "brain_mask.nii.gz")
+    (prepared / "qc.json").write_text("{}")
+    done = run_cli(
+        "segment", str(prepared), "--out", str(tmp_path / "out"), "--weights", str(weights)
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "segmentation.json").read_text())
+    assert report["input"] == "prepared" and report["flips"] is True
+    assert set(report["volumes_ml"]) == {"ET", "TC", "WT"}
+    labels, _ = read_label_map(tmp_path / "out" / "seg.nii.gz")
+    probabilities = read_probability_map(tmp_path / "out" / "prob.nii.gz")
+    assert labels.GetSize() == images[Sequence.T1C].GetSize()
+    assert probabilities.GetNumberOfComponentsPerPixel() == 4
+    assert np.allclose(labels.GetOrigin(), images[Sequence.T1C].GetOrigin())
