@@ -261,20 +261,15 @@ class Segmenter:
         full[box] = predicted
         probabilities = sitk.GetImageFromArray(full, isVector=True)
         probabilities.CopyInformation(reference)
+        labels = sitk.GetImageFromArray(np.asarray(CLASSES, np.uint8)[np.argmax(full, axis=-1)])
+        labels.CopyInformation(reference)
         if geometry is not None and not _same_grid(geometry, reference):
+            # Back onto the visit's own grid: the label map nearest-neighbour from the 1 mm
+            # prediction, the probabilities linearly.
             probabilities = sitk.Resample(
                 probabilities, geometry, sitk.Transform(), sitk.sitkLinear, 0.0
             )
-        labels_array = np.asarray(CLASSES, np.uint8)[
-            np.argmax(sitk.GetArrayViewFromImage(probabilities), axis=-1)
-        ]
-        labels = sitk.GetImageFromArray(labels_array)
-        labels.CopyInformation(probabilities)
-        if geometry is not None and not _same_grid(geometry, reference):
-            # The label map itself comes from the 1 mm prediction, nearest-neighbour.
-            fine = sitk.GetImageFromArray(np.asarray(CLASSES, np.uint8)[np.argmax(full, axis=-1)])
-            fine.CopyInformation(reference)
-            labels = sitk.Resample(fine, geometry, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+            labels = sitk.Resample(labels, geometry, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
         finished = time.perf_counter()
         return Segmentation(
             labels=labels,

@@ -41,7 +41,7 @@ from scipy import ndimage
 
 from inference.errors import InputError
 from inference.labels import Sequence, TumorLabel
-from inference.model import CHANNELS, CLASSES, STRIDE
+from inference.model import CHANNELS, CLASSES
 
 PATCH = 128
 SPACING_MM = 1.0
@@ -584,7 +584,3 @@ def run_training(
     }
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return train(train_cases, validation_cases, settings, say=say)
-
-
-def pad_to_stride(size: int) -> int:
-    return int(math.ceil(size / STRIDE) * STRIDE)
