@@ -160,8 +160,16 @@ def folder_case(folder: Path) -> Case:
     labels = sitk.GetArrayFromImage(prepared.segmentation).astype(np.uint8)
     rng = np.random.default_rng(int(hashlib.sha256(folder.name.encode()).hexdigest()[:8], 16))
     return case_from_arrays(
-        channels, labels, mask, key=folder.name, patient=patient_of(folder.name), rng=rng
+        channels, labels, mask, key=folder.name, patient=patient_of(visit_name(folder)), rng=rng
     )
+
+
+def visit_name(folder: Path) -> str:
+    """``Patient-001/week-044`` for LUMIERE-style trees (visits named by week under a patient
+    folder), the folder name otherwise."""
+    if folder.name.lower().startswith("week"):
+        return f"{folder.parent.name}/{folder.name}"
+    return folder.name
 
 
 def patient_of(name: str) -> str:

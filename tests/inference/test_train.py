@@ -68,6 +68,14 @@ def test_visits_are_grouped_by_patient(name: str, patient: str) -> None:
     assert patient_of(name) == patient
 
 
+def test_lumiere_weeks_belong_to_the_patient_folder(tmp_path: Path) -> None:
+    from inference.train import visit_name
+
+    week = tmp_path / "Patient-007" / "week-044"
+    assert patient_of(visit_name(week)) == "Patient-007"
+    assert visit_name(tmp_path / "BraTS-GLI-00001-000") == "BraTS-GLI-00001-000"
+
+
 def test_sampling_centres_most_patches_on_tumour() -> None:
     cases = [tiny_case("a", "a")]
     rng = np.random.default_rng(0)
