@@ -141,6 +141,42 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return {region.value: score.as_dict() for region, score in scores.items()}
 
 
+def cmd_assess(args: argparse.Namespace) -> dict[str, Any]:
+    from inference.io import read_json  # noqa: PLC0415
+    from inference.response import assess, parse_timeline  # noqa: PLC0415
+
+    timeline = parse_timeline(read_json(args.timeline, what="timeline"))
+    result = assess(timeline).as_dict()
+    for row in result["visits"]:
+        confirmed = {True: " confirmed", False: " preliminary", None: ""}[row["confirmed"]]
+        _say(f"{row['id']}: {row['category']}{confirmed}")
+    _say(f"progression visit: {result['progression_visit'] or 'none'}")
+    return result
+
+
+def cmd_growth(args: argparse.Namespace) -> dict[str, Any]:
+    from inference.growth import analyse  # noqa: PLC0415
+    from inference.io import read_json  # noqa: PLC0415
+
+    data = read_json(args.series, what="growth series")
+    if args.forecast_on is not None and isinstance(data, dict):
+        data = {**data, "forecast_on": args.forecast_on}
+    result = analyse(data)
+    for series in result["series"]:
+        trend = series["trend"]
+        doubling = trend["doubling_time_days"]
+        halving = trend["halving_time_days"]
+        summary = (
+            f"doubling {doubling} d"
+            if doubling
+            else f"halving {halving} d"
+            if halving
+            else (trend["note"] or "no trend")
+        )
+        _say(f"{series['name']}: {summary}")
+    return result
+
+
 def cmd_phantom(args: argparse.Namespace) -> dict[str, Any]:
     from inference.phantoms import Scenario, make_patient, write_patient  # noqa: PLC0415
 
@@ -277,6 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--visits", type=int, default=4)
     phantom.add_argument("--scenario", help="progression, partial_response, stable, ...")
     phantom.set_defaults(run=cmd_phantom)
+
+    assess = commands.add_parser("assess", help="RANO 2.0 response of a timeline (JSON, - = stdin)")
+    assess.add_argument("timeline", help="timeline JSON file (schema in the README)")
+    assess.set_defaults(run=cmd_assess)
+
+    growth = commands.add_parser("growth", help="growth rates, doubling time, forecast (JSON)")
+    growth.add_argument("series", help="volume series JSON file (schema in the README)")
+    growth.add_argument("--forecast-on", help="date YYYY-MM-DD for the forecast")
+    growth.set_defaults(run=cmd_growth)
 
     segment = commands.add_parser("segment", help="segment a visit (raw or prepared)")
     segment.add_argument("visit_dir", type=Path)

@@ -15,14 +15,17 @@ from __future__ import annotations
 import contextlib
 import enum
 import gzip
+import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -785,3 +788,48 @@ def write_dicom_series(
 
 def _is_integral(values: np.ndarray) -> bool:
     return bool(np.all(np.abs(values - np.rint(values)) < 1e-6))
+
+
+MAX_JSON_BYTES = 10 * 1024 * 1024
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_json(path: Path | str, *, what: str, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """A JSON document (``-`` reads standard input), strictly: no NaN or Infinity, at most
+    ``max_bytes``. Problems are ``InputError`` messages that name the file and the place."""
+    name = str(path)
+    try:
+        if name == "-":
+            text = sys.stdin.read(max_bytes + 1)
+        else:
+            path = Path(path)
+            if path.is_file() and path.stat().st_size > max_bytes:
+                raise FileTooLargeError(
+                    f"{what} {name}: {path.stat().st_size} bytes, more than {max_bytes}", path=path
+                )
+            text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UnreadableFileError(f"{what} {name}: no such file", path=name) from None
+    except PermissionError:
+        raise UnreadableFileError(f"{what} {name}: permission denied", path=name) from None
+    except IsADirectoryError:
+        raise UnreadableFileError(f"{what} {name}: is a folder, not a file", path=name) from None
+    except UnicodeDecodeError:
+        raise UnreadableFileError(f"{what} {name}: not UTF-8 text", path=name) from None
+    if len(text) > max_bytes:
+        raise FileTooLargeError(f"{what} {name}: more than {max_bytes} bytes", path=name)
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError as error:
+        place = ""
+        if isinstance(error, json.JSONDecodeError):
+            place = f" at line {error.lineno}, column {error.colno}"
+            error_text = error.msg
+        else:
+            error_text = str(error)
+        raise UnreadableFileError(
+            f"{what} {name}: not valid JSON{place} ({error_text})", path=name
+        ) from None
