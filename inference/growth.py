@@ -140,14 +140,16 @@ def changes(points: Sequence[Point]) -> list[dict[str, Any]]:
 
 
 def fit_window(points: Sequence[Point]) -> list[Point]:
-    """The current course: from the nadir (the last smallest value) on when that holds at least
-    three visits, else the last three visits; zero volumes are left out of a log fit."""
-    positive = [p for p in points if p.value > 0]
-    if not positive:
+    """The current course: the visits after the last zero volume (a log fit cannot use zeros,
+    and a tumour that was gone has started a new course), from the nadir (the last smallest
+    value) on when that holds at least three visits, else the last three of them."""
+    zeros = [i for i, p in enumerate(points) if p.value <= 0]
+    course = list(points[zeros[-1] + 1 :] if zeros else points)
+    if not course:
         return []
-    nadir = min(range(len(positive)), key=lambda i: (positive[i].value, -i))
-    window = positive[nadir:]
-    return window if len(window) >= MIN_FIT_POINTS else positive[-MIN_FIT_POINTS:]
+    nadir = min(range(len(course)), key=lambda i: (course[i].value, -i))
+    window = course[nadir:]
+    return window if len(window) >= MIN_FIT_POINTS else course[-MIN_FIT_POINTS:]
 
 
 def trend(points: Sequence[Point], *, origin: dt.date) -> dict[str, Any]:
