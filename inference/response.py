@@ -478,17 +478,17 @@ def baseline_index(timeline: Timeline) -> tuple[int | None, str]:
     visits = timeline.visits
     end = timeline.radiotherapy_end_on
     if timeline.setting is Setting.RECURRENT:
-        return 0, "baseline: the scan before the new treatment (recurrent tumour, RANO 2.0)"
+        return 0, "the scan before the new treatment (recurrent tumour, RANO 2.0)"
     if end is None:
         # Choice: without an end date the first visit is taken, and the row says so.
         return 0, (
-            "baseline: first visit, because no radiotherapy end date was given (RANO 2.0 takes "
+            "the first visit, because no radiotherapy end date was given (RANO 2.0 takes "
             "the first scan after radiotherapy for a newly diagnosed tumour)"
         )
     for index, visit in enumerate(visits):
         if visit.acquired_on >= end:
             return index, (
-                f"baseline: first scan after radiotherapy ended on {end} (newly diagnosed "
+                f"the first scan after radiotherapy ended on {end} (newly diagnosed "
                 "tumour, RANO 2.0)"
             )
     return None, f"before the end of radiotherapy on {end}: no post-radiotherapy scan yet"
@@ -572,7 +572,7 @@ def assess(timeline: Timeline) -> Assessment:
     rows: list[Row] = []
     stop = len(timeline.visits) if index is None else index
     for visit in timeline.visits[:stop]:
-        reason = why if index is None else f"before baseline {timeline.visits[index].id}: {why}"
+        reason = why if index is None else f"before the baseline {timeline.visits[index].id}, {why}"
         rows.append(Row(visit.id, Category.PRE_BASELINE, reasons=[reason]))
     if index is None:
         return Assessment(rows, None)
@@ -589,7 +589,7 @@ def assess(timeline: Timeline) -> Assessment:
 
 
 def _baseline_row(timeline: Timeline, baseline: VisitInput, parts: list[_Part], why: str) -> Row:
-    reasons = [why]
+    reasons = [f"baseline: {why}"]
     for part in parts:
         burden = part.burden(baseline)
         if part.targets:

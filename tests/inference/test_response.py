@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -624,3 +625,22 @@ def test_the_command_line_names_a_missing_file(tmp_path):
     result = run_cli("assess", str(tmp_path / "absent.json"))
     assert result.returncode == 2
     assert "no such file" in result.stderr
+
+
+def test_the_readme_example_is_valid_and_reads_as_documented():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Response assessment") :]
+    block = section[section.index("```json") + len("```json") : section.index("```\n", 10)]
+    out = assess_json(json.loads(block))
+    assert [r["category"] for r in out["visits"]] == [
+        "pre_baseline",
+        "baseline",
+        "PD",
+        "SD",
+        "PR",
+        "PR",
+        "PD",
+    ]
+    assert [r["confirmed"] for r in out["visits"][2:]] == [False, None, False, True, None]
+    assert out["progression_visit"] == "v6"
+    assert out["visits"][2]["reasons"][0] in section.replace("\n", " ")
