@@ -13,6 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from inference.errors import FileTooLargeError, UnreadableFileError
+from inference.io import read_json
 from inference.response import TimelineError, assess_json, parse_timeline
 from tests.inference.cli import run_cli
 
@@ -644,3 +646,30 @@ def test_the_readme_example_is_valid_and_reads_as_documented():
     assert [r["confirmed"] for r in out["visits"][2:]] == [False, None, False, True, None]
     assert out["progression_visit"] == "v6"
     assert out["visits"][2]["reasons"][0] in section.replace("\n", " ")
+
+
+def test_an_oversized_timeline_is_refused_before_it_is_parsed(tmp_path):
+    path = tmp_path / "timeline.json"
+    path.write_text(json.dumps(timeline(visit(0, BASE_2D))))
+    with pytest.raises(
+        FileTooLargeError, match=r"timeline .*timeline.json: \d+ bytes, more than 100"
+    ):
+        read_json(path, what="timeline", max_bytes=100)
+
+
+def test_an_unreadable_timeline_is_named(tmp_path, monkeypatch):
+    path = tmp_path / "timeline.json"
+    path.write_text("{}")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    # chmod 0 does not stop root (CI runs as root), so the refusal is simulated.
+    monkeypatch.setattr(Path, "read_text", refuse)
+    with pytest.raises(UnreadableFileError, match=r"timeline .*timeline\.json: permission denied"):
+        read_json(path, what="timeline")
+
+
+def test_a_folder_is_not_a_timeline(tmp_path):
+    with pytest.raises(UnreadableFileError, match="is a folder, not a file"):
+        read_json(tmp_path, what="timeline")
