@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_segment_accuracy.py
 	$(PY) bench/bench_segment_speed.py
 	$(PY) bench/bench_segment_real.py
+	$(PY) bench/bench_response.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
