@@ -41,6 +41,7 @@ DAYS_PER_MONTH = 30.4375
 DAYS_PER_YEAR = 365.25
 LEVEL = 0.95
 MIN_FIT_POINTS = 3
+MAX_LOG_VALUE = 700.0  # exp() of more overflows a float
 
 
 class SeriesError(InputError):
@@ -244,6 +245,9 @@ def forecast(points: Sequence[Point], on: dt.date, *, origin: dt.date) -> dict[s
         return result
     value, interval = fit.predict((on - origin).days)
     assert interval is not None
+    if max(abs(value), abs(interval[0]), abs(interval[1])) > MAX_LOG_VALUE:
+        result["note"] = "the trend is too steep to extrapolate to that date"
+        return result
     result["expected"] = _round(math.exp(value))
     result["interval"] = [_round(math.exp(interval[0])), _round(math.exp(interval[1]))]
     result["fit_visits"] = [p.id for p in window]

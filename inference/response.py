@@ -31,7 +31,8 @@ Rules (the module's functions say which they implement):
 - References [RANO2010, RANO2]: response is measured against the baseline; progression against
   the nadir, the smallest burden from the baseline up to the previous visit.
 - Thresholds, inclusive [RANO2]: 2-D PR <= -50 %, MR <= -25 % (non-enhancing only, from
-  [RANO-LGG]), PD >= +25 %; volumetric PR <= -65 %, MR <= -40 %, PD >= +40 %.
+  [RANO-LGG]), PD >= +25 %; volumetric PR <= -65 %, MR <= -40 %, PD >= +40 %. Compared exactly:
+  each input number is the decimal it is written as; products, sums and ratios are fractions.
 - CR [RANO2010, RANO2]: no enhancing disease (measurable or not), no new lesion, off
   corticosteroids (physiological replacement allowed), clinically stable or improved.
 - PR/MR [RANO2010, RANO2]: the decrease above, no new lesion, no non-target progression,
@@ -66,11 +67,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from inference.errors import InputError
 
-MEASURABLE_MM = Decimal(10)
+MEASURABLE_MM = Fraction(10)
 MAX_TARGETS = 3
 CONFIRMATION_DAYS = 28  # "at least 4 weeks" [RANO2010, RANO2]
 RADIOTHERAPY_WINDOW_DAYS = 84  # "within 12 weeks after the end of radiotherapy" [RANO2]
@@ -133,16 +135,16 @@ _RANK = {Category.CR: 3, Category.PR: 2, Category.MR: 1}
 class Thresholds:
     """Relative change, inclusive: decreases are negative."""
 
-    partial: Decimal
-    minor: Decimal
-    progression: Decimal
+    partial: Fraction
+    minor: Fraction
+    progression: Fraction
 
 
 # [RANO2]: 2-D PR >= 50 % decrease, PD >= 25 % increase; MR 25-50 % decrease [RANO-LGG].
 # [RANO2]: volumetric PR >= 65 % decrease, PD >= 40 % increase; MR 40-65 % decrease.
 THRESHOLDS = {
-    Criteria.BIDIMENSIONAL: Thresholds(Decimal("-0.50"), Decimal("-0.25"), Decimal("0.25")),
-    Criteria.VOLUMETRIC: Thresholds(Decimal("-0.65"), Decimal("-0.40"), Decimal("0.40")),
+    Criteria.BIDIMENSIONAL: Thresholds(Fraction("-0.50"), Fraction("-0.25"), Fraction("0.25")),
+    Criteria.VOLUMETRIC: Thresholds(Fraction("-0.65"), Fraction("-0.40"), Fraction("0.40")),
 }
 
 
@@ -153,12 +155,12 @@ THRESHOLDS = {
 class LesionInput:
     track: str
     component: Component
-    longest_mm: Decimal
-    perpendicular_mm: Decimal
-    et_volume_ml: Decimal | None
+    longest_mm: Fraction
+    perpendicular_mm: Fraction
+    et_volume_ml: Fraction | None
 
     @property
-    def product_mm2(self) -> Decimal:
+    def product_mm2(self) -> Fraction:
         return self.longest_mm * self.perpendicular_mm
 
     @property
@@ -176,11 +178,11 @@ class VisitInput:
     id: str
     acquired_on: dt.date
     lesions: tuple[LesionInput, ...]
-    non_enhancing_volume_ml: Decimal | None
+    non_enhancing_volume_ml: Fraction | None
     new_lesion: bool | None  # None: no new lesion; else whether it is measurable
     non_target: NonTarget
     clinical_status: Clinical
-    steroid_dose_mg: Decimal
+    steroid_dose_mg: Fraction
 
     def lesion(self, track: str) -> LesionInput:
         return next(x for x in self.lesions if x.track == track)
@@ -193,7 +195,7 @@ class Timeline:
     setting: Setting
     radiotherapy_end_on: dt.date | None
     confirm_pd: bool
-    physiologic_steroid_max_mg: Decimal
+    physiologic_steroid_max_mg: Fraction
     antiangiogenic_therapy: bool
     visits: tuple[VisitInput, ...]
 
@@ -266,7 +268,7 @@ class _Reader:
             raise self.fail(name, f"must be true or false, got {_kind(value)}")
         return value
 
-    def number(self, name: str, *, optional: bool = False) -> Decimal | None:
+    def number(self, name: str, *, optional: bool = False) -> Fraction | None:
         value = self.data.get(name)
         if value is None:
             if optional:
@@ -278,8 +280,9 @@ class _Reader:
             raise self.fail(name, f"must be a finite number, got {value}")
         if value < 0:
             raise self.fail(name, f"must not be negative, got {value}")
-        # Exact decimal of the written number (str round-trips JSON's shortest repr).
-        return Decimal(str(value))
+        # The exact value of the decimal number as written (str gives JSON's shortest repr);
+        # every later product, sum and ratio is an exact fraction, so thresholds are exact.
+        return Fraction(Decimal(str(value)))
 
     def date(self, name: str, *, optional: bool = False) -> dt.date | None:
         value = self.data.get(name)
@@ -303,7 +306,7 @@ def _kind(value: Any) -> str:
     return type(value).__name__ if not isinstance(value, int | float) else f"number {value}"
 
 
-def _required(value: Decimal | None) -> Decimal:
+def _required(value: Fraction | None) -> Fraction:
     assert value is not None
     return value
 
@@ -444,7 +447,7 @@ class Row:
     category: Category
     confirmed: bool | None = None
     reference_visit: str | None = None
-    relative_change: Decimal | None = None
+    relative_change: Fraction | None = None
     reasons: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -504,13 +507,13 @@ class _Part:
     others: tuple[str, ...]  # listed non-target lesions of this component
     by_volume: bool
 
-    def burden(self, visit: VisitInput) -> Decimal:
+    def burden(self, visit: VisitInput) -> Fraction:
         if self.by_volume and self.component is Component.NON_ENHANCING:
-            return visit.non_enhancing_volume_ml or Decimal(0)
-        total = Decimal(0)
+            return visit.non_enhancing_volume_ml or Fraction(0)
+        total = Fraction(0)
         for track in self.targets:
             lesion = visit.lesion(track)
-            total += (lesion.et_volume_ml or Decimal(0)) if self.by_volume else lesion.product_mm2
+            total += (lesion.et_volume_ml or Fraction(0)) if self.by_volume else lesion.product_mm2
         return total
 
     def quantity(self, count: int) -> str:
@@ -556,14 +559,19 @@ def _parts(timeline: Timeline, baseline: VisitInput) -> list[_Part]:
     return parts
 
 
-def _number(value: Decimal, unit: str) -> str:
+def _shown(value: Fraction) -> Decimal:
+    """An exact fraction as a decimal for display (28 significant digits, then rounded)."""
+    return Decimal(value.numerator) / Decimal(value.denominator)
+
+
+def _number(value: Fraction, unit: str) -> str:
     if unit == "mL":
-        return f"{value:,.1f} mL"
-    return f"{value:,.0f} mm2"
+        return f"{_shown(value):,.1f} mL"
+    return f"{_shown(value):,.0f} mm2"
 
 
-def _percent(change: Decimal) -> str:
-    return f"{change * 100:+.1f} %"
+def _percent(change: Fraction) -> str:
+    return f"{_shown(change * 100):+.1f} %"
 
 
 def assess(timeline: Timeline) -> Assessment:
@@ -621,8 +629,8 @@ def _baseline_row(timeline: Timeline, baseline: VisitInput, parts: list[_Part], 
     return Row(baseline.id, Category.BASELINE, reasons=reasons)
 
 
-def _dose(mg: Decimal) -> str:
-    return f"{mg.normalize():f} mg/day dexamethasone"
+def _dose(mg: Fraction) -> str:
+    return f"{_shown(mg).normalize():f} mg/day dexamethasone"
 
 
 def _within_radiotherapy_window(timeline: Timeline, visit: VisitInput) -> bool:
@@ -637,7 +645,7 @@ class _Findings:
     size: list[str]  # target burden over the nadir (or back after disappearing)
     other: list[str]  # new measurable lesion, non-target, new enhancement, T2/FLAIR
     clinical: bool
-    changes: dict[Component, tuple[Decimal | None, Decimal | None]]  # vs baseline, vs nadir
+    changes: dict[Component, tuple[Fraction | None, Fraction | None]]  # vs baseline, vs nadir
 
     @property
     def imaging(self) -> list[str]:
@@ -661,10 +669,10 @@ class _Engine:
         }
         self.baseline_burden = {p.component: p.burden(baseline) for p in self.parts}
         self.pending_response: tuple[Category, VisitInput] | None = None
-        self.pending_pd: tuple[VisitInput, dict[Component, Decimal]] | None = None
+        self.pending_pd: tuple[VisitInput, dict[Component, Fraction]] | None = None
         self.progressed: VisitInput | None = None
         self.new_lesion_since: VisitInput | None = None
-        self.non_enhancing_nadir: tuple[Decimal, str] | None = None
+        self.non_enhancing_nadir: tuple[Fraction, str] | None = None
         if baseline.non_enhancing_volume_ml is not None:
             self.non_enhancing_nadir = (baseline.non_enhancing_volume_ml, baseline.id)
 
@@ -697,7 +705,7 @@ class _Engine:
         non-target progression; new measurable enhancement in a non-enhancing tumour; T2/FLAIR
         growth under anti-angiogenic therapy; clinical deterioration."""
         size: list[str] = []
-        changes: dict[Component, tuple[Decimal | None, Decimal | None]] = {}
+        changes: dict[Component, tuple[Fraction | None, Fraction | None]] = {}
         for part in self.parts:
             burden = part.burden(visit)
             base = self.baseline_burden[part.component]
@@ -919,8 +927,8 @@ def _primary_part(parts: list[_Part]) -> _Part:
 
 
 def _change_vs(
-    part: _Part, visit: VisitInput, before: Mapping[Component, Decimal]
-) -> Decimal | None:
+    part: _Part, visit: VisitInput, before: Mapping[Component, Fraction]
+) -> Fraction | None:
     reference = before[part.component]
     return (part.burden(visit) - reference) / reference if reference > 0 else None
 

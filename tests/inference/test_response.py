@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -589,8 +590,9 @@ def test_progression_exactly_when_the_product_grows_by_a_quarter(scale, base):
     small, large = sorted([base * scale, base])
     data = timeline(visit(0, lesion("L1", base, base)), visit(42, lesion("L1", large, small)))
     row = rows(data)[1]
-    exact = Decimal(str(base * scale)) * Decimal(str(base)) / (Decimal(str(base)) ** 2) - 1
-    assert (row["category"] == "PD") == (exact >= Decimal("0.25"))
+    written = [Fraction(Decimal(str(v))) for v in (large, small, base)]
+    exact = written[0] * written[1] / written[2] ** 2 - 1
+    assert (row["category"] == "PD") == (exact >= Fraction(1, 4))
 
 
 # --- command line --------------------------------------------------------------------------
