@@ -439,7 +439,14 @@ def assess_patients(
             failures.append({"seed": seed, "error": f"{type(error).__name__}: {error}"})
             print(f"  seed {seed}: engine failed: {type(error).__name__}: {error}", flush=True)
             continue
-        expected = details.get(seed, {}).get("expected_response")
+        # Recomputed from the cached truth.json files with today's rule (the stored field may
+        # predate a fix to phantoms.expected_responses).
+        raw = sorted((folder / "raw").glob("PHANTOM-*/truth.json"))
+        expected = (
+            phantoms.expected_responses([json.loads(path.read_text()) for path in raw])
+            if raw
+            else details.get(seed, {}).get("expected_response")
+        )
         rows = []
         for index, (t, m) in enumerate(
             zip(answers["truth"]["visits"], answers["measured"]["visits"], strict=True)

@@ -645,18 +645,20 @@ def _continuous_bidimensional(
 def expected_responses(truths: list[dict[str, Any]]) -> list[str]:
     """The response each visit's true products imply, by the plain 2-D RANO thresholds (no
     confirmation, steroid or clinical data): PD >= +25 % over the nadir or a new measurable
-    lesion, PR <= -50 % of baseline, CR no enhancing disease, otherwise SD."""
+    lesion, PR <= -50 % of baseline, CR no enhancing disease (no lesion at all for a
+    non-enhancing tumour), otherwise SD."""
     responses = ["baseline"]
     baseline = truths[0]["sum_of_products_mm2"]
     nadir = baseline
     tracks = {x["track"] for x in truths[0]["lesions"]}
+    enhancing_tumour = any(x.get("enhancing", True) for x in truths[0]["lesions"])
     for truth in truths[1:]:
         current = truth["sum_of_products_mm2"]
         new = any(x["track"] not in tracks and x["measurable"] for x in truth["lesions"])
-        enhancing = truth["volumes_ml"]["ET"] > 0
+        disease = truth["volumes_ml"]["ET"] > 0 if enhancing_tumour else bool(truth["lesions"])
         if new or (nadir > 0 and current >= 1.25 * nadir):
             responses.append("PD")
-        elif not enhancing:
+        elif not disease:
             responses.append("CR")
         elif baseline > 0 and current <= 0.5 * baseline:
             responses.append("PR")

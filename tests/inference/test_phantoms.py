@@ -64,6 +64,13 @@ def test_expected_responses_follow_the_products() -> None:
     truths = [visit(400), visit(300), visit(190), visit(240), visit(0, et=0.0)]
     assert expected_responses(truths) == ["baseline", "SD", "PR", "PD", "CR"]
     assert expected_responses([visit(400), visit(400, tracks=("L1", "L2"))]) == ["baseline", "PD"]
+    # A non-enhancing tumour is gone only when no lesion is left, not when ET is zero.
+    plain = [
+        {**visit(400, et=0.0), "lesions": [{"track": "L1", "measurable": True, "enhancing": False}]}
+    ]
+    shrunk = {**plain[0], "sum_of_products_mm2": 150}
+    gone = {**visit(0, et=0.0), "lesions": []}
+    assert expected_responses([*plain, shrunk, gone]) == ["baseline", "PR", "CR"]
 
 
 def test_the_phantom_command_writes_brats_2023_folders(tmp_path: Path) -> None:
