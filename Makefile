@@ -17,15 +17,22 @@ demo: $(STAMP)
 	$(PY) -m inference demo --out var/demo > var/demo/summary.json
 	@echo "summary written to var/demo/summary.json"
 
+# Integration tests run against PostgreSQL and Redis (the end-to-end test starts a real worker);
+# override DATABASE_URL / CELERY_BROKER_URL to point elsewhere.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tracker
+TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
+
 test: $(STAMP)
+	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
+	CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)}" \
 	$(PY) -m pytest -n 2 --dist loadfile
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -n 2 -m "not realdata and not slow"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check inference tests bench
-	$(VENV)/bin/ruff format --check inference tests bench
+	$(VENV)/bin/ruff check inference tracker config tests bench manage.py
+	$(VENV)/bin/ruff format --check inference tracker config tests bench manage.py
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -1,0 +1,222 @@
+"""The REST API: every endpoint for a member, a member of another team and an anonymous caller;
+uploads that are refused name each bad file and store nothing."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from tests.tracker.conftest import client_for, upload_files, zipped
+from tracker.models import AnalysisRun, Assessment, AuditEvent, Scan, Visit
+
+pytestmark = pytest.mark.django_db
+
+
+def _visit(patient: Any, **fields: Any) -> Visit:
+    return Visit.objects.create(
+        patient=patient, acquired_on=fields.pop("on", "2024-03-01"), **fields
+    )
+
+
+def _endpoints(world: dict[str, Any]) -> list[tuple[str, str, dict[str, Any] | None, int]]:
+    patient = world["patient"]
+    visit = _visit(patient)
+    assessment = Assessment.objects.create(
+        visit=visit, category="SD", criteria="rano2-2d", reasons=["stable"]
+    )
+    assert assessment.pk
+    p, v = patient.code, visit.code
+    return [
+        ("get", "/api/patients/", None, 200),
+        ("get", f"/api/patients/{p}/", None, 200),
+        ("get", f"/api/patients/{p}/timeline/", None, 200),
+        (
+            "post",
+            f"/api/patients/{p}/treatments/",
+            {"kind": "surgery", "started_on": "2024-01-02"},
+            201,
+        ),
+        ("get", f"/api/visits/{v}/", None, 200),
+        ("post", f"/api/visits/{v}/review/", {"action": "confirm"}, 201),
+        ("post", f"/api/visits/{v}/reanalyse/", None, 202),
+    ]
+
+
+@pytest.mark.parametrize("who", ["alice", "bob", "charlie", "anonymous"])
+def test_every_endpoint_is_scoped_to_the_care_team(teams: dict[str, Any], who: str) -> None:
+    client = client_for(None if who == "anonymous" else teams[who])
+    for method, url, data, member_status in _endpoints(teams):
+        response = getattr(client, method)(url, data, format="json")
+        if who == "alice":
+            assert response.status_code == member_status, (url, response.content)
+        elif who == "anonymous":
+            assert response.status_code in (401, 403), url
+        elif url == "/api/patients/":
+            assert response.status_code == 200 and response.json()["count"] == 0
+        else:
+            assert response.status_code == 404, (who, url, response.status_code)
+
+
+def test_reads_of_patient_data_are_audited(teams: dict[str, Any]) -> None:
+    client = client_for(teams["alice"])
+    client.get(f"/api/patients/{teams['patient'].code}/timeline/")
+    event = AuditEvent.objects.get(action="read_timeline")
+    assert event.user == teams["alice"] and event.patient == teams["patient"]
+
+
+def test_a_patient_is_created_only_in_ones_own_team(teams: dict[str, Any]) -> None:
+    client = client_for(teams["alice"])
+    ok = client.post(
+        "/api/patients/", {"team": str(teams["team_a"].code), "label": "GBM-002"}, format="json"
+    )
+    assert ok.status_code == 201 and ok.json()["label"] == "GBM-002"
+    other = client.post(
+        "/api/patients/", {"team": str(teams["team_b"].code), "label": "GBM-003"}, format="json"
+    )
+    assert other.status_code == 400 and "team" in other.json()
+    twice = client.post(
+        "/api/patients/", {"team": str(teams["team_a"].code), "label": "GBM-002"}, format="json"
+    )
+    assert twice.status_code == 400 and "label" in twice.json()
+
+
+def test_an_override_needs_a_category_and_a_reason(teams: dict[str, Any]) -> None:
+    visit = _visit(teams["patient"])
+    Assessment.objects.create(visit=visit, category="PD", criteria="rano2-2d")
+    client = client_for(teams["alice"])
+    bad = client.post(f"/api/visits/{visit.code}/review/", {"action": "override"}, format="json")
+    assert bad.status_code == 400
+    good = client.post(
+        f"/api/visits/{visit.code}/review/",
+        {"action": "override", "category": "SD", "reason": "radiation necrosis on perfusion"},
+        format="json",
+    )
+    assert good.status_code == 201
+    shown = client.get(f"/api/visits/{visit.code}/").json()
+    assert shown["reviews"][0]["category"] == "SD"
+    assert shown["reviews"][0]["reviewer"] == "alice"
+
+
+def test_the_openapi_schema_and_docs_are_served(teams: dict[str, Any]) -> None:
+    client = client_for(teams["alice"])
+    schema = client.get("/api/schema/")
+    assert schema.status_code == 200
+    assert b"/api/patients/{code}/visits/" in schema.content
+    assert client.get("/api/docs/").status_code == 200
+
+
+# --- uploads -----------------------------------------------------------------------------------
+
+
+def _post_visit(client: Any, patient: Any, files: dict[str, Any], on: str = "2024-02-05") -> Any:
+    return client.post(
+        f"/api/patients/{patient.code}/visits/",
+        {"acquired_on": on, **files},
+        format="multipart",
+    )
+
+
+def _stored_files() -> list[Path]:
+    root = Path(settings.MEDIA_ROOT) / "visits"
+    return sorted(root.rglob("*.nii*")) if root.exists() else []
+
+
+@pytest.mark.slow
+def test_a_good_visit_is_stored_with_its_checksums_and_queued(
+    teams: dict[str, Any], phantom_visits: list[Path], django_capture_on_commit_callbacks: Any
+) -> None:
+    client = client_for(teams["alice"])
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = _post_visit(client, teams["patient"], upload_files(phantom_visits[0]))
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["analysis"]["stage"] == "prepare" and body["analysis"]["status"] == "queued"
+    visit = Visit.objects.get(code=body["code"])
+    assert sorted(visit.scans.values_list("sequence", flat=True)) == ["flair", "t1", "t1c", "t2"]
+    scan = visit.scans.get(sequence="t1c")
+    stored = Path(settings.MEDIA_ROOT) / scan.file.name
+    import hashlib
+
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == scan.sha256
+    assert stored.stat().st_mode & 0o222 == 0  # originals are read-only
+    assert "upload" not in stored.name and str(visit.code) in str(stored)
+    assert len(callbacks) == 1  # the prepare task, sent after commit
+
+
+@pytest.mark.slow
+def test_a_zip_archive_is_accepted(teams: dict[str, Any], phantom_visits: list[Path]) -> None:
+    client = client_for(teams["alice"])
+    response = _post_visit(client, teams["patient"], {"archive": zipped(phantom_visits[0])})
+    assert response.status_code == 201, response.content
+    assert Scan.objects.count() == 4
+
+
+@pytest.mark.slow
+def test_bad_files_are_each_named_and_nothing_is_stored(
+    teams: dict[str, Any], phantom_visits: list[Path]
+) -> None:
+    files = upload_files(phantom_visits[0])
+    whole = files["t1ce"].read()
+    files["t1ce"] = SimpleUploadedFile("t1ce.nii.gz", whole[: len(whole) // 2])  # truncated
+    files["flair"] = SimpleUploadedFile("flair.nii.gz", b"not an image at all")
+    del files["t2"]
+    response = _post_visit(client_for(teams["alice"]), teams["patient"], files)
+    assert response.status_code == 400
+    problems = response.json()
+    assert set(problems) == {"t1ce", "flair", "t2"}
+    assert "missing" in problems["t2"][0]
+    assert Visit.objects.count() == 0 and AnalysisRun.objects.count() == 0
+    assert _stored_files() == []
+
+
+@pytest.mark.slow
+def test_nan_voxels_are_refused(
+    teams: dict[str, Any], phantom_visits: list[Path], tmp_path: Path
+) -> None:
+    files = upload_files(phantom_visits[0])
+    image = sitk.ReadImage(str(next(phantom_visits[0].glob("*-t2w.nii.gz"))), sitk.sitkFloat32)
+    values = sitk.GetArrayFromImage(image)
+    values[10, 10, 10] = np.nan
+    broken = sitk.GetImageFromArray(values)
+    broken.CopyInformation(image)
+    path = tmp_path / "t2.nii.gz"
+    sitk.WriteImage(broken, str(path))
+    files["t2"] = SimpleUploadedFile("t2.nii.gz", path.read_bytes())
+    response = _post_visit(client_for(teams["alice"]), teams["patient"], files)
+    assert response.status_code == 400
+    assert "NaN" in " ".join(response.json()["t2"]) or "finite" in " ".join(response.json()["t2"])
+
+
+def test_zip_entries_that_escape_the_archive_are_refused(teams: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        bundle.writestr("../../etc/evil-t1n.nii.gz", gzip.compress(b"x" * 100))
+    archive = SimpleUploadedFile("visit.zip", buffer.getvalue())
+    response = _post_visit(client_for(teams["alice"]), teams["patient"], {"archive": archive})
+    assert response.status_code == 400
+    assert "outside the archive" in response.json()["archive"][0]
+    assert Visit.objects.count() == 0
+
+
+def test_an_oversized_upload_is_refused(teams: dict[str, Any], settings: Any) -> None:
+    settings.TRACKER_MAX_UPLOAD_MB = 0
+    files = {"t1": SimpleUploadedFile("t1.nii.gz", b"x" * 2048)}
+    response = _post_visit(client_for(teams["alice"]), teams["patient"], files)
+    assert response.status_code == 400
+    assert "more than 0" in response.json()["upload"][0]
+
+
+def test_a_second_visit_on_the_same_day_is_a_conflict(teams: dict[str, Any]) -> None:
+    _visit(teams["patient"], on="2024-02-05")
+    files = {"t1": SimpleUploadedFile("t1.nii.gz", b"x")}
+    response = _post_visit(client_for(teams["alice"]), teams["patient"], files)
+    assert response.status_code == 409

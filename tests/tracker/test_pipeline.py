@@ -1,0 +1,141 @@
+"""The analysis pipeline's bookkeeping: claims, failures, the sweeper, constraints; and, slow, the
+real stages end to end in this process on two phantom visits (SYNTHETIC PHANTOM DATA)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from tests.tracker.conftest import client_for, upload_files
+from tracker.models import (
+    AnalysisRun,
+    Assessment,
+    Lesion,
+    RunStatus,
+    Scan,
+    Stage,
+    TreatmentEvent,
+    Visit,
+)
+from tracker.services import pipeline
+from tracker.services.assessments import patient_assess
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_stage_is_claimed_once(teams: dict[str, Any]) -> None:
+    visit = Visit.objects.create(patient=teams["patient"], acquired_on="2024-01-01")
+    run = AnalysisRun.objects.create(visit=visit)
+    assert pipeline.claim(str(run.code), Stage.PREPARE) is not None
+    assert pipeline.claim(str(run.code), Stage.PREPARE) is None  # already running
+    assert pipeline.claim(str(run.code), Stage.SEGMENT) is None  # not at that stage
+
+
+def test_a_stage_that_cannot_read_its_input_fails_the_run_with_the_reason(
+    teams: dict[str, Any],
+) -> None:
+    visit = Visit.objects.create(patient=teams["patient"], acquired_on="2024-01-01")
+    run = AnalysisRun.objects.create(visit=visit)  # no originals on disk
+    assert pipeline.execute_stage(str(run.code), Stage.PREPARE) == "failed"
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert run.error.startswith("prepare: ")
+    assert run.stages["prepare"]["status"] == "failed"
+    assert pipeline.execute_stage(str(run.code), Stage.PREPARE) == "not claimed"
+
+
+def test_the_sweeper_requeues_runs_a_dead_worker_left_behind(
+    teams: dict[str, Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    visit = Visit.objects.create(patient=teams["patient"], acquired_on="2024-01-01")
+    stuck = AnalysisRun.objects.create(visit=visit, stage=Stage.SEGMENT, status=RunStatus.RUNNING)
+    AnalysisRun.objects.filter(pk=stuck.pk).update(
+        claimed_at=timezone.now() - dt.timedelta(hours=2)
+    )
+    fresh_visit = Visit.objects.create(patient=teams["patient"], acquired_on="2024-02-01")
+    fresh = AnalysisRun.objects.create(
+        visit=fresh_visit, stage=Stage.SEGMENT, status=RunStatus.RUNNING, claimed_at=timezone.now()
+    )
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        codes = pipeline.requeue_stale(older_than_s=600)
+    assert codes == [str(stuck.code)]
+    stuck.refresh_from_db()
+    fresh.refresh_from_db()
+    assert (stuck.stage, stuck.status) == (Stage.SEGMENT, RunStatus.QUEUED)
+    assert fresh.status == RunStatus.RUNNING
+    assert len(callbacks) == 1
+
+
+def test_what_must_never_happen_is_a_database_constraint(teams: dict[str, Any]) -> None:
+    visit = Visit.objects.create(patient=teams["patient"], acquired_on="2024-01-01")
+    Scan.objects.create(visit=visit, sequence="t1", file="a", sha256="0" * 64, size_bytes=1)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Scan.objects.create(visit=visit, sequence="t1", file="b", sha256="1" * 64, size_bytes=1)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        AnalysisRun.objects.create(
+            visit=visit, stage=Stage.DONE, status=RunStatus.DONE, error="it broke"
+        )
+    with pytest.raises(IntegrityError), transaction.atomic():
+        AnalysisRun.objects.create(visit=visit, status=RunStatus.FAILED, error="")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Visit.objects.create(patient=teams["patient"], acquired_on="2024-01-01")
+
+
+def _run_all_stages(run: AnalysisRun) -> None:
+    for stage in (Stage.PREPARE, Stage.SEGMENT, Stage.REGISTER, Stage.MEASURE, Stage.ASSESS):
+        assert pipeline.execute_stage(str(run.code), stage) == "done", (
+            stage,
+            AnalysisRun.objects.get(pk=run.pk).error,
+        )
+
+
+@pytest.mark.slow
+def test_two_phantom_visits_are_analysed_tracked_and_assessed(
+    teams: dict[str, Any], phantom_visits: list[Path], django_capture_on_commit_callbacks: Any
+) -> None:
+    """SYNTHETIC PHANTOM: the real stages in this process (the worker's path without Celery)."""
+    client = client_for(teams["alice"])
+    patient = teams["patient"]
+    TreatmentEvent.objects.create(
+        patient=patient, kind="radiotherapy", started_on="2023-11-20", ended_on="2023-12-29"
+    )
+    import json
+
+    truths = [json.loads((folder / "truth.json").read_text()) for folder in phantom_visits]
+    for folder, truth in zip(phantom_visits, truths, strict=True):
+        with django_capture_on_commit_callbacks(execute=False):
+            response = client.post(
+                f"/api/patients/{patient.code}/visits/",
+                {"acquired_on": truth["acquired_on"], **upload_files(folder)},
+                format="multipart",
+            )
+        assert response.status_code == 201, response.content
+        run = AnalysisRun.objects.get(visit__code=response.json()["code"])
+        _run_all_stages(run)
+        run.refresh_from_db()
+        assert (run.stage, run.status, run.is_current) == (Stage.DONE, RunStatus.DONE, True)
+        assert run.model_name == "tumour-segmenter" and len(run.weights_sha256) == 64
+    timeline = client.get(f"/api/patients/{patient.code}/timeline/").json()
+    visits = timeline["visits"]
+    assert [v["assessment"]["category"] for v in visits] == ["baseline", "SD"]
+    assert truths[1]["expected_response"] == "SD"
+    for visit, truth in zip(visits, truths, strict=True):
+        measured = visit["results"]["volumes_ml"]["WT"]
+        assert measured == pytest.approx(truth["volumes_ml"]["WT"], rel=0.1)
+    follow_up = visits[1]["results"]
+    assert follow_up["registrations"][0]["passed"] is True
+    tracks = set(Lesion.objects.values_list("track", flat=True))
+    assert tracks == {"L1"}
+    # Editing an earlier input re-assesses: clinical deterioration at the follow-up is PD.
+    second = Visit.objects.get(code=visits[1]["code"])
+    second.clinical_status = "worse"
+    second.save(update_fields=["clinical_status"])
+    patient_assess(patient)
+    current = Assessment.objects.get(visit=second, is_current=True)
+    assert current.category == "PD" and current.is_progression_visit
+    assert Assessment.objects.filter(visit=second, is_current=False).count() == 1

@@ -1,0 +1,1 @@
+"""The tracker service: patients, visits, analysis runs and assessments (Django app)."""

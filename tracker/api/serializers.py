@@ -1,0 +1,230 @@
+"""Input and output shapes of the REST API (documented in the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from tracker import selectors
+from tracker.models import (
+    AnalysisRun,
+    Assessment,
+    Category,
+    ClinicalStatus,
+    Lesion,
+    Patient,
+    Registration,
+    Review,
+    TreatmentEvent,
+    TreatmentKind,
+    Visit,
+)
+
+
+class PatientInput(serializers.Serializer):
+    team = serializers.UUIDField(help_text="code of one of your care teams")
+    label = serializers.CharField(max_length=100)
+    diagnosis = serializers.CharField(max_length=200, required=False, default="")
+    who_grade = serializers.IntegerField(min_value=1, max_value=4, required=False, allow_null=True)
+    idh_status = serializers.ChoiceField(
+        choices=["mutant", "wildtype", "unknown", ""], required=False, default=""
+    )
+    presentation = serializers.ChoiceField(choices=["ce", "non-ce", "mixed"], default="ce")
+    setting = serializers.ChoiceField(
+        choices=["newly_diagnosed", "recurrent"], default="newly_diagnosed"
+    )
+    criteria = serializers.ChoiceField(choices=["rano2-2d", "rano2-volumetric"], default="rano2-2d")
+    confirm_progression = serializers.BooleanField(default=True)
+
+
+class PatientOutput(serializers.ModelSerializer):
+    team = serializers.CharField(source="team.name")
+    team_code = serializers.UUIDField(source="team.code")
+
+    class Meta:
+        model = Patient
+        fields = [
+            "code",
+            "label",
+            "team",
+            "team_code",
+            "diagnosis",
+            "who_grade",
+            "idh_status",
+            "presentation",
+            "setting",
+            "criteria",
+            "confirm_progression",
+            "created_at",
+        ]
+
+
+class TreatmentInput(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=TreatmentKind.choices)
+    started_on = serializers.DateField()
+    ended_on = serializers.DateField(required=False, allow_null=True)
+    dose_mg = serializers.DecimalField(
+        max_digits=8, decimal_places=2, required=False, allow_null=True, min_value=0
+    )
+    notes = serializers.CharField(required=False, default="", allow_blank=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("ended_on") and attrs["ended_on"] < attrs["started_on"]:
+            raise serializers.ValidationError({"ended_on": "before started_on"})
+        return attrs
+
+
+class TreatmentOutput(serializers.ModelSerializer):
+    class Meta:
+        model = TreatmentEvent
+        fields = ["code", "kind", "started_on", "ended_on", "dose_mg", "notes"]
+
+
+class VisitInput(serializers.Serializer):
+    acquired_on = serializers.DateField()
+    t1 = serializers.FileField(required=False)
+    t1ce = serializers.FileField(required=False)
+    t2 = serializers.FileField(required=False)
+    flair = serializers.FileField(required=False)
+    archive = serializers.FileField(required=False, help_text="one zip holding the four sequences")
+    clinical_status = serializers.ChoiceField(choices=ClinicalStatus.choices, default="stable")
+    steroid_dose_mg = serializers.DecimalField(
+        max_digits=6, decimal_places=2, default=0, min_value=0
+    )
+    non_target = serializers.ChoiceField(
+        choices=["absent", "stable", "improved", "worse"], default="absent"
+    )
+    notes = serializers.CharField(required=False, default="", allow_blank=True)
+
+
+class ReviewInput(serializers.Serializer):
+    action = serializers.ChoiceField(choices=Review.Action.choices)
+    category = serializers.ChoiceField(choices=Category.choices, required=False, default="")
+    reason = serializers.CharField(required=False, default="", allow_blank=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["action"] == "override" and (not attrs["category"] or not attrs["reason"].strip()):
+            raise serializers.ValidationError("an override needs a category and a reason")
+        return attrs
+
+
+class RunOutput(serializers.ModelSerializer):
+    class Meta:
+        model = AnalysisRun
+        fields = [
+            "code",
+            "stage",
+            "status",
+            "stages",
+            "error",
+            "attempts",
+            "model_name",
+            "model_version",
+            "weights_sha256",
+            "is_current",
+            "created_at",
+            "finished_at",
+        ]
+
+
+class LesionOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Lesion
+        fields = [
+            "number",
+            "track",
+            "volume_ml",
+            "et_volume_ml",
+            "longest_mm",
+            "perpendicular_mm",
+            "product_mm2",
+            "measurable",
+            "target",
+            "centroid_mm",
+        ]
+
+
+class RegistrationOutput(serializers.ModelSerializer):
+    to_visit = serializers.UUIDField(source="to_visit.code")
+
+    class Meta:
+        model = Registration
+        fields = ["role", "to_visit", "passed", "quality"]
+
+
+class AssessmentOutput(serializers.ModelSerializer):
+    reference_visit = serializers.UUIDField(source="reference_visit.code", allow_null=True)
+
+    class Meta:
+        model = Assessment
+        fields = [
+            "category",
+            "confirmed",
+            "reference_visit",
+            "relative_change",
+            "reasons",
+            "is_progression_visit",
+            "criteria",
+            "model_versions",
+            "assessed_at",
+        ]
+
+
+class ReviewOutput(serializers.ModelSerializer):
+    reviewer = serializers.CharField(source="reviewer.username")
+
+    class Meta:
+        model = Review
+        fields = ["action", "category", "reason", "reviewer", "reviewed_at"]
+
+
+class VisitOutput(serializers.ModelSerializer):
+    patient = serializers.UUIDField(source="patient.code")
+    analysis = serializers.SerializerMethodField()
+    results = serializers.SerializerMethodField()
+    assessment = serializers.SerializerMethodField()
+    reviews = ReviewOutput(many=True, read_only=True)
+
+    class Meta:
+        model = Visit
+        fields = [
+            "code",
+            "patient",
+            "acquired_on",
+            "clinical_status",
+            "steroid_dose_mg",
+            "non_target",
+            "notes",
+            "analysis",
+            "results",
+            "assessment",
+            "reviews",
+        ]
+
+    def get_analysis(self, visit: Visit) -> dict[str, Any] | None:
+        run = selectors.latest_run(visit)
+        return None if run is None else RunOutput(run).data
+
+    def get_results(self, visit: Visit) -> dict[str, Any] | None:
+        run = selectors.current_run(visit)
+        if run is None or not hasattr(run, "measurement"):
+            return None
+        measurement = run.measurement
+        return {
+            "run": str(run.code),
+            "model": {
+                "name": run.model_name,
+                "version": run.model_version,
+                "weights_sha256": run.weights_sha256,
+            },
+            "volumes_ml": measurement.volumes_ml,
+            "volume_intervals_ml": measurement.volume_intervals_ml,
+            "sum_of_products_mm2": measurement.sum_of_products_mm2,
+            "lesions": LesionOutput(run.lesions.all(), many=True).data,
+            "registrations": RegistrationOutput(run.registrations.all(), many=True).data,
+        }
+
+    def get_assessment(self, visit: Visit) -> dict[str, Any] | None:
+        current = next((a for a in visit.assessments.all() if a.is_current), None)
+        return None if current is None else AssessmentOutput(current).data

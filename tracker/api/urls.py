@@ -1,0 +1,24 @@
+from django.urls import path
+
+from tracker.api import views
+
+urlpatterns = [
+    path("patients/", views.PatientListCreateApi.as_view(), name="patient-list"),
+    path("patients/<uuid:code>/", views.PatientDetailApi.as_view(), name="patient-detail"),
+    path(
+        "patients/<uuid:code>/treatments/",
+        views.TreatmentCreateApi.as_view(),
+        name="patient-treatments",
+    ),
+    path("patients/<uuid:code>/visits/", views.VisitCreateApi.as_view(), name="patient-visits"),
+    path(
+        "patients/<uuid:code>/timeline/",
+        views.PatientTimelineApi.as_view(),
+        name="patient-timeline",
+    ),
+    path("visits/<uuid:code>/", views.VisitDetailApi.as_view(), name="visit-detail"),
+    path(
+        "visits/<uuid:code>/reanalyse/", views.VisitReanalyseApi.as_view(), name="visit-reanalyse"
+    ),
+    path("visits/<uuid:code>/review/", views.VisitReviewApi.as_view(), name="visit-review"),
+]

@@ -1,0 +1,204 @@
+"""REST API (DESIGN.md contract). Views validate input, call one service or selector, and shape
+the output; every read of a patient's data is audited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Prefetch
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from tracker import selectors
+from tracker.api import serializers as s
+from tracker.models import AnalysisRun, Assessment, CareTeam, Review, RunStatus, Visit
+from tracker.services.pipeline import run_retry
+from tracker.services.uploads import UploadError
+from tracker.services.visits import (
+    ConflictError,
+    audit,
+    patient_create,
+    run_create,
+    treatment_create,
+    visit_create,
+)
+
+
+def _visits_with_results() -> Any:
+    return Visit.objects.select_related("patient").prefetch_related(
+        Prefetch(
+            "runs",
+            queryset=AnalysisRun.objects.select_related("measurement").prefetch_related(
+                "lesions", "registrations__to_visit"
+            ),
+        ),
+        Prefetch(
+            "assessments",
+            queryset=Assessment.objects.filter(is_current=True).select_related("reference_visit"),
+        ),
+        Prefetch("reviews", queryset=Review.objects.select_related("reviewer")),
+    )
+
+
+class PatientListCreateApi(generics.ListAPIView):
+    """Your care teams' patients; create one in a team you belong to."""
+
+    serializer_class = s.PatientOutput
+    filterset_fields = ["presentation", "setting", "team__code"]
+
+    def get_queryset(self) -> Any:
+        queryset = selectors.patients_for_user(self.request.user)
+        label = self.request.query_params.get("search")
+        if label:
+            queryset = queryset.filter(label__icontains=label)
+        return queryset.order_by("label")
+
+    @extend_schema(request=s.PatientInput, responses={201: s.PatientOutput})
+    def post(self, request: Request) -> Response:
+        data = s.PatientInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        team = CareTeam.objects.filter(
+            code=fields.pop("team"), membership__user=request.user
+        ).first()
+        if team is None:
+            raise ValidationError({"team": "not one of your care teams"})
+        try:
+            with transaction.atomic():
+                patient = patient_create(team=team, by=request.user, **fields)
+        except IntegrityError:
+            raise ValidationError(
+                {"label": "this team already has a patient with this label"}
+            ) from None
+        return Response(s.PatientOutput(patient).data, status=status.HTTP_201_CREATED)
+
+
+class PatientDetailApi(APIView):
+    @extend_schema(responses=s.PatientOutput)
+    def get(self, request: Request, code: str) -> Response:
+        patient = selectors.patient_get_for_user(code, request.user)
+        audit(user=request.user, action="read_patient", patient=patient, code=str(patient.code))
+        return Response(s.PatientOutput(patient).data)
+
+
+class TreatmentCreateApi(APIView):
+    @extend_schema(request=s.TreatmentInput, responses={201: s.TreatmentOutput})
+    def post(self, request: Request, code: str) -> Response:
+        patient = selectors.patient_get_for_user(code, request.user)
+        data = s.TreatmentInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        event = treatment_create(patient=patient, by=request.user, **data.validated_data)
+        return Response(s.TreatmentOutput(event).data, status=status.HTTP_201_CREATED)
+
+
+class VisitCreateApi(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(request={"multipart/form-data": s.VisitInput}, responses={201: s.VisitOutput})
+    def post(self, request: Request, code: str) -> Response:
+        patient = selectors.patient_get_for_user(code, request.user)
+        data = s.VisitInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        files = {name: fields.pop(name) for name in ("t1", "t1ce", "t2", "flair") if name in fields}
+        archive = fields.pop("archive", None)
+        extra = sorted(set(request.FILES) - {"t1", "t1ce", "t2", "flair", "archive"})
+        if extra:
+            raise ValidationError({name: ["not an upload field"] for name in extra})
+        try:
+            visit = visit_create(
+                patient=patient, files=files, archive=archive, by=request.user, **fields
+            )
+        except UploadError as error:
+            raise ValidationError(error.problems) from None
+        except ConflictError as error:
+            return Response({"acquired_on": [str(error)]}, status=status.HTTP_409_CONFLICT)
+        visit = _visits_with_results().get(pk=visit.pk)
+        return Response(s.VisitOutput(visit).data, status=status.HTTP_201_CREATED)
+
+
+class VisitDetailApi(APIView):
+    @extend_schema(responses=s.VisitOutput)
+    def get(self, request: Request, code: str) -> Response:
+        visit = selectors.visit_get_for_user(code, request.user)
+        visit = _visits_with_results().get(pk=visit.pk)
+        audit(user=request.user, action="read_visit", patient=visit.patient, code=str(visit.code))
+        return Response(s.VisitOutput(visit).data)
+
+
+class VisitReanalyseApi(APIView):
+    """Analyse the visit again (a new model, or after a failure). The current results stay until
+    the new run completes."""
+
+    @extend_schema(request=None, responses={202: s.RunOutput})
+    def post(self, request: Request, code: str) -> Response:
+        visit = selectors.visit_get_for_user(code, request.user)
+        busy = visit.runs.filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).first()
+        if busy is not None:
+            return Response(s.RunOutput(busy).data, status=status.HTTP_409_CONFLICT)
+        failed = visit.runs.filter(status=RunStatus.FAILED).order_by("-created_at").first()
+        with transaction.atomic():
+            run = run_retry(failed) if failed is not None else run_create(visit)
+            audit(
+                user=request.user,
+                action="reanalyse_visit",
+                patient=visit.patient,
+                code=str(visit.code),
+            )
+        return Response(s.RunOutput(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class VisitReviewApi(APIView):
+    @extend_schema(request=s.ReviewInput, responses={201: s.ReviewOutput})
+    def post(self, request: Request, code: str) -> Response:
+        visit = selectors.visit_get_for_user(code, request.user)
+        data = s.ReviewInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        assessment = visit.assessments.filter(is_current=True).first()
+        if assessment is None:
+            return Response(
+                {"detail": "this visit has no assessment to review yet"},
+                status=status.HTTP_409_CONFLICT,
+            )
+        review = Review.objects.create(
+            visit=visit, assessment=assessment, reviewer=request.user, **data.validated_data
+        )
+        audit(
+            user=request.user,
+            action=f"review_{review.action}",
+            patient=visit.patient,
+            code=str(visit.code),
+            category=review.category or assessment.category,
+        )
+        return Response(s.ReviewOutput(review).data, status=status.HTTP_201_CREATED)
+
+
+class PatientTimelineApi(APIView):
+    """Everything for one patient's timeline in one response."""
+
+    def get(self, request: Request, code: str) -> Response:
+        patient = selectors.patient_get_for_user(code, request.user)
+        timeline = selectors.patient_timeline(patient)
+        audit(user=request.user, action="read_timeline", patient=patient, code=str(patient.code))
+        return Response(
+            {
+                "patient": s.PatientOutput(patient).data,
+                "treatments": s.TreatmentOutput(timeline["treatments"], many=True).data,
+                "visits": s.VisitOutput(timeline["visits"], many=True).data,
+                "progression_visit": next(
+                    (
+                        str(v.code)
+                        for v in timeline["visits"]
+                        for a in v.assessments.all()
+                        if a.is_progression_visit
+                    ),
+                    None,
+                ),
+            }
+        )

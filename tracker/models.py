@@ -1,0 +1,372 @@
+"""The tracker's records: teams, patients, treatments, visits, scans, analysis runs, their results,
+assessments, reviews and the audit trail.
+
+Public identifiers are opaque UUID ``code`` fields; database ids never leave the server. What must
+never happen is a database constraint, not a hope: two scans of one sequence in a visit, a run
+that is both done and failed, a review override without a category and a reason.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class CareTeam(models.Model):
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=200, unique=True)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="care_teams"
+    )
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    team = models.ForeignKey(CareTeam, on_delete=models.CASCADE)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    joined_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "user"], name="one_membership_per_team")
+        ]
+
+
+class Presentation(models.TextChoices):
+    ENHANCING = "ce", "enhancing"
+    NON_ENHANCING = "non-ce", "non-enhancing"
+    MIXED = "mixed", "mixed"
+
+
+class Setting(models.TextChoices):
+    NEWLY_DIAGNOSED = "newly_diagnosed", "newly diagnosed"
+    RECURRENT = "recurrent", "recurrent"
+
+
+class Criteria(models.TextChoices):
+    BIDIMENSIONAL = "rano2-2d", "RANO 2.0, bidimensional"
+    VOLUMETRIC = "rano2-volumetric", "RANO 2.0, volumetric"
+
+
+class Patient(models.Model):
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    team = models.ForeignKey(CareTeam, on_delete=models.PROTECT, related_name="patients")
+    label = models.CharField(max_length=100, help_text="pseudonymous label, never a name")
+    diagnosis = models.CharField(max_length=200, blank=True)
+    who_grade = models.PositiveSmallIntegerField(null=True, blank=True)
+    idh_status = models.CharField(
+        max_length=20,
+        blank=True,
+        choices=[("mutant", "IDH-mutant"), ("wildtype", "IDH-wildtype"), ("unknown", "unknown")],
+    )
+    presentation = models.CharField(
+        max_length=10, choices=Presentation.choices, default=Presentation.ENHANCING
+    )
+    setting = models.CharField(
+        max_length=20, choices=Setting.choices, default=Setting.NEWLY_DIAGNOSED
+    )
+    criteria = models.CharField(
+        max_length=20, choices=Criteria.choices, default=Criteria.BIDIMENSIONAL
+    )
+    confirm_progression = models.BooleanField(default=True)
+    physiologic_steroid_max_mg = models.DecimalField(max_digits=6, decimal_places=2, default=0.75)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "label"], name="one_label_per_team"),
+            models.CheckConstraint(
+                condition=Q(who_grade__isnull=True) | Q(who_grade__gte=1, who_grade__lte=4),
+                name="who_grade_1_to_4",
+            ),
+        ]
+        ordering = ["label"]
+
+    def __str__(self) -> str:
+        return self.label
+
+
+class TreatmentKind(models.TextChoices):
+    SURGERY = "surgery", "surgery"
+    RADIOTHERAPY = "radiotherapy", "radiotherapy"
+    CHEMOTHERAPY = "chemotherapy", "chemotherapy"
+    ANTIANGIOGENIC = "antiangiogenic", "anti-angiogenic therapy"
+    STEROIDS = "steroids", "corticosteroid dose change"
+    OTHER = "other", "other"
+
+
+class TreatmentEvent(models.Model):
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="treatments")
+    kind = models.CharField(max_length=20, choices=TreatmentKind.choices)
+    started_on = models.DateField()
+    ended_on = models.DateField(null=True, blank=True)
+    dose_mg = models.DecimalField(max_digits=8, decimal_places=2, null=True, blank=True)
+    notes = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ended_on__isnull=True) | Q(ended_on__gte=models.F("started_on")),
+                name="treatment_ends_after_it_starts",
+            ),
+            models.CheckConstraint(
+                condition=Q(dose_mg__isnull=True) | Q(dose_mg__gte=0), name="dose_not_negative"
+            ),
+        ]
+        ordering = ["started_on"]
+
+
+class ClinicalStatus(models.TextChoices):
+    STABLE = "stable", "stable"
+    IMPROVED = "improved", "improved"
+    WORSE = "worse", "worse"
+
+
+class Visit(models.Model):
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="visits")
+    acquired_on = models.DateField()
+    clinical_status = models.CharField(
+        max_length=10, choices=ClinicalStatus.choices, default=ClinicalStatus.STABLE
+    )
+    steroid_dose_mg = models.DecimalField(max_digits=6, decimal_places=2, default=0)
+    non_target = models.CharField(
+        max_length=10,
+        default="absent",
+        choices=[(v, v) for v in ("absent", "stable", "improved", "worse")],
+        help_text="disease outside the measured lesions, as the radiologist reads it",
+    )
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["patient", "acquired_on"], name="one_visit_per_day"),
+            models.CheckConstraint(
+                condition=Q(steroid_dose_mg__gte=0), name="steroids_not_negative"
+            ),
+        ]
+        ordering = ["acquired_on"]
+
+
+class SequenceName(models.TextChoices):
+    T1 = "t1", "T1"
+    T1C = "t1c", "T1 post-contrast"
+    T2 = "t2", "T2"
+    FLAIR = "flair", "FLAIR"
+
+
+class Scan(models.Model):
+    """An original file as uploaded: stored once, never modified (sha256 recorded)."""
+
+    visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="scans")
+    sequence = models.CharField(max_length=10, choices=SequenceName.choices)
+    file = models.FileField(max_length=300)
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.BigIntegerField()
+    geometry = models.JSONField(default=dict)  # size, spacing, origin, direction
+    uploaded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["visit", "sequence"], name="one_scan_per_sequence")
+        ]
+
+
+class Stage(models.TextChoices):
+    PREPARE = "prepare", "prepare"
+    SEGMENT = "segment", "segment"
+    REGISTER = "register", "register"
+    MEASURE = "measure", "measure"
+    ASSESS = "assess", "assess"
+    DONE = "done", "done"
+
+
+STAGE_ORDER = [Stage.PREPARE, Stage.SEGMENT, Stage.REGISTER, Stage.MEASURE, Stage.ASSESS]
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    DONE = "done", "done"
+    FAILED = "failed", "failed"
+
+
+class AnalysisRun(models.Model):
+    """One analysis of one visit by one model version. ``stage`` and ``status`` together say
+    where it is: (segment, running) is segmenting; (done, done) is finished. A stage is claimed
+    by a compare-and-set update from (stage, queued) to (stage, running)."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="runs")
+    stage = models.CharField(max_length=10, choices=Stage.choices, default=Stage.PREPARE)
+    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    stages = models.JSONField(default=dict)  # stage -> {status, started_at, seconds, error}
+    model_name = models.CharField(max_length=100, blank=True)
+    model_version = models.CharField(max_length=50, blank=True)
+    weights_sha256 = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    is_current = models.BooleanField(
+        default=False, help_text="the run whose results are shown; set when it completes"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=~(Q(status=RunStatus.DONE) & ~Q(error="")), name="done_run_has_no_error"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=RunStatus.FAILED) | ~Q(error=""), name="failed_run_says_why"
+            ),
+            models.CheckConstraint(
+                condition=Q(status=RunStatus.DONE, stage=Stage.DONE)
+                | (~Q(status=RunStatus.DONE) & ~Q(stage=Stage.DONE)),
+                name="done_means_every_stage_done",
+            ),
+            models.UniqueConstraint(
+                fields=["visit"], condition=Q(is_current=True), name="one_current_run_per_visit"
+            ),
+        ]
+        ordering = ["-created_at"]
+
+    @property
+    def folder(self) -> str:
+        return f"runs/{self.code}"
+
+
+class Measurement(models.Model):
+    run = models.OneToOneField(AnalysisRun, on_delete=models.CASCADE, related_name="measurement")
+    volumes_ml = models.JSONField()
+    volume_intervals_ml = models.JSONField(default=dict)
+    sum_of_products_mm2 = models.FloatField()
+    lesion_map = models.CharField(max_length=300)  # media path of the lesion-id map
+    segmentation = models.CharField(max_length=300)  # media path of seg.nii.gz
+    probabilities = models.CharField(max_length=300, blank=True)
+    details = models.JSONField(default=dict)
+
+
+class Lesion(models.Model):
+    run = models.ForeignKey(AnalysisRun, on_delete=models.CASCADE, related_name="lesions")
+    number = models.PositiveIntegerField(help_text="component id in this run's lesion map")
+    track = models.CharField(max_length=20, blank=True)
+    volume_ml = models.FloatField()
+    et_volume_ml = models.FloatField()
+    longest_mm = models.FloatField()
+    perpendicular_mm = models.FloatField()
+    product_mm2 = models.FloatField()
+    measurable = models.BooleanField()
+    target = models.BooleanField(default=False)
+    centroid_mm = models.JSONField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "number"], name="one_lesion_number_per_run"),
+            models.CheckConstraint(
+                condition=Q(perpendicular_mm__lte=models.F("longest_mm") + 1e-6),
+                name="perpendicular_not_longer",
+            ),
+        ]
+        ordering = ["number"]
+
+
+class Registration(models.Model):
+    run = models.ForeignKey(AnalysisRun, on_delete=models.CASCADE, related_name="registrations")
+    to_visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="+")
+    role = models.CharField(max_length=10, choices=[("prior", "prior"), ("baseline", "baseline")])
+    transform = models.CharField(max_length=300)  # media path of the .tfm
+    quality = models.JSONField(default=dict)
+    passed = models.BooleanField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "role"], name="one_registration_per_role")
+        ]
+
+
+class Category(models.TextChoices):
+    PRE_BASELINE = "pre_baseline", "before baseline"
+    BASELINE = "baseline", "baseline"
+    CR = "CR", "complete response"
+    PR = "PR", "partial response"
+    MR = "MR", "minor response"
+    SD = "SD", "stable disease"
+    PD = "PD", "progressive disease"
+    INDETERMINATE = "indeterminate", "indeterminate"
+
+
+class Assessment(models.Model):
+    """The engine's row for a visit, from the patient's latest assessment of the whole timeline
+    (earlier ones are kept with ``is_current`` false)."""
+
+    visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="assessments")
+    category = models.CharField(max_length=20, choices=Category.choices)
+    confirmed = models.BooleanField(null=True)
+    reference_visit = models.ForeignKey(
+        Visit, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    relative_change = models.FloatField(null=True)
+    reasons = models.JSONField(default=list)
+    is_progression_visit = models.BooleanField(default=False)
+    criteria = models.CharField(max_length=20, choices=Criteria.choices)
+    timeline_input = models.JSONField(default=dict)
+    model_versions = models.JSONField(default=list)
+    is_current = models.BooleanField(default=True)
+    assessed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["visit"], condition=Q(is_current=True), name="one_current_assessment"
+            )
+        ]
+        ordering = ["-assessed_at"]
+
+
+class Review(models.Model):
+    """A person's confirmation or override of a visit's assessed category."""
+
+    class Action(models.TextChoices):
+        CONFIRM = "confirm", "confirm"
+        OVERRIDE = "override", "override"
+
+    visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="reviews")
+    assessment = models.ForeignKey(Assessment, on_delete=models.PROTECT, related_name="reviews")
+    action = models.CharField(max_length=10, choices=Action.choices)
+    category = models.CharField(max_length=20, choices=Category.choices, blank=True)
+    reason = models.TextField(blank=True)
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    reviewed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(action="confirm") | (~Q(category="") & ~Q(reason="")),
+                name="override_has_category_and_reason",
+            )
+        ]
+        ordering = ["-reviewed_at"]
+
+
+class AuditEvent(models.Model):
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=50)  # read_patient, export_csv, upload_visit, ...
+    patient = models.ForeignKey(Patient, null=True, on_delete=models.SET_NULL, related_name="+")
+    object_code = models.CharField(max_length=64, blank=True)
+    detail = models.JSONField(default=dict)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-at"]

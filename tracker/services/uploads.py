@@ -1,0 +1,204 @@
+"""Checking an uploaded visit before anything is stored: four NIfTI files (fields ``t1``,
+``t1ce``, ``t2``, ``flair``) or one zip (``archive``).
+
+Files are copied into a private staging folder under names of our own (never the uploaded file
+name), read and validated by ``inference`` (headers, truncation, dimensions, NaN voxels,
+spacing, one head), and each problem is reported against the field it came from. Zip entries are
+checked before extraction: no absolute or parent paths, no links, at most
+``TRACKER_ZIP_MAX_ENTRIES`` entries and ``TRACKER_MAX_UPLOAD_MB`` uncompressed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+
+from inference.errors import InputError, VisitInputError
+from inference.io import classify_filename, read_image, read_visit
+from inference.labels import Sequence
+
+FIELDS = {"t1": Sequence.T1, "t1ce": Sequence.T1C, "t2": Sequence.T2, "flair": Sequence.FLAIR}
+_STAGED = {
+    Sequence.T1: "upload-t1n",
+    Sequence.T1C: "upload-t1c",
+    Sequence.T2: "upload-t2w",
+    Sequence.FLAIR: "upload-t2f",
+}
+_CHUNK = 1024 * 1024
+
+
+class UploadError(Exception):
+    """Problems with an upload, by field: ``{"t1ce": ["truncated: ..."], ...}``."""
+
+    def __init__(self, problems: dict[str, list[str]]) -> None:
+        super().__init__("; ".join(f"{k}: {', '.join(v)}" for k, v in problems.items()))
+        self.problems = problems
+
+
+@dataclass
+class StagedVisit:
+    """Validated files in a private folder, ready to be stored (then ``cleanup``)."""
+
+    folder: Path
+    files: dict[Sequence, Path]
+    sha256: dict[Sequence, str]
+    geometry: dict[Sequence, dict[str, Any]] = field(default_factory=dict)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _limit_bytes() -> int:
+    return int(settings.TRACKER_MAX_UPLOAD_MB) * 1024 * 1024
+
+
+def _suffix(head: bytes) -> str:
+    return ".nii.gz" if head[:2] == b"\x1f\x8b" else ".nii"
+
+
+def _copy(upload: UploadedFile, target_stem: Path) -> tuple[Path, str]:
+    digest = hashlib.sha256()
+    upload.seek(0)
+    head = upload.read(2)
+    upload.seek(0)
+    path = target_stem.with_name(target_stem.name + _suffix(head))
+    with path.open("wb") as out:
+        for chunk in upload.chunks(_CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+    return path, digest.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _unzip(
+    archive: UploadedFile, folder: Path
+) -> tuple[dict[Sequence, Path], dict[str, list[str]]]:
+    problems: dict[str, list[str]] = {}
+    files: dict[Sequence, Path] = {}
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            entries = [e for e in bundle.infolist() if not e.is_dir()]
+            if len(entries) > settings.TRACKER_ZIP_MAX_ENTRIES:
+                return {}, {
+                    "archive": [
+                        f"{len(entries)} entries, more than {settings.TRACKER_ZIP_MAX_ENTRIES}"
+                    ]
+                }
+            total = sum(e.file_size for e in entries)
+            if total > _limit_bytes():
+                return {}, {"archive": [f"{total} bytes uncompressed, more than {_limit_bytes()}"]}
+            for entry in entries:
+                name = PurePosixPath(entry.filename.replace("\\", "/"))
+                if name.is_absolute() or ".." in name.parts:
+                    return {}, {"archive": [f"entry {entry.filename!r} points outside the archive"]}
+                if (entry.external_attr >> 16) & 0o170000 == 0o120000:
+                    return {}, {"archive": [f"entry {entry.filename!r} is a link"]}
+                role = classify_filename(name.name)
+                if not isinstance(role, Sequence):
+                    continue  # segmentations, masks, notes: not part of an upload
+                if role in files:
+                    problems.setdefault("archive", []).append(
+                        f"two files for {role.long_name}: {name.name} and another"
+                    )
+                    continue
+                target = folder / (
+                    _STAGED[role] + (".nii.gz" if name.name.lower().endswith(".gz") else ".nii")
+                )
+                with bundle.open(entry) as source, target.open("wb") as out:
+                    shutil.copyfileobj(source, out, _CHUNK)
+                files[role] = target
+    except (zipfile.BadZipFile, EOFError, OSError) as error:
+        return {}, {"archive": [f"not a readable zip archive ({error})"]}
+    return files, problems
+
+
+def stage_upload(files: dict[str, UploadedFile], archive: UploadedFile | None) -> StagedVisit:
+    """Copy, read and validate an upload; every problem raises one ``UploadError`` naming each
+    bad field. Nothing is stored: the caller keeps or discards the staging folder."""
+    unknown = sorted(set(files) - set(FIELDS))
+    problems: dict[str, list[str]] = {name: ["not an upload field"] for name in unknown}
+    total = sum(f.size or 0 for f in files.values()) + (archive.size or 0 if archive else 0)
+    if total > _limit_bytes():
+        raise UploadError({"upload": [f"{total} bytes, more than {_limit_bytes()}"]})
+    if archive is not None and files:
+        raise UploadError({"archive": ["send either four files or one archive, not both"]})
+    folder = Path(tempfile.mkdtemp(prefix="upload-", dir=_staging_root()))
+    try:
+        staged: dict[Sequence, Path] = {}
+        sha: dict[Sequence, str] = {}
+        field_of: dict[Sequence, str] = {}
+        if archive is not None:
+            staged, zip_problems = _unzip(archive, folder)
+            problems.update(zip_problems)
+            for sequence, path in staged.items():
+                sha[sequence] = _sha256(path)
+                field_of[sequence] = f"archive ({sequence.long_name})"
+        else:
+            for name, sequence in FIELDS.items():
+                if name not in files:
+                    continue
+                path, digest = _copy(files[name], folder / _STAGED[sequence])
+                staged[sequence], sha[sequence], field_of[sequence] = path, digest, name
+        for name, sequence in FIELDS.items():
+            if sequence not in staged and not problems.get("archive"):
+                key = name if archive is None else "archive"
+                problems.setdefault(key, []).append(f"{sequence.long_name} is missing")
+        geometry = {}
+        for sequence, path in staged.items():
+            try:
+                image = read_image(path)
+            except InputError as error:
+                problems.setdefault(field_of[sequence], []).append(_plain(error.message, path))
+                continue
+            geometry[sequence] = {
+                "size": list(image.GetSize()),
+                "spacing_mm": [round(s, 5) for s in image.GetSpacing()],
+                "origin_mm": [round(o, 4) for o in image.GetOrigin()],
+                "direction": [round(d, 6) for d in image.GetDirection()],
+            }
+        if not problems:
+            try:
+                read_visit(folder)
+            except VisitInputError as error:
+                for problem in error.problems:
+                    problems.setdefault("visit", []).append(_plain(problem.message, None))
+            except InputError as error:
+                problems.setdefault("visit", []).append(_plain(error.message, None))
+        if problems:
+            raise UploadError(problems)
+        return StagedVisit(folder, staged, sha, geometry)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _plain(message: str, path: Path | None) -> str:
+    """The message without our staging path (the person never sent that name)."""
+    text = message
+    if path is not None:
+        text = text.replace(str(path), "file").replace(path.name, "file")
+    for staged in _STAGED.values():
+        for suffix in (".nii.gz", ".nii"):
+            text = text.replace(staged + suffix, "file")
+    return text
+
+
+def _staging_root() -> Path:
+    root = Path(settings.MEDIA_ROOT) / "staging"
+    root.mkdir(parents=True, exist_ok=True)
+    return root

@@ -1,0 +1,182 @@
+"""Writing patients, treatments and visits. Every write that changes what an assessment depends on
+queues the work that must follow (after the transaction commits)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+
+from tracker.models import (
+    AnalysisRun,
+    AuditEvent,
+    CareTeam,
+    Patient,
+    Scan,
+    SequenceName,
+    TreatmentEvent,
+    Visit,
+)
+from tracker.services.uploads import StagedVisit, stage_upload
+
+
+class ConflictError(Exception):
+    """A request that contradicts what is stored (a second visit on one day, say)."""
+
+
+def audit(
+    *, user: Any, action: str, patient: Patient | None, code: str = "", **detail: Any
+) -> None:
+    AuditEvent.objects.create(
+        user=user if getattr(user, "is_authenticated", False) else None,
+        action=action,
+        patient=patient,
+        object_code=code,
+        detail=detail,
+    )
+
+
+def patient_create(*, team: CareTeam, label: str, by: Any = None, **fields: Any) -> Patient:
+    patient = Patient.objects.create(team=team, label=label, **fields)
+    audit(user=by, action="create_patient", patient=patient, code=str(patient.code))
+    return patient
+
+
+def treatment_create(
+    *,
+    patient: Patient,
+    kind: str,
+    started_on: dt.date,
+    ended_on: dt.date | None = None,
+    dose_mg: Decimal | None = None,
+    notes: str = "",
+    by: Any = None,
+) -> TreatmentEvent:
+    """A treatment changes the assessment (radiotherapy dates, anti-angiogenic therapy):
+    the patient's timeline is assessed again."""
+    from tracker.services.pipeline import reassess_patient  # noqa: PLC0415
+
+    with transaction.atomic():
+        event = TreatmentEvent.objects.create(
+            patient=patient,
+            kind=kind,
+            started_on=started_on,
+            ended_on=ended_on,
+            dose_mg=dose_mg,
+            notes=notes,
+        )
+        audit(user=by, action="create_treatment", patient=patient, code=str(event.code))
+        reassess_patient(patient)
+    return event
+
+
+def _store_originals(visit: Visit, staged: StagedVisit) -> list[Path]:
+    """Move the staged files to the visit's folder of originals, read-only. Returns the paths
+    written so a failed transaction can remove them."""
+    folder = Path(settings.MEDIA_ROOT) / "visits" / str(visit.code) / "original"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for sequence, source in staged.files.items():
+        suffix = ".nii.gz" if source.name.endswith(".gz") else ".nii"
+        target = folder / f"{sequence.value}{suffix}"
+        if target.exists():
+            raise ConflictError(f"visit {visit.code} already has {sequence.long_name}")
+        shutil.move(str(source), target)
+        os.chmod(target, 0o444)
+        written.append(target)
+        Scan.objects.create(
+            visit=visit,
+            sequence=SequenceName(sequence.value),
+            file=str(target.relative_to(settings.MEDIA_ROOT)),
+            sha256=staged.sha256[sequence],
+            size_bytes=target.stat().st_size,
+            geometry=staged.geometry.get(sequence, {}),
+        )
+    return written
+
+
+def visit_create(
+    *,
+    patient: Patient,
+    acquired_on: dt.date,
+    files: dict[str, UploadedFile],
+    archive: UploadedFile | None = None,
+    clinical_status: str = "stable",
+    steroid_dose_mg: Decimal = Decimal(0),
+    non_target: str = "absent",
+    notes: str = "",
+    by: Any = None,
+) -> Visit:
+    """Validate the upload (``UploadError`` names each bad file), store the originals and queue
+    the analysis. Either everything is stored or nothing is."""
+    if Visit.objects.filter(patient=patient, acquired_on=acquired_on).exists():
+        raise ConflictError(f"patient {patient.label} already has a visit on {acquired_on}")
+    staged = stage_upload(files, archive)
+    written: list[Path] = []
+    try:
+        with transaction.atomic():
+            visit = Visit.objects.create(
+                patient=patient,
+                acquired_on=acquired_on,
+                clinical_status=clinical_status,
+                steroid_dose_mg=steroid_dose_mg,
+                non_target=non_target,
+                notes=notes,
+            )
+            written = _store_originals(visit, staged)
+            run_create(visit)
+            audit(user=by, action="upload_visit", patient=patient, code=str(visit.code))
+    except BaseException:
+        for path in written:
+            path.chmod(0o644)
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        staged.cleanup()
+    return visit
+
+
+def visit_update(*, visit: Visit, by: Any = None, **fields: Any) -> Visit:
+    """Clinical status, steroid dose, non-target status or notes changed: reassess."""
+    from tracker.services.pipeline import reassess_patient  # noqa: PLC0415
+
+    allowed = {"clinical_status", "steroid_dose_mg", "non_target", "notes"}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        for name, value in fields.items():
+            setattr(visit, name, value)
+        visit.save(update_fields=list(fields))
+        audit(user=by, action="update_visit", patient=visit.patient, code=str(visit.code))
+        reassess_patient(visit.patient)
+    return visit
+
+
+def visit_delete(*, visit: Visit, by: Any = None) -> None:
+    """Removes the visit and its results (originals are kept on disk under the visit's code for
+    the record) and reassesses the patient."""
+    from tracker.services.pipeline import reassess_patient  # noqa: PLC0415
+
+    patient = visit.patient
+    with transaction.atomic():
+        audit(user=by, action="delete_visit", patient=patient, code=str(visit.code))
+        visit.delete()
+        reassess_patient(patient)
+
+
+def run_create(visit: Visit) -> AnalysisRun:
+    """A new analysis of the visit, queued after commit. The visit's current results stay shown
+    until this run completes."""
+    from tracker.services.pipeline import enqueue_stage  # noqa: PLC0415
+
+    run = AnalysisRun.objects.create(visit=visit)
+    transaction.on_commit(lambda: enqueue_stage(run.code, run.stage))
+    return run
