@@ -1,0 +1,18 @@
+# One image for the web server, the CPU and GPU workers and beat (docker-compose.yml).
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential curl \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY inference ./inference
+COPY tracker ./tracker
+COPY config ./config
+COPY templates ./templates
+COPY manage.py ./
+RUN pip install --no-cache-dir .
+RUN useradd --create-home tracker && mkdir -p /data/media /data/var && chown -R tracker /data
+USER tracker
+ENV MEDIA_ROOT=/data/media TRACKER_VAR_DIR=/data/var
+EXPOSE 8000
+CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "120"]

@@ -1,0 +1,76 @@
+"""docker-compose.yml, .env.example and the settings agree: services, commands, queues,
+variables, health checks, volumes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from django.conf import settings
+
+from tracker.queues import Queue
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+EXAMPLE = {
+    line.split("=", 1)[0]
+    for line in (REPO / ".env.example").read_text().splitlines()
+    if line and not line.startswith("#")
+}
+# Variables read by something other than Django: PostgreSQL's image, Keras.
+NOT_DJANGO = {"POSTGRES_PASSWORD", "KERAS_BACKEND"}
+
+
+def _settings_variables() -> set[str]:
+    text = (REPO / "config" / "settings.py").read_text()
+    return set(re.findall(r"env(?:_bool|_int)?\(\s*\"([A-Z_]+)\"", text))
+
+
+def _queues(command: list[str]) -> set[str]:
+    return set(command[command.index("-Q") + 1].split(","))
+
+
+def test_the_compose_file_has_every_service_with_a_health_check_where_it_matters() -> None:
+    assert set(SERVICES) == {"postgres", "redis", "web", "worker-cpu", "worker-gpu", "beat"}
+    for name in ("postgres", "redis", "web", "worker-cpu", "worker-gpu"):
+        assert "healthcheck" in SERVICES[name], name
+    assert set(COMPOSE["volumes"]) >= {"pgdata", "media"}
+    for name in ("web", "worker-cpu", "worker-gpu", "beat"):
+        assert "media:/data/media" in SERVICES[name]["volumes"], name
+        assert SERVICES[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_the_workers_consume_every_queue_the_settings_route_to() -> None:
+    routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
+    consumed = _queues(SERVICES["worker-cpu"]["command"]) | _queues(
+        SERVICES["worker-gpu"]["command"]
+    )
+    assert routed <= consumed == {q.value for q in Queue}
+    gpu = SERVICES["worker-gpu"]
+    assert _queues(gpu["command"]) == {Queue.GPU.value}
+    assert "solo" in gpu["command"] and "1" in gpu["command"]  # --pool solo, prefetch 1
+    assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert settings.CELERY_TASK_ROUTES["tracker.segment"]["queue"] == Queue.GPU.value
+
+
+def test_every_variable_is_documented_and_read() -> None:
+    read = _settings_variables()
+    assert read <= EXAMPLE, read - EXAMPLE
+    assert read >= EXAMPLE - NOT_DJANGO, (EXAMPLE - NOT_DJANGO) - read
+    text = (REPO / "docker-compose.yml").read_text()
+    for name in re.findall(r"\$\{([A-Z_]+)", text):
+        assert name in EXAMPLE, name
+    for service in ("web", "worker-cpu", "worker-gpu", "beat"):
+        environment: dict[str, Any] = SERVICES[service]["environment"]
+        assert set(environment) - NOT_DJANGO <= read, service
+        assert environment["DATABASE_URL"].startswith("postgres://")
+        assert environment["CELERY_BROKER_URL"].startswith("redis://")
+
+
+def test_the_web_service_migrates_then_serves_the_wsgi_app() -> None:
+    command = " ".join(SERVICES["web"]["command"])
+    assert "migrate" in command and "gunicorn config.wsgi" in command
+    assert settings.WSGI_APPLICATION == "config.wsgi.application"
