@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast lint typecheck bench clean
+.PHONY: demo demo-inference test test-fast lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	PY=$(PY) scripts/demo.sh
+
+demo-inference: $(STAMP)
 	mkdir -p var/demo
 	$(PY) -m inference demo --out var/demo > var/demo/summary.json
 	@echo "summary written to var/demo/summary.json"

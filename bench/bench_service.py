@@ -1,0 +1,233 @@
+"""Tracker service figures on PostgreSQL and Redis (issue 6 targets).
+
+1. ``timeline``: GET /api/patients/{id}/timeline/ for a patient with 20 analysed visits, server
+   time in process (Django's test client: middleware, auth, queries, JSON), p50/p95 of 100
+   requests after 5 warm-up requests. Target p95 <= 100 ms.
+2. ``patient_list``: GET /api/patients/ (first page of 50) with 1,000 patients in the user's
+   team, p50/p95 of 100 requests. Target p95 <= 150 ms.
+3. ``upload_to_assessment``: one visit of a SYNTHETIC PHANTOM uploaded through the API, one
+   real Celery worker process consuming every queue (``--pool=solo``) on this machine: seconds
+   from the upload's 201 to its assessment stored, for ``--visits`` fresh patients (median).
+   The worker is started and its model loaded before the first upload. Target <= 30 s on 2
+   cores.
+
+Needs ``DATABASE_URL`` (PostgreSQL; a database named ``tracker_bench`` is created and emptied)
+and ``CELERY_BROKER_URL`` (Redis):
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/tracker_bench \\
+    CELERY_BROKER_URL=redis://127.0.0.1:6379/14 .venv/bin/python bench/bench_service.py
+
+Writes bench/results/service.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import REPO, environment, write_results
+
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost")  # Django's test client
+
+
+def _percentiles(seconds: list[float]) -> dict[str, Any]:
+    ordered = sorted(seconds)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {
+        "requests": len(ordered),
+        "p50_ms": round(1000 * statistics.median(ordered), 2),
+        "p95_ms": round(1000 * p95, 2),
+        "max_ms": round(1000 * ordered[-1], 2),
+    }
+
+
+def _timed_gets(client: Any, url: str, count: int) -> dict[str, Any]:
+    for _ in range(5):
+        assert client.get(url).status_code == 200
+    seconds = []
+    for _ in range(count):
+        started = time.perf_counter()
+        response = client.get(url)
+        seconds.append(time.perf_counter() - started)
+        assert response.status_code == 200
+    return _percentiles(seconds)
+
+
+def _reset_database() -> None:
+    from django.core.management import call_command
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    call_command("migrate", verbosity=0)
+
+
+def api_figures(requests: int) -> dict[str, Any]:
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from tests.tracker.factories import analysed_patient
+    from tracker.models import CareTeam, Membership, Patient
+
+    user = User.objects.create_user("bench", password="bench-password-1")
+    team = CareTeam.objects.create(name="Bench team")
+    Membership.objects.create(team=team, user=user)
+    patient = analysed_patient(team, "TIMELINE-20", 20, reviewer=user)
+    Patient.objects.bulk_create(
+        Patient(team=team, label=f"LIST-{index:04d}") for index in range(999)
+    )
+    client = Client()
+    client.force_login(user)
+    timeline = _timed_gets(client, f"/api/patients/{patient.code}/timeline/", requests)
+    timeline["target_p95_ms"] = 100
+    listing = _timed_gets(client, "/api/patients/", requests)
+    listing["patients"] = Patient.objects.filter(team=team).count()
+    listing["target_p95_ms"] = 150
+    return {"timeline_20_visits": timeline, "patient_list_1000": listing}
+
+
+def upload_figures(visits: int, work: Path) -> dict[str, Any]:
+    from django.conf import settings
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from inference.phantoms import Scenario, make_patient, write_patient
+    from tracker.models import AnalysisRun, Assessment, CareTeam, Membership, Patient
+
+    user = User.objects.create_user("uploader", password="bench-password-1")
+    team = CareTeam.objects.create(name="Upload team")
+    Membership.objects.create(team=team, user=user)
+    client = Client()
+    client.force_login(user)
+    env = {**os.environ, "MEDIA_ROOT": str(settings.MEDIA_ROOT), "PYTHONUNBUFFERED": "1"}
+    log = (work / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "gpu,cpu,default",
+            "--pool=solo",
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel=INFO",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    rows = []
+    try:
+        # Warm the worker: its first segmentation loads and traces the model.
+        folders = []
+        for index in range(visits + 1):
+            patient = make_patient(950000 + index, visits=1, scenario=Scenario.STABLE)
+            folders.append(write_patient(patient, work / str(index))[0])
+        for index, folder in enumerate(folders):
+            record = Patient.objects.create(team=team, label=f"UPLOAD-{index}")
+            files = {
+                field: (folder / f"{folder.name}-{suffix}.nii.gz").open("rb")
+                for field, suffix in (
+                    ("t1", "t1n"),
+                    ("t1ce", "t1c"),
+                    ("t2", "t2w"),
+                    ("flair", "t2f"),
+                )
+            }
+            started = time.perf_counter()
+            response = client.post(
+                f"/api/patients/{record.code}/visits/", {"acquired_on": "2024-01-08", **files}
+            )
+            accepted = time.perf_counter()
+            for handle in files.values():
+                handle.close()
+            assert response.status_code == 201, response.content
+            code = response.json()["code"]
+            while not Assessment.objects.filter(visit__code=code, is_current=True).exists():
+                run = AnalysisRun.objects.get(visit__code=code)
+                if run.status == "failed":
+                    raise RuntimeError(run.error)
+                if worker.poll() is not None:
+                    raise RuntimeError("the worker stopped; see " + str(work / "worker.log"))
+                time.sleep(0.2)
+            done = time.perf_counter()
+            run = AnalysisRun.objects.get(visit__code=code)
+            row = {
+                "visit": index,
+                "warm_up": index == 0,
+                "upload_s": round(accepted - started, 2),
+                "upload_to_assessment_s": round(done - accepted, 2),
+                "stages_s": {k: v.get("seconds") for k, v in run.stages.items()},
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+        log.close()
+    measured = [r["upload_to_assessment_s"] for r in rows if not r["warm_up"]]
+    return {
+        "data": "SYNTHETIC PHANTOM",
+        "worker": "one Celery worker process, --pool=solo, all queues, on this machine",
+        "visits": rows,
+        "median_s": statistics.median(measured) if measured else None,
+        "target_s": 30,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--visits", type=int, default=3, help="uploads timed (after a warm-up)")
+    parser.add_argument("--skip-upload", action="store_true")
+    parser.add_argument("--out", type=Path, default=REPO / "bench/results/service.json")
+    args = parser.parse_args()
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith("postgres") or "bench" not in url:
+        sys.exit("set DATABASE_URL to a PostgreSQL database whose name contains 'bench'")
+    if not os.environ.get("CELERY_BROKER_URL", "").startswith("redis"):
+        sys.exit("set CELERY_BROKER_URL to Redis")
+    work = Path(tempfile.mkdtemp(prefix="bench-service-"))
+    os.environ["MEDIA_ROOT"] = str(work / "media")
+    subprocess.run(
+        ["psql", url.rsplit("/", 1)[0] + "/postgres", "-c", "CREATE DATABASE tracker_bench"],
+        capture_output=True,
+        check=False,
+    )
+    import django
+
+    django.setup()
+    _reset_database()
+    result: dict[str, Any] = {
+        "environment": environment(),
+        "database": "PostgreSQL",
+        "broker": "Redis",
+    }
+    result.update(api_figures(args.requests))
+    print(
+        json.dumps({k: result[k] for k in ("timeline_20_visits", "patient_list_1000")}), flush=True
+    )
+    if not args.skip_upload:
+        result["upload_to_assessment"] = upload_figures(args.visits, work)
+    write_results(args.out, result)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Print the demo cohort's timelines: per visit the RANO 2.0 category and volumes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from tracker import selectors
+from tracker.models import Patient
+
+
+class Command(BaseCommand):
+    help = "Summarise the demo team's patients (SYNTHETIC PHANTOM DATA)."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        patients = Patient.objects.filter(team__name="Demo team").order_by("label")
+        for patient in patients:
+            self.stdout.write(f"{patient.label}  [SYNTHETIC PHANTOM]")
+            for visit in selectors.patient_timeline(patient)["visits"]:
+                run = selectors.current_run(visit)
+                latest = selectors.latest_run(visit)
+                assessment = next((a for a in visit.assessments.all() if a.is_current), None)
+                if assessment is None:
+                    state = f"{latest.stage}/{latest.status}" if latest else "no analysis"
+                    error = f": {latest.error}" if latest and latest.error else ""
+                    self.stdout.write(f"  {visit.acquired_on}  not assessed ({state}{error})")
+                    continue
+                confirmed = {True: " confirmed", False: " preliminary", None: ""}[
+                    assessment.confirmed
+                ]
+                volumes = run.measurement.volumes_ml if run and hasattr(run, "measurement") else {}
+                self.stdout.write(
+                    f"  {visit.acquired_on}  {assessment.category}{confirmed:<12}  "
+                    f"WT {volumes.get('WT', 0):6.1f} mL  ET {volumes.get('ET', 0):5.1f} mL  "
+                    f"{assessment.reasons[0] if assessment.reasons else ''}"
+                )
