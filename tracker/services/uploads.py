@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from django.conf import settings
-from django.core.files.uploadedfile import UploadedFile
+from django.core.files import File
 
 from inference.errors import InputError, VisitInputError
 from inference.io import classify_filename, read_image, read_visit
@@ -64,7 +64,7 @@ def _suffix(head: bytes) -> str:
     return ".nii.gz" if head[:2] == b"\x1f\x8b" else ".nii"
 
 
-def _copy(upload: UploadedFile, target_stem: Path) -> tuple[Path, str]:
+def _copy(upload: File[Any], target_stem: Path) -> tuple[Path, str]:
     digest = hashlib.sha256()
     upload.seek(0)
     head = upload.read(2)
@@ -85,9 +85,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _unzip(
-    archive: UploadedFile, folder: Path
-) -> tuple[dict[Sequence, Path], dict[str, list[str]]]:
+def _unzip(archive: File[Any], folder: Path) -> tuple[dict[Sequence, Path], dict[str, list[str]]]:
     problems: dict[str, list[str]] = {}
     files: dict[Sequence, Path] = {}
     try:
@@ -127,7 +125,7 @@ def _unzip(
     return files, problems
 
 
-def stage_upload(files: dict[str, UploadedFile], archive: UploadedFile | None) -> StagedVisit:
+def stage_upload(files: dict[str, File[Any]], archive: File[Any] | None) -> StagedVisit:
     """Copy, read and validate an upload; every problem raises one ``UploadError`` naming each
     bad field. Nothing is stored: the caller keeps or discards the staging folder."""
     unknown = sorted(set(files) - set(FIELDS))

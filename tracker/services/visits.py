@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.files.uploadedfile import UploadedFile
+from django.core.files import File
 from django.db import transaction
 
 from tracker.models import (
@@ -106,8 +106,8 @@ def visit_create(
     *,
     patient: Patient,
     acquired_on: dt.date,
-    files: dict[str, UploadedFile],
-    archive: UploadedFile | None = None,
+    files: dict[str, File[Any]],
+    archive: File[Any] | None = None,
     clinical_status: str = "stable",
     steroid_dose_mg: Decimal = Decimal(0),
     non_target: str = "absent",
