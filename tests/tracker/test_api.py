@@ -220,3 +220,42 @@ def test_a_second_visit_on_the_same_day_is_a_conflict(teams: dict[str, Any]) -> 
     files = {"t1": SimpleUploadedFile("t1.nii.gz", b"x")}
     response = _post_visit(client_for(teams["alice"]), teams["patient"], files)
     assert response.status_code == 409
+
+
+def test_editing_or_deleting_a_visit_reassesses_the_patient(
+    teams: dict[str, Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    from tests.tracker.factories import analysed_patient
+
+    patient = analysed_patient(teams["team_a"], "EDIT", 3)
+    visit = patient.visits.order_by("acquired_on").last()
+    client = client_for(teams["alice"])
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = client.patch(
+            f"/api/visits/{visit.code}/", {"clinical_status": "worse"}, format="json"
+        )
+    assert response.status_code == 200 and response.json()["clinical_status"] == "worse"
+    assert len(callbacks) == 1  # the re-assessment, queued after commit
+    assert client_for(teams["bob"]).delete(f"/api/visits/{visit.code}/").status_code == 404
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert client.delete(f"/api/visits/{visit.code}/").status_code == 204
+    assert len(callbacks) == 1 and patient.visits.count() == 2
+    assert AuditEvent.objects.filter(action="delete_visit", patient=patient).exists()
+
+
+def test_reanalysing_keeps_the_current_results_until_the_new_run_completes(
+    teams: dict[str, Any],
+) -> None:
+    from tests.tracker.factories import analysed_patient
+
+    patient = analysed_patient(teams["team_a"], "AGAIN", 1)
+    visit = patient.visits.get()
+    client = client_for(teams["alice"])
+    response = client.post(f"/api/visits/{visit.code}/reanalyse/")
+    assert response.status_code == 202 and response.json()["status"] == "queued"
+    shown = client.get(f"/api/visits/{visit.code}/").json()
+    assert shown["analysis"]["status"] == "queued"  # the new run, in progress
+    assert shown["results"]["volumes_ml"]["WT"] == 14.0  # the old, complete results
+    assert shown["assessment"]["category"] == "baseline"
+    again = client.post(f"/api/visits/{visit.code}/reanalyse/")
+    assert again.status_code == 409  # one run at a time

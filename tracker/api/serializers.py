@@ -98,6 +98,17 @@ class VisitInput(serializers.Serializer):
     notes = serializers.CharField(required=False, default="", allow_blank=True)
 
 
+class VisitUpdateInput(serializers.Serializer):
+    clinical_status = serializers.ChoiceField(choices=ClinicalStatus.choices, required=False)
+    steroid_dose_mg = serializers.DecimalField(
+        max_digits=6, decimal_places=2, min_value=0, required=False
+    )
+    non_target = serializers.ChoiceField(
+        choices=["absent", "stable", "improved", "worse"], required=False
+    )
+    notes = serializers.CharField(required=False, allow_blank=True)
+
+
 class ReviewInput(serializers.Serializer):
     action = serializers.ChoiceField(choices=Review.Action.choices)
     category = serializers.ChoiceField(choices=Category.choices, required=False, default="")

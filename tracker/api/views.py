@@ -27,6 +27,8 @@ from tracker.services.visits import (
     run_create,
     treatment_create,
     visit_create,
+    visit_delete,
+    visit_update,
 )
 
 
@@ -130,6 +132,23 @@ class VisitDetailApi(APIView):
         visit = _visits_with_results().get(pk=visit.pk)
         audit(user=request.user, action="read_visit", patient=visit.patient, code=str(visit.code))
         return Response(s.VisitOutput(visit).data)
+
+    @extend_schema(request=s.VisitUpdateInput, responses=s.VisitOutput)
+    def patch(self, request: Request, code: str) -> Response:
+        """Clinical status, corticosteroid dose, non-target status or notes; the patient's
+        timeline is assessed again."""
+        visit = selectors.visit_get_for_user(code, request.user)
+        data = s.VisitUpdateInput(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        visit_update(visit=visit, by=request.user, **data.validated_data)
+        return Response(s.VisitOutput(_visits_with_results().get(pk=visit.pk)).data)
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request: Request, code: str) -> Response:
+        """Removes the visit and its results; the patient's timeline is assessed again."""
+        visit = selectors.visit_get_for_user(code, request.user)
+        visit_delete(visit=visit, by=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class VisitReanalyseApi(APIView):
