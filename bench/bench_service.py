@@ -109,28 +109,10 @@ def upload_figures(visits: int, work: Path) -> dict[str, Any]:
     Membership.objects.create(team=team, user=user)
     client = Client()
     client.force_login(user)
-    env = {**os.environ, "MEDIA_ROOT": str(settings.MEDIA_ROOT), "PYTHONUNBUFFERED": "1"}
-    log = (work / "worker.log").open("w")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            "gpu,cpu,default",
-            "--pool=solo",
-            "--without-mingle",
-            "--without-gossip",
-            "--loglevel=INFO",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    from tests.tracker.worker import start_worker
+
+    env = {**os.environ, "MEDIA_ROOT": str(settings.MEDIA_ROOT)}
+    worker = start_worker(env, work / "worker.log")
     rows = []
     try:
         # Warm the worker: its first segmentation loads and traces the model.
@@ -179,7 +161,6 @@ def upload_figures(visits: int, work: Path) -> dict[str, Any]:
     finally:
         worker.terminate()
         worker.wait(timeout=60)
-        log.close()
     measured = [r["upload_to_assessment_s"] for r in rows if not r["warm_up"]]
     return {
         "data": "SYNTHETIC PHANTOM",

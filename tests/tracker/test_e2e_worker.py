@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,9 @@ from django.conf import settings
 from django.db import connection
 
 from tests.tracker.conftest import client_for, upload_files
+from tests.tracker.worker import start_worker
 from tracker.models import AnalysisRun, Assessment, RunStatus
 
-REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 1200
 
 
@@ -54,29 +53,8 @@ def test_a_real_worker_analyses_uploaded_visits_until_each_is_assessed(
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "TRACKER_VAR_DIR": str(settings.VAR_DIR),
-        "PYTHONUNBUFFERED": "1",
     }
-    with log_path.open("w") as log:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "-Q",
-                "gpu,cpu,default",
-                "--pool=solo",
-                "--without-mingle",
-                "--without-gossip",
-                "--loglevel=INFO",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    worker = start_worker(env, log_path)
     try:
         client = client_for(teams["alice"])
         patient = teams["patient"]
