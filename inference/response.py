@@ -669,7 +669,8 @@ class _Engine:
         }
         self.baseline_burden = {p.component: p.burden(baseline) for p in self.parts}
         self.pending_response: tuple[Category, VisitInput] | None = None
-        self.pending_pd: tuple[VisitInput, dict[Component, Fraction]] | None = None
+        # (preliminary scan, its burdens, the scan progression will be dated to)
+        self.pending_pd: tuple[VisitInput, dict[Component, Fraction], VisitInput] | None = None
         self.progressed: VisitInput | None = None
         self.new_lesion_since: VisitInput | None = None
         self.non_enhancing_nadir: tuple[Fraction, str] | None = None
@@ -785,7 +786,7 @@ class _Engine:
         '' when the row is settled without one, None when the rest of the rules apply."""
         if self.pending_pd is None:
             return None
-        first, before = self.pending_pd
+        first, before, dated = self.pending_pd
         days = (visit.acquired_on - first.acquired_on).days
         confirmers = []
         for part in self.parts:
@@ -799,14 +800,15 @@ class _Engine:
         confirmers += ["a new measurable lesion"] * (visit.new_lesion is True)
         confirmers += ["clinical deterioration"] * findings.clinical
         if confirmers and days >= CONFIRMATION_DAYS:
-            self.pending_pd, self.progressed = None, first
+            self.pending_pd, self.progressed = None, dated
             row.category, row.confirmed, row.reference_visit = Category.PD, True, first.id
             row.relative_change = _change_vs(self.primary, visit, before)
             row.reasons.append(
                 f"{'; '.join(confirmers)}: confirms the progression of {first.id} ({days} days "
-                f"later); progression dated {first.acquired_on}"
+                f"later); progression dated {dated.acquired_on}"
+                + ("" if dated is first else f" ({dated.id}, where the new lesion first showed)")
             )
-            return first.id
+            return dated.id
         if findings.imaging or findings.clinical:
             row.category, row.confirmed = Category.PD, False
             row.reference_visit = self.nadir[self.primary.component][1]
@@ -849,7 +851,16 @@ class _Engine:
                 f"{'; '.join(findings.all())}: progression, preliminary because {because}"
             )
             row.reasons.append("a scan >= 4 weeks later confirms it or shows pseudoprogression")
-            self.pending_pd = (visit, {p.component: p.burden(visit) for p in self.parts})
+            dated = visit
+            if dated_back is not None:
+                assert self.new_lesion_since is not None
+                dated = self.new_lesion_since
+                row.reasons.append(
+                    f"the new lesion first seen in {dated_back} is now measurable: once "
+                    "confirmed, progression is dated back to that scan"
+                )
+            burdens = {p.component: p.burden(visit) for p in self.parts}
+            self.pending_pd = (visit, burdens, dated)
             return None
         row.reasons.append(f"{'; '.join(findings.all())}: progression")
         self.progressed = visit
@@ -871,6 +882,10 @@ class _Engine:
             self.timeline, self.baseline, self.primary, visit, self.thresholds
         )
         row.reasons.extend(sentences)
+        if visit.new_lesion is False and not any("new non-measurable" in r for r in sentences):
+            row.reasons.append(
+                "a new non-measurable lesion: followed; progression if it becomes measurable"
+            )
         increased = _steroids_increased(self.timeline, self.baseline, visit)
         if increased:
             row.category = Category.INDETERMINATE

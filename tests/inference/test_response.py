@@ -675,3 +675,18 @@ def test_an_unreadable_timeline_is_named(tmp_path, monkeypatch):
 def test_a_folder_is_not_a_timeline(tmp_path):
     with pytest.raises(UnreadableFileError, match="is a folder, not a file"):
         read_json(tmp_path, what="timeline")
+
+
+def test_a_new_lesion_confirmed_later_dates_progression_to_its_first_scan():
+    data = timeline(
+        visit(0, BASE_2D),
+        visit(42, BASE_2D, new_lesion={"measurable": False}, id="seen"),
+        visit(84, BASE_2D, new_lesion={"measurable": True}, id="grown"),
+        visit(126, BASE_2D, new_lesion={"measurable": True}, id="again"),
+        confirm_pd=True,
+    )
+    out = assess_json(data)
+    result = out["visits"]
+    assert "new non-measurable lesion: followed" in " ".join(result[1]["reasons"])
+    assert [(r["category"], r["confirmed"]) for r in result[2:]] == [("PD", False), ("PD", True)]
+    assert out["progression_visit"] == "seen"
