@@ -157,9 +157,12 @@ def _lesion_entry(patient: Patient, track: str, lesion: Any) -> dict[str, Any]:
 def patient_assess(patient: Patient) -> list[Assessment]:
     """Assess the analysed visits; store one current ``Assessment`` per visit and store lesion
     tracks on the lesions."""
-    patient = Patient.objects.prefetch_related("treatments").get(pk=patient.pk)
-    runs = _analysed_runs(patient)
     with transaction.atomic():
+        # One assessment of a patient at a time: two runs finishing together queue up here
+        # instead of both writing "current" rows.
+        Patient.objects.select_for_update().filter(pk=patient.pk).first()
+        patient = Patient.objects.prefetch_related("treatments").get(pk=patient.pk)
+        runs = _analysed_runs(patient)
         Assessment.objects.filter(visit__patient=patient, is_current=True).update(is_current=False)
         if not runs:
             return []

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files import File
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from tracker.models import (
     AnalysisRun,
@@ -133,10 +133,14 @@ def visit_create(
             written = _store_originals(visit, staged)
             run_create(visit)
             audit(user=by, action="upload_visit", patient=patient, code=str(visit.code))
-    except BaseException:
+    except BaseException as error:
         for path in written:
             path.chmod(0o644)
             path.unlink(missing_ok=True)
+        if isinstance(error, IntegrityError):  # a visit on that day was created meanwhile
+            raise ConflictError(
+                f"patient {patient.label} already has a visit on {acquired_on}"
+            ) from error
         raise
     finally:
         staged.cleanup()
