@@ -131,9 +131,10 @@ FILE_UPLOAD_TEMP_DIR = None
 TRACKER_ZIP_MAX_ENTRIES = env_int("TRACKER_ZIP_MAX_ENTRIES", 64)
 
 REST_FRAMEWORK = {
+    # Token first: an unauthenticated API call gets 401 with "WWW-Authenticate: Token".
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",

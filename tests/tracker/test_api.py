@@ -259,3 +259,30 @@ def test_reanalysing_keeps_the_current_results_until_the_new_run_completes(
     assert shown["assessment"]["category"] == "baseline"
     again = client.post(f"/api/visits/{visit.code}/reanalyse/")
     assert again.status_code == 409  # one run at a time
+
+
+def test_token_authentication_works_like_a_session(teams: dict[str, Any]) -> None:
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    token = client.post(
+        "/api/token/", {"username": "alice", "password": "alice-password-1"}, format="json"
+    ).json()["token"]
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert client.get(f"/api/patients/{teams['patient'].code}/").status_code == 200
+    client.credentials(HTTP_AUTHORIZATION="Token not-a-token")
+    assert client.get("/api/patients/").status_code == 401
+
+
+def test_the_patient_list_is_searchable_filterable_and_paginated(teams: dict[str, Any]) -> None:
+    from tracker.models import Patient
+
+    for index in range(55):
+        Patient.objects.create(
+            team=teams["team_a"], label=f"LGG-{index:03d}", presentation="non-ce"
+        )
+    client = client_for(teams["alice"])
+    page = client.get("/api/patients/").json()
+    assert page["count"] == 56 and len(page["results"]) == 50 and page["next"]
+    assert client.get("/api/patients/?presentation=ce").json()["count"] == 1
+    assert client.get("/api/patients/?search=lgg-00").json()["count"] == 10
