@@ -10,7 +10,7 @@ PORT="${DEMO_PORT:-8000}"
 mkdir -p var
 "$PY" manage.py migrate --noinput -v 0
 "$PY" manage.py demo --patients "${DEMO_PATIENTS:-2}" --visits "${DEMO_VISITS:-3}"
-"$PY" -m celery -A config worker -Q gpu,cpu,default --pool=solo --loglevel=INFO \
+TF_CPP_MIN_LOG_LEVEL=2 "$PY" -m celery -A config worker -Q gpu,cpu,default --pool=solo --loglevel=INFO \
     --logfile var/demo-worker.log &
 worker=$!
 trap 'kill $worker 2>/dev/null || true; wait $worker 2>/dev/null || true' EXIT

@@ -96,3 +96,79 @@ def test_a_real_worker_analyses_uploaded_visits_until_each_is_assessed(
             worker.wait(timeout=30)
         except subprocess.TimeoutExpired:
             worker.kill()
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_worker_leaves_nothing_half_written_and_the_sweeper_recovers_the_run(
+    teams: dict[str, Any], phantom_visits: list[Path], tmp_path: Path
+) -> None:
+    """kill -9 a worker in the middle of a stage: the run stays claimed, the originals are
+    intact, no partial output folder is left; the sweeper requeues it and a new worker
+    finishes it."""
+    import hashlib
+    import signal
+
+    from tracker.models import Scan
+    from tracker.services.pipeline import requeue_stale, run_folder
+
+    if connection.vendor != "postgresql":
+        if os.environ.get("CI"):
+            pytest.fail("the end-to-end test needs DATABASE_URL on PostgreSQL under CI")
+        pytest.skip("needs DATABASE_URL on PostgreSQL (the worker shares the test database)")
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "TRACKER_VAR_DIR": str(settings.VAR_DIR),
+    }
+    client = client_for(teams["alice"])
+    folder = phantom_visits[0]
+    truth = json.loads((folder / "truth.json").read_text())
+    first = start_worker(env, tmp_path / "first.log")
+    try:
+        response = client.post(
+            f"/api/patients/{teams['patient'].code}/visits/",
+            {"acquired_on": truth["acquired_on"], **upload_files(folder)},
+            format="multipart",
+        )
+        assert response.status_code == 201, response.content
+        code = response.json()["code"]
+        started = time.monotonic()
+        while time.monotonic() - started < TIMEOUT_S:
+            run = AnalysisRun.objects.get(visit__code=code)
+            if run.status == RunStatus.RUNNING and run.stage == "prepare":
+                time.sleep(3)  # well inside the stage
+                break
+            time.sleep(0.2)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    run = AnalysisRun.objects.get(visit__code=code)
+    assert (run.stage, run.status) == ("prepare", RunStatus.RUNNING)
+    assert not (run_folder(run) / "prepared").exists()  # written whole or not at all
+    for scan in Scan.objects.filter(visit__code=code):
+        stored = Path(settings.MEDIA_ROOT) / scan.file.name
+        assert hashlib.sha256(stored.read_bytes()).hexdigest() == scan.sha256
+    assert requeue_stale(older_than_s=0) == [str(run.code)]
+    second = start_worker(env, tmp_path / "second.log")
+    try:
+        started = time.monotonic()
+        while not Assessment.objects.filter(visit__code=code, is_current=True).exists():
+            assert time.monotonic() - started < TIMEOUT_S, (tmp_path / "second.log").read_text()[
+                -3000:
+            ]
+            assert second.poll() is None
+            time.sleep(2)
+        run.refresh_from_db()
+        assert run.status == RunStatus.DONE and run.attempts >= 2
+    finally:
+        second.terminate()
+        try:
+            second.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            second.kill()

@@ -124,7 +124,9 @@ def timeline_input(
 
 def _visit_entry(visit: Visit) -> dict[str, Any]:
     return {
-        "id": str(visit.code),
+        # A patient has one visit per day (a constraint), so the date is a unique id, and it
+        # is what a tumour board reads in the reasons ("over nadir ... (2024-03-02)").
+        "id": visit.acquired_on.isoformat(),
         "acquired_on": visit.acquired_on.isoformat(),
         "lesions": [],
         "non_enhancing_volume_ml": None,
@@ -169,7 +171,7 @@ def patient_assess(patient: Patient) -> list[Assessment]:
         tracks = _tracks(runs)
         data = timeline_input(patient, runs, tracks)
         result = assess(parse_timeline(data)).as_dict()
-        visits = {str(run.visit.code): run.visit for run in runs}
+        visits = {run.visit.acquired_on.isoformat(): run.visit for run in runs}
         versions = sorted({f"{r.model_name} {r.model_version}".strip() for r in runs})
         stored = []
         for row in result["visits"]:
