@@ -51,7 +51,7 @@ def patient_timeline(patient: Patient) -> dict[str, Any]:
             Prefetch(
                 "runs",
                 queryset=AnalysisRun.objects.select_related("measurement").prefetch_related(
-                    "lesions", "registrations"
+                    "lesions", "registrations__to_visit"
                 ),
             ),
             Prefetch(

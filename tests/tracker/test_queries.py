@@ -45,3 +45,20 @@ def test_the_patient_list_costs_the_same_queries_for_2_and_30_patients(
         analysed_patient(teams["team_a"], f"P{index:03d}", 1)
     many = _queries(client, "/api/patients/")
     assert few == many
+
+
+def test_the_fast_visit_output_is_what_the_schema_documents(teams: dict[str, Any]) -> None:
+    import json
+
+    from tracker.api import serializers as s
+    from tracker.api.views import _visits_with_results
+    from tracker.models import Registration
+
+    patient = analysed_patient(teams["team_a"], "SHAPE", 2, reviewer=teams["alice"])
+    first, second = patient.visits.order_by("acquired_on")
+    Registration.objects.create(
+        run=second.runs.get(), to_visit=first, role="baseline", transform="x", passed=True
+    )
+    for visit in _visits_with_results().filter(patient=patient):
+        documented = json.loads(json.dumps(s.VisitOutput(visit).data, default=str))
+        assert s.visit_dict(visit) == documented

@@ -239,3 +239,115 @@ class VisitOutput(serializers.ModelSerializer):
     def get_assessment(self, visit: Visit) -> dict[str, Any] | None:
         current = next((a for a in visit.assessments.all() if a.is_current), None)
         return None if current is None else AssessmentOutput(current).data
+
+
+# --- fast output -------------------------------------------------------------------------------
+# DRF builds a ModelSerializer's fields for every instance; for a 20-visit timeline that is most
+# of the response time. The views render with these functions; the serializers above document
+# the same shapes in the OpenAPI schema (a test checks they agree).
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    text: str = value.isoformat()
+    return text.replace("+00:00", "Z")
+
+
+def run_dict(run: AnalysisRun) -> dict[str, Any]:
+    return {
+        "code": str(run.code),
+        "stage": run.stage,
+        "status": run.status,
+        "stages": run.stages,
+        "error": run.error,
+        "attempts": run.attempts,
+        "model_name": run.model_name,
+        "model_version": run.model_version,
+        "weights_sha256": run.weights_sha256,
+        "is_current": run.is_current,
+        "created_at": _iso(run.created_at),
+        "finished_at": _iso(run.finished_at),
+    }
+
+
+def lesion_dict(lesion: Lesion) -> dict[str, Any]:
+    return {
+        "number": lesion.number,
+        "track": lesion.track,
+        "volume_ml": lesion.volume_ml,
+        "et_volume_ml": lesion.et_volume_ml,
+        "longest_mm": lesion.longest_mm,
+        "perpendicular_mm": lesion.perpendicular_mm,
+        "product_mm2": lesion.product_mm2,
+        "measurable": lesion.measurable,
+        "target": lesion.target,
+        "centroid_mm": lesion.centroid_mm,
+    }
+
+
+def visit_dict(visit: Visit) -> dict[str, Any]:
+    run = selectors.current_run(visit)
+    latest = selectors.latest_run(visit)
+    results = None
+    if run is not None and hasattr(run, "measurement"):
+        measurement = run.measurement
+        results = {
+            "run": str(run.code),
+            "model": {
+                "name": run.model_name,
+                "version": run.model_version,
+                "weights_sha256": run.weights_sha256,
+            },
+            "volumes_ml": measurement.volumes_ml,
+            "volume_intervals_ml": measurement.volume_intervals_ml,
+            "sum_of_products_mm2": measurement.sum_of_products_mm2,
+            "lesions": [lesion_dict(x) for x in run.lesions.all()],
+            "registrations": [
+                {
+                    "role": r.role,
+                    "to_visit": str(r.to_visit.code),
+                    "passed": r.passed,
+                    "quality": r.quality,
+                }
+                for r in run.registrations.all()
+            ],
+        }
+    current = next((a for a in visit.assessments.all() if a.is_current), None)
+    assessment = None
+    if current is not None:
+        assessment = {
+            "category": current.category,
+            "confirmed": current.confirmed,
+            "reference_visit": str(current.reference_visit.code)
+            if current.reference_visit
+            else None,
+            "relative_change": current.relative_change,
+            "reasons": current.reasons,
+            "is_progression_visit": current.is_progression_visit,
+            "criteria": current.criteria,
+            "model_versions": current.model_versions,
+            "assessed_at": _iso(current.assessed_at),
+        }
+    return {
+        "code": str(visit.code),
+        "patient": str(visit.patient.code),
+        "acquired_on": visit.acquired_on.isoformat(),
+        "clinical_status": visit.clinical_status,
+        "steroid_dose_mg": f"{visit.steroid_dose_mg:.2f}",
+        "non_target": visit.non_target,
+        "notes": visit.notes,
+        "analysis": None if latest is None else run_dict(latest),
+        "results": results,
+        "assessment": assessment,
+        "reviews": [
+            {
+                "action": r.action,
+                "category": r.category,
+                "reason": r.reason,
+                "reviewer": r.reviewer.username,
+                "reviewed_at": _iso(r.reviewed_at),
+            }
+            for r in visit.reviews.all()
+        ],
+    }

@@ -122,7 +122,7 @@ class VisitCreateApi(APIView):
         except ConflictError as error:
             return Response({"acquired_on": [str(error)]}, status=status.HTTP_409_CONFLICT)
         visit = _visits_with_results().get(pk=visit.pk)
-        return Response(s.VisitOutput(visit).data, status=status.HTTP_201_CREATED)
+        return Response(s.visit_dict(visit), status=status.HTTP_201_CREATED)
 
 
 class VisitDetailApi(APIView):
@@ -131,7 +131,7 @@ class VisitDetailApi(APIView):
         visit = selectors.visit_get_for_user(code, request.user)
         visit = _visits_with_results().get(pk=visit.pk)
         audit(user=request.user, action="read_visit", patient=visit.patient, code=str(visit.code))
-        return Response(s.VisitOutput(visit).data)
+        return Response(s.visit_dict(visit))
 
     @extend_schema(request=s.VisitUpdateInput, responses=s.VisitOutput)
     def patch(self, request: Request, code: str) -> Response:
@@ -141,7 +141,7 @@ class VisitDetailApi(APIView):
         data = s.VisitUpdateInput(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         visit_update(visit=visit, by=request.user, **data.validated_data)
-        return Response(s.VisitOutput(_visits_with_results().get(pk=visit.pk)).data)
+        return Response(s.visit_dict(_visits_with_results().get(pk=visit.pk)))
 
     @extend_schema(request=None, responses={204: None})
     def delete(self, request: Request, code: str) -> Response:
@@ -209,7 +209,7 @@ class PatientTimelineApi(APIView):
             {
                 "patient": s.PatientOutput(patient).data,
                 "treatments": s.TreatmentOutput(timeline["treatments"], many=True).data,
-                "visits": s.VisitOutput(timeline["visits"], many=True).data,
+                "visits": [s.visit_dict(v) for v in timeline["visits"]],
                 "progression_visit": next(
                     (
                         str(v.code)
