@@ -63,3 +63,25 @@ def test_demo_seeds_a_synthetic_cohort_with_treatments_and_queued_runs(
     assert patient.visits.count() == 2
     assert AnalysisRun.objects.filter(status=RunStatus.QUEUED, stage=Stage.PREPARE).count() == 2
     assert "login: demo / " in out.getvalue()
+
+
+@pytest.mark.slow
+def test_import_visits_reads_a_dicom_exam(
+    teams: dict[str, Any], phantom_visits: list[Path], tmp_path: Path
+) -> None:
+    import SimpleITK as sitk
+
+    from inference.io import write_dicom_series
+
+    exam = tmp_path / "dicom" / "EXAM-01"
+    names = {"t1n": "T1 MPRAGE", "t1c": "T1 POST GD", "t2w": "Ax T2 FSE", "t2f": "AX FLAIR"}
+    for number, (suffix, description) in enumerate(names.items(), start=1):
+        image = sitk.ReadImage(str(next(phantom_visits[0].glob(f"*-{suffix}.nii.gz"))))
+        write_dicom_series(
+            image, exam / f"series{number}", series_description=description, series_number=number
+        )
+    out = StringIO()
+    call_command("import_visits", str(tmp_path / "dicom"), "--team", "Neuro-A", stdout=out)
+    assert "imported 1 visit(s), skipped 0" in out.getvalue(), out.getvalue()
+    visit = Patient.objects.get(label="EXAM-01").visits.get()
+    assert sorted(visit.scans.values_list("sequence", flat=True)) == ["flair", "t1", "t1c", "t2"]
