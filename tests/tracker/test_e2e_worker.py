@@ -36,24 +36,30 @@ def _database_url() -> str:
     return f"postgres://{auth}{host}:{port}/{db['NAME']}"
 
 
-@pytest.mark.e2e
-@pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
-def test_a_real_worker_analyses_uploaded_visits_until_each_is_assessed(
-    teams: dict[str, Any], phantom_visits: list[Path], tmp_path: Path
-) -> None:
+def _worker_env() -> dict[str, str]:
+    """The environment a worker needs to share this test's database, media and broker; the
+    test fails under CI (and is skipped elsewhere) without PostgreSQL."""
     if connection.vendor != "postgresql":
         if os.environ.get("CI"):
             pytest.fail("the end-to-end test needs DATABASE_URL on PostgreSQL under CI")
         pytest.skip("needs DATABASE_URL on PostgreSQL (the worker shares the test database)")
-    log_path = tmp_path / "worker.log"
-    env = {
+    return {
         **os.environ,
         "DATABASE_URL": _database_url(),
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "TRACKER_VAR_DIR": str(settings.VAR_DIR),
     }
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_analyses_uploaded_visits_until_each_is_assessed(
+    teams: dict[str, Any], phantom_visits: list[Path], tmp_path: Path
+) -> None:
+    log_path = tmp_path / "worker.log"
+    env = _worker_env()
     worker = start_worker(env, log_path)
     try:
         client = client_for(teams["alice"])
@@ -113,17 +119,7 @@ def test_a_killed_worker_leaves_nothing_half_written_and_the_sweeper_recovers_th
     from tracker.models import Scan
     from tracker.services.pipeline import requeue_stale, run_folder
 
-    if connection.vendor != "postgresql":
-        if os.environ.get("CI"):
-            pytest.fail("the end-to-end test needs DATABASE_URL on PostgreSQL under CI")
-        pytest.skip("needs DATABASE_URL on PostgreSQL (the worker shares the test database)")
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(),
-        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "TRACKER_VAR_DIR": str(settings.VAR_DIR),
-    }
+    env = _worker_env()
     client = client_for(teams["alice"])
     folder = phantom_visits[0]
     truth = json.loads((folder / "truth.json").read_text())
