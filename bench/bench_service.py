@@ -5,11 +5,12 @@
    requests after 5 warm-up requests. Target p95 <= 100 ms.
 2. ``patient_list``: GET /api/patients/ (first page of 50) with 1,000 patients in the user's
    team, p50/p95 of 100 requests. Target p95 <= 150 ms.
-3. ``upload_to_assessment``: one visit of a SYNTHETIC PHANTOM uploaded through the API, one
-   real Celery worker process consuming every queue (``--pool=solo``) on this machine: seconds
-   from the upload's 201 to its assessment stored, for ``--visits`` fresh patients (median).
-   The worker is started and its model loaded before the first upload. Target <= 30 s on 2
-   cores.
+3. ``upload_to_assessment``: visits of SYNTHETIC PHANTOM patients uploaded through the API,
+   one real Celery worker process consuming every queue (``--pool=solo``) on this machine:
+   seconds from the upload's 201 to its assessment stored. For each of ``--patients``
+   patients, its first visit and then its follow-up (which adds registration to the first
+   visit and lesion tracking across both); medians of each. A warm-up patient loads the
+   model first. Target <= 30 s per visit on 2 cores.
 
 Needs ``DATABASE_URL`` (PostgreSQL; a database named ``tracker_bench`` is created and emptied)
 and ``CELERY_BROKER_URL`` (Redis):
@@ -96,77 +97,97 @@ def api_figures(requests: int) -> dict[str, Any]:
     return {"timeline_20_visits": timeline, "patient_list_1000": listing}
 
 
-def upload_figures(visits: int, work: Path) -> dict[str, Any]:
+def _upload_and_wait(
+    client: Any, worker: Any, patient: Any, folder: Path, *, acquired_on: str, log: Path
+) -> dict[str, Any]:
+    """Upload one visit, wait for its stored assessment; seconds and stage timings."""
+    from tracker.models import AnalysisRun, Assessment
+
+    files = {
+        field: (folder / f"{folder.name}-{suffix}.nii.gz").open("rb")
+        for field, suffix in (("t1", "t1n"), ("t1ce", "t1c"), ("t2", "t2w"), ("flair", "t2f"))
+    }
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    response = client.post(
+        f"/api/patients/{patient.code}/visits/", {"acquired_on": acquired_on, **files}
+    )
+    accepted = time.perf_counter()
+    for handle in files.values():
+        handle.close()
+    assert response.status_code == 201, response.content
+    code = response.json()["code"]
+    while not Assessment.objects.filter(visit__code=code, is_current=True).exists():
+        run = AnalysisRun.objects.get(visit__code=code)
+        if run.status == "failed":
+            raise RuntimeError(run.error)
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker stopped; see {log}")
+        time.sleep(0.2)
+    done = time.perf_counter()
+    run = AnalysisRun.objects.get(visit__code=code)
+    return {
+        "upload_s": round(accepted - started, 2),
+        "upload_to_assessment_s": round(done - accepted, 2),
+        "stages_s": {k: v.get("seconds") for k, v in run.stages.items()},
+        "load_average_1min_before": round(load, 2),
+    }
+
+
+def upload_figures(patients: int, work: Path) -> dict[str, Any]:
+    """For each phantom patient: its first visit (prepare, segment, measure, assess), then its
+    follow-up (the same plus registration to the first visit and tracking across both)."""
     from django.conf import settings
     from django.contrib.auth.models import User
     from django.test import Client
 
     from inference.phantoms import Scenario, make_patient, write_patient
-    from tracker.models import AnalysisRun, Assessment, CareTeam, Membership, Patient
+    from tests.tracker.worker import start_worker
+    from tracker.models import CareTeam, Membership, Patient
 
     user = User.objects.create_user("uploader", password="bench-password-1")
     team = CareTeam.objects.create(name="Upload team")
     Membership.objects.create(team=team, user=user)
     client = Client()
     client.force_login(user)
-    from tests.tracker.worker import start_worker
-
     env = {**os.environ, "MEDIA_ROOT": str(settings.MEDIA_ROOT)}
-    worker = start_worker(env, work / "worker.log")
+    log = work / "worker.log"
+    worker = start_worker(env, log)
     rows = []
     try:
-        # Warm the worker: its first segmentation loads and traces the model.
-        folders = []
-        for index in range(visits + 1):
-            patient = make_patient(950000 + index, visits=1, scenario=Scenario.STABLE)
-            folders.append(write_patient(patient, work / str(index))[0])
-        for index, folder in enumerate(folders):
+        # Patient 0 warms the worker: its first segmentation loads and traces the model.
+        for index in range(patients + 1):
+            phantom = make_patient(950000 + index, visits=2, scenario=Scenario.STABLE)
+            folders = write_patient(phantom, work / str(index))
             record = Patient.objects.create(team=team, label=f"UPLOAD-{index}")
-            files = {
-                field: (folder / f"{folder.name}-{suffix}.nii.gz").open("rb")
-                for field, suffix in (
-                    ("t1", "t1n"),
-                    ("t1ce", "t1c"),
-                    ("t2", "t2w"),
-                    ("flair", "t2f"),
-                )
-            }
-            started = time.perf_counter()
-            response = client.post(
-                f"/api/patients/{record.code}/visits/", {"acquired_on": "2024-01-08", **files}
-            )
-            accepted = time.perf_counter()
-            for handle in files.values():
-                handle.close()
-            assert response.status_code == 201, response.content
-            code = response.json()["code"]
-            while not Assessment.objects.filter(visit__code=code, is_current=True).exists():
-                run = AnalysisRun.objects.get(visit__code=code)
-                if run.status == "failed":
-                    raise RuntimeError(run.error)
-                if worker.poll() is not None:
-                    raise RuntimeError("the worker stopped; see " + str(work / "worker.log"))
-                time.sleep(0.2)
-            done = time.perf_counter()
-            run = AnalysisRun.objects.get(visit__code=code)
-            row = {
-                "visit": index,
-                "warm_up": index == 0,
-                "upload_s": round(accepted - started, 2),
-                "upload_to_assessment_s": round(done - accepted, 2),
-                "stages_s": {k: v.get("seconds") for k, v in run.stages.items()},
-            }
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            for number, folder in enumerate(folders):
+                truth = json.loads((folder / "truth.json").read_text())
+                row = {
+                    "patient": index,
+                    "visit": "first" if number == 0 else "follow-up",
+                    "warm_up": index == 0,
+                    **_upload_and_wait(
+                        client, worker, record, folder, acquired_on=truth["acquired_on"], log=log
+                    ),
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     finally:
         worker.terminate()
         worker.wait(timeout=60)
-    measured = [r["upload_to_assessment_s"] for r in rows if not r["warm_up"]]
+
+    def median(kind: str) -> float | None:
+        values = [
+            r["upload_to_assessment_s"] for r in rows if r["visit"] == kind and not r["warm_up"]
+        ]
+        return statistics.median(values) if values else None
+
     return {
         "data": "SYNTHETIC PHANTOM",
         "worker": "one Celery worker process, --pool=solo, all queues, on this machine",
         "visits": rows,
-        "median_s": statistics.median(measured) if measured else None,
+        "first_visit_median_s": median("first"),
+        "follow_up_median_s": median("follow-up"),
         "target_s": 30,
     }
 
@@ -174,7 +195,9 @@ def upload_figures(visits: int, work: Path) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=100)
-    parser.add_argument("--visits", type=int, default=3, help="uploads timed (after a warm-up)")
+    parser.add_argument(
+        "--patients", type=int, default=5, help="patients (first visit + follow-up) timed"
+    )
     parser.add_argument("--skip-upload", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/service.json")
     args = parser.parse_args()
@@ -204,7 +227,7 @@ def main() -> int:
         json.dumps({k: result[k] for k in ("timeline_20_visits", "patient_list_1000")}), flush=True
     )
     if not args.skip_upload:
-        result["upload_to_assessment"] = upload_figures(args.visits, work)
+        result["upload_to_assessment"] = upload_figures(args.patients, work)
     write_results(args.out, result)
     print(f"wrote {args.out}")
     return 0

@@ -184,10 +184,14 @@ CELERY_TASK_ROUTES = {
     "tracker.sweep": {"queue": Queue.DEFAULT.value},
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
-CELERY_BEAT_SCHEDULE = {
-    "sweep-stale-runs": {"task": "tracker.sweep", "schedule": 120.0},
-}
+# The sweeper re-queues runs and assessments left behind by a dead worker or a broker that lost
+# its messages: it looks every TRACKER_SWEEP_EVERY_S for work untouched for TRACKER_STALE_AFTER_S
+# (longer than any stage's hard time limit).
+TRACKER_SWEEP_EVERY_S = env_int("TRACKER_SWEEP_EVERY_S", 120)
 TRACKER_STALE_AFTER_S = env_int("TRACKER_STALE_AFTER_S", 1800)
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stale-runs": {"task": "tracker.sweep", "schedule": float(TRACKER_SWEEP_EVERY_S)},
+}
 TRACKER_WEIGHTS_DIR = env("TRACKER_WEIGHTS_DIR", "")  # default: the shipped model
 
 LOGGING = {

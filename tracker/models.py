@@ -76,6 +76,9 @@ class Patient(models.Model):
     confirm_progression = models.BooleanField(default=True)
     physiologic_steroid_max_mg = models.DecimalField(max_digits=6, decimal_places=2, default=0.75)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set when something the assessment depends on changed, cleared by the assessment that
+    # covers it: a request whose message the broker lost is found by the sweeper.
+    assessment_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         constraints = [

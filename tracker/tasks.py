@@ -66,7 +66,8 @@ def assess_patient(patient_code: str) -> int:
 
 @shared_task(name="tracker.sweep", soft_time_limit=60, time_limit=120, **_COMMON)
 def sweep() -> int:
-    return len(pipeline.requeue_stale())
+    requeued = pipeline.requeue_stale()
+    return len(requeued.runs) + len(requeued.patients)
 
 
 STAGE_TASKS = {

@@ -150,7 +150,7 @@ def test_a_killed_worker_leaves_nothing_half_written_and_the_sweeper_recovers_th
     for scan in Scan.objects.filter(visit__code=code):
         stored = Path(settings.MEDIA_ROOT) / scan.file.name
         assert hashlib.sha256(stored.read_bytes()).hexdigest() == scan.sha256
-    assert requeue_stale(older_than_s=0) == [str(run.code)]
+    assert requeue_stale(older_than_s=0).runs == [str(run.code)]
     second = start_worker(env, tmp_path / "second.log")
     try:
         started = time.monotonic()

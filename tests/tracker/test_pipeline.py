@@ -62,13 +62,67 @@ def test_the_sweeper_requeues_runs_a_dead_worker_left_behind(
         visit=fresh_visit, stage=Stage.SEGMENT, status=RunStatus.RUNNING, claimed_at=timezone.now()
     )
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        codes = pipeline.requeue_stale(older_than_s=600)
-    assert codes == [str(stuck.code)]
+        requeued = pipeline.requeue_stale(older_than_s=600)
+    assert requeued.runs == [str(stuck.code)] and requeued.patients == []
     stuck.refresh_from_db()
     fresh.refresh_from_db()
     assert (stuck.stage, stuck.status) == (Stage.SEGMENT, RunStatus.QUEUED)
     assert fresh.status == RunStatus.RUNNING
     assert len(callbacks) == 1
+
+
+def test_a_broker_that_is_down_loses_nothing_the_sweeper_sends_it_later(
+    teams: dict[str, Any],
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The database says what is due; a send that fails is logged, not raised, and the run and
+    the patient's assessment request stay for the sweeper."""
+    from kombu.exceptions import OperationalError
+
+    from tracker import tasks
+
+    def broker_down(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks.prepare, "delay", broker_down)
+    monkeypatch.setattr(tasks.assess_patient, "delay", broker_down)
+    patient = teams["patient"]
+    visit = Visit.objects.create(patient=patient, acquired_on="2024-01-01")
+    with django_capture_on_commit_callbacks(execute=True):
+        from tracker.services.visits import run_create
+
+        run = run_create(visit)
+        pipeline.reassess_patient(patient)
+    assert "could not queue prepare" in caplog.text
+    assert "could not queue the assessment" in caplog.text
+    run.refresh_from_db()
+    patient.refresh_from_db()
+    assert (run.stage, run.status) == (Stage.PREPARE, RunStatus.QUEUED)
+    assert patient.assessment_requested_at is not None
+    AnalysisRun.objects.filter(pk=run.pk).update(updated_at=timezone.now() - dt.timedelta(hours=1))
+    type(patient).objects.filter(pk=patient.pk).update(
+        assessment_requested_at=timezone.now() - dt.timedelta(hours=1)
+    )
+    sent: list[tuple[str, str]] = []
+    monkeypatch.setattr(tasks.prepare, "delay", lambda code: sent.append(("prepare", code)))
+    monkeypatch.setattr(tasks.assess_patient, "delay", lambda code: sent.append(("assess", code)))
+    with django_capture_on_commit_callbacks(execute=True):
+        requeued = pipeline.requeue_stale(older_than_s=600)
+    assert requeued.runs == [str(run.code)] and requeued.patients == [str(patient.code)]
+    assert sorted(sent) == [("assess", str(patient.code)), ("prepare", str(run.code))]
+
+
+def test_an_assessment_clears_the_request_it_covers(teams: dict[str, Any]) -> None:
+    patient = teams["patient"]
+    pipeline.reassess_patient(patient)
+    patient.refresh_from_db()
+    assert patient.assessment_requested_at is not None
+    patient_assess(patient)
+    patient.refresh_from_db()
+    assert patient.assessment_requested_at is None
+    assert pipeline.requeue_stale(older_than_s=0).patients == []
 
 
 def test_what_must_never_happen_is_a_database_constraint(teams: dict[str, Any]) -> None:

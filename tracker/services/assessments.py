@@ -13,6 +13,7 @@ import datetime as dt
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from inference.response import assess, baseline_index, parse_timeline
 from tracker.models import (
@@ -163,7 +164,11 @@ def patient_assess(patient: Patient) -> list[Assessment]:
         # One assessment of a patient at a time: two runs finishing together queue up here
         # instead of both writing "current" rows.
         Patient.objects.select_for_update().filter(pk=patient.pk).first()
+        started = timezone.now()  # a request after this waits for the lock: it stays set
         patient = Patient.objects.prefetch_related("treatments").get(pk=patient.pk)
+        Patient.objects.filter(pk=patient.pk, assessment_requested_at__lte=started).update(
+            assessment_requested_at=None
+        )
         runs = _analysed_runs(patient)
         Assessment.objects.filter(visit__patient=patient, is_current=True).update(is_current=False)
         if not runs:

@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerConnectionError
 
 from inference.errors import InputError
 from tracker.models import (
@@ -36,6 +38,9 @@ from tracker.models import (
 )
 
 log = logging.getLogger(__name__)
+
+# What sending a task raises when the broker is down (after kombu's own quick retries).
+BROKER_ERRORS: tuple[type[BaseException], ...] = (BrokerConnectionError, ConnectionError, OSError)
 
 
 class StageError(Exception):
@@ -66,12 +71,26 @@ def enqueue_stage(run_code: Any, stage: str) -> None:
         task.delay(str(run_code))
 
 
+def send_after_commit(send: Callable[[], None], what: str) -> None:
+    """Queue a task once the transaction commits. The database already says what is due, so a
+    broker that is down loses nothing: the send is logged and the sweeper queues it again."""
+
+    def guarded() -> None:
+        try:
+            send()
+        except BROKER_ERRORS as error:
+            log.warning("could not queue %s (%s); the sweeper will queue it", what, error)
+
+    transaction.on_commit(guarded)
+
+
 def reassess_patient(patient: Patient) -> None:
-    """Queue a new assessment of the whole timeline after commit."""
+    """Record that the patient's timeline needs assessing and queue it after commit."""
     from tracker import tasks  # noqa: PLC0415
 
+    Patient.objects.filter(pk=patient.pk).update(assessment_requested_at=timezone.now())
     code = str(patient.code)
-    transaction.on_commit(lambda: tasks.assess_patient.delay(code))
+    send_after_commit(lambda: tasks.assess_patient.delay(code), f"the assessment of {code}")
 
 
 # --- one stage -------------------------------------------------------------------------------
@@ -154,9 +173,15 @@ def advance(run: AnalysisRun, stage: Stage, seconds: float) -> None:
         following = STAGE_ORDER[position + 1]
         with transaction.atomic():
             AnalysisRun.objects.filter(pk=run.pk, stage=stage, status=RunStatus.RUNNING).update(
-                stage=following, status=RunStatus.QUEUED, stages=stages, claimed_at=None
+                stage=following,
+                status=RunStatus.QUEUED,
+                stages=stages,
+                claimed_at=None,
+                updated_at=timezone.now(),
             )
-            transaction.on_commit(lambda: enqueue_stage(run.code, following))
+            send_after_commit(
+                lambda: enqueue_stage(run.code, following), f"{following.value} of {run.code}"
+            )
     else:
         AnalysisRun.objects.filter(pk=run.pk).update(stages=stages)
 
@@ -335,9 +360,15 @@ STAGES: dict[Stage, Callable[[AnalysisRun], None]] = {
 # --- the sweeper -------------------------------------------------------------------------------
 
 
-def requeue_stale(*, older_than_s: int | None = None) -> list[str]:
-    """Runs stuck in a stage (a worker died, a message was lost) go back to queued and are
-    queued again. Returns their codes."""
+@dataclass(frozen=True)
+class Requeued:
+    runs: list[str]
+    patients: list[str]
+
+
+def requeue_stale(*, older_than_s: int | None = None) -> Requeued:
+    """Runs stuck in a stage (a worker died, a message was lost or never sent) go back to
+    queued and are queued again; so are patient assessments asked for and not done."""
     limit = older_than_s if older_than_s is not None else settings.TRACKER_STALE_AFTER_S
     cutoff = timezone.now() - dt.timedelta(seconds=limit)
     stale = AnalysisRun.objects.filter(
@@ -351,8 +382,14 @@ def requeue_stale(*, older_than_s: int | None = None) -> list[str]:
         )
         if moved:
             codes.append(str(run.code))
-            transaction.on_commit(functools.partial(enqueue_stage, run.code, run.stage))
-    return codes
+            send_after_commit(
+                functools.partial(enqueue_stage, run.code, run.stage), f"{run.stage} of {run.code}"
+            )
+    patients = []
+    for patient in Patient.objects.filter(assessment_requested_at__lt=cutoff):
+        patients.append(str(patient.code))
+        reassess_patient(patient)
+    return Requeued(runs=codes, patients=patients)
 
 
 def run_retry(run: AnalysisRun) -> AnalysisRun:

@@ -179,8 +179,8 @@ def visit_delete(*, visit: Visit, by: Any = None) -> None:
 def run_create(visit: Visit) -> AnalysisRun:
     """A new analysis of the visit, queued after commit. The visit's current results stay shown
     until this run completes."""
-    from tracker.services.pipeline import enqueue_stage  # noqa: PLC0415
+    from tracker.services.pipeline import enqueue_stage, send_after_commit  # noqa: PLC0415
 
     run = AnalysisRun.objects.create(visit=visit)
-    transaction.on_commit(lambda: enqueue_stage(run.code, run.stage))
+    send_after_commit(lambda: enqueue_stage(run.code, run.stage), f"{run.stage} of {run.code}")
     return run

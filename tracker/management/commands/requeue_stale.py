@@ -1,4 +1,5 @@
-"""Put runs stuck in a stage (a worker died, a message was lost) back in the queue."""
+"""Put runs stuck in a stage (a worker died, a message was lost) and patient assessments asked
+for and not done back in the queue."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from tracker.services.pipeline import requeue_stale
 
 
 class Command(BaseCommand):
-    help = "Requeue analysis runs that have been queued or running for too long."
+    help = "Requeue analysis runs and patient assessments left waiting for too long."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -20,7 +21,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         with transaction.atomic():
-            codes = requeue_stale(older_than_s=options["older_than"])
-        self.stdout.write(f"requeued {len(codes)} run(s)")
-        for code in codes:
+            requeued = requeue_stale(older_than_s=options["older_than"])
+        self.stdout.write(f"requeued {len(requeued.runs)} run(s)")
+        for code in requeued.runs:
+            self.stdout.write(f"  {code}")
+        self.stdout.write(f"requeued {len(requeued.patients)} patient assessment(s)")
+        for code in requeued.patients:
             self.stdout.write(f"  {code}")
