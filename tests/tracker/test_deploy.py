@@ -72,5 +72,5 @@ def test_every_variable_is_documented_and_read() -> None:
 
 def test_the_web_service_migrates_then_serves_the_wsgi_app() -> None:
     command = " ".join(SERVICES["web"]["command"])
-    assert "migrate" in command and "gunicorn config.wsgi" in command
+    assert "migrate" in command and "exec gunicorn config.wsgi" in command  # signals reach it
     assert settings.WSGI_APPLICATION == "config.wsgi.application"

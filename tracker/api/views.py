@@ -7,8 +7,8 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Prefetch
-from drf_spectacular.utils import extend_schema
-from rest_framework import generics, status
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -201,6 +201,17 @@ class VisitReviewApi(APIView):
 class PatientTimelineApi(APIView):
     """Everything for one patient's timeline in one response."""
 
+    @extend_schema(
+        responses=inline_serializer(
+            "Timeline",
+            {
+                "patient": s.PatientOutput(),
+                "treatments": s.TreatmentOutput(many=True),
+                "visits": s.VisitOutput(many=True),
+                "progression_visit": serializers.UUIDField(allow_null=True),
+            },
+        )
+    )
     def get(self, request: Request, code: str) -> Response:
         patient = selectors.patient_get_for_user(code, request.user)
         timeline = selectors.patient_timeline(patient)
