@@ -185,6 +185,7 @@ def test_two_phantom_visits_are_analysed_tracked_and_assessed(
     assert follow_up["registrations"][0]["passed"] is True
     tracks = set(Lesion.objects.values_list("track", flat=True))
     assert tracks == {"L1"}
+    _check_the_pictures(teams, visits)
     # Editing an earlier input re-assesses: clinical deterioration at the follow-up is PD.
     second = Visit.objects.get(code=visits[1]["code"])
     second.clinical_status = "worse"
@@ -193,3 +194,40 @@ def test_two_phantom_visits_are_analysed_tracked_and_assessed(
     current = Assessment.objects.get(visit=second, is_current=True)
     assert current.category == "PD" and current.is_progression_visit
     assert Assessment.objects.filter(visit=second, is_current=False).count() == 1
+
+
+def _check_the_pictures(teams: dict[str, Any], visits: list[dict[str, Any]]) -> None:
+    """The measure stage wrote the display images, the follow-up's with the baseline brought
+    onto its grid; the visit page and its slices serve them (SYNTHETIC PHANTOM)."""
+    import io
+
+    import numpy as np
+    from django.test import Client
+    from PIL import Image
+
+    from inference import render
+    from tracker.services.display import display_folder
+
+    run = AnalysisRun.objects.get(visit__code=visits[1]["code"], is_current=True)
+    folder = display_folder(run)
+    meta = render.read_meta(folder)
+    assert meta["prior"]["visit"] == visits[0]["code"] and meta["prior"]["registration_passed"]
+    labels = render.read_layer(folder, "labels")
+    prior = render.read_layer(folder, "prior-labels")
+    overlap = np.logical_and(labels > 0, prior > 0).sum() / max(1, (labels > 0).sum())
+    assert overlap > 0.5  # the same tumour, registered onto this visit's grid
+    web = Client()
+    web.force_login(teams["alice"])
+    page = web.get(f"/visits/{visits[1]['code']}/")
+    assert page.status_code == 200
+    assert b'data-plane="axial"' in page.content and b"Compare with" in page.content
+    axial = meta["key_slices"]["axial"]
+    for layer in ("t1c", "flair", "labels", "tumour", "prior-t1c", "prior-labels"):
+        response = web.get(f"/visits/{visits[1]['code']}/slices/{layer}/axial/{axial}.png")
+        assert response.status_code == 200 and response["Content-Type"] == "image/png", layer
+        picture = np.asarray(Image.open(io.BytesIO(response.content)))
+        assert picture.shape[:2] == labels.shape[1:], layer
+        if layer.endswith("labels"):
+            assert picture[..., 3].any(), layer  # the tumour is on its key slice
+    missing = web.get(f"/visits/{visits[1]['code']}/slices/t1c/axial/{labels.shape[0]}.png")
+    assert missing.status_code == 404

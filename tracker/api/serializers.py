@@ -351,3 +351,19 @@ def visit_dict(visit: Visit) -> dict[str, Any]:
             for r in visit.reviews.all()
         ],
     }
+
+
+def timeline_dict(patient: Patient) -> dict[str, Any]:
+    """The patient's whole timeline as ``GET /api/patients/{id}/timeline/`` returns it; the pages
+    and every export are built from the same dict."""
+    timeline = selectors.patient_timeline(patient)
+    visits = timeline["visits"]
+    return {
+        "patient": PatientOutput(patient).data,
+        "treatments": TreatmentOutput(timeline["treatments"], many=True).data,
+        "visits": [visit_dict(v) for v in visits],
+        "progression_visit": next(
+            (str(v.code) for v in visits for a in v.assessments.all() if a.is_progression_visit),
+            None,
+        ),
+    }

@@ -24,6 +24,7 @@ from tracker.services.visits import (
     ConflictError,
     audit,
     patient_create,
+    review_create,
     run_create,
     treatment_create,
     visit_create,
@@ -179,22 +180,10 @@ class VisitReviewApi(APIView):
         visit = selectors.visit_get_for_user(code, request.user)
         data = s.ReviewInput(data=request.data)
         data.is_valid(raise_exception=True)
-        assessment = visit.assessments.filter(is_current=True).first()
-        if assessment is None:
-            return Response(
-                {"detail": "this visit has no assessment to review yet"},
-                status=status.HTTP_409_CONFLICT,
-            )
-        review = Review.objects.create(
-            visit=visit, assessment=assessment, reviewer=request.user, **data.validated_data
-        )
-        audit(
-            user=request.user,
-            action=f"review_{review.action}",
-            patient=visit.patient,
-            code=str(visit.code),
-            category=review.category or assessment.category,
-        )
+        try:
+            review = review_create(visit=visit, by=request.user, **data.validated_data)
+        except ConflictError as error:
+            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
         return Response(s.ReviewOutput(review).data, status=status.HTTP_201_CREATED)
 
 
@@ -214,21 +203,6 @@ class PatientTimelineApi(APIView):
     )
     def get(self, request: Request, code: str) -> Response:
         patient = selectors.patient_get_for_user(code, request.user)
-        timeline = selectors.patient_timeline(patient)
+        data = s.timeline_dict(patient)
         audit(user=request.user, action="read_timeline", patient=patient, code=str(patient.code))
-        return Response(
-            {
-                "patient": s.PatientOutput(patient).data,
-                "treatments": s.TreatmentOutput(timeline["treatments"], many=True).data,
-                "visits": [s.visit_dict(v) for v in timeline["visits"]],
-                "progression_visit": next(
-                    (
-                        str(v.code)
-                        for v in timeline["visits"]
-                        for a in v.assessments.all()
-                        if a.is_progression_visit
-                    ),
-                    None,
-                ),
-            }
-        )
+        return Response(data)

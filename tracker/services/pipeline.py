@@ -327,6 +327,18 @@ def stage_measure(run: AnalysisRun) -> None:
             )
             for lesion in result.lesions
         )
+    _display(run)
+
+
+def _display(run: AnalysisRun) -> None:
+    """The pictures for the viewer and the reports; a run is not failed for want of them (the
+    visit page builds them again on first view)."""
+    from tracker.services.display import build_display  # noqa: PLC0415
+
+    try:
+        build_display(run)
+    except Exception:
+        log.exception("display images of run %s not written", run.code)
 
 
 def stage_assess(run: AnalysisRun) -> None:

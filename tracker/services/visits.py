@@ -19,6 +19,7 @@ from tracker.models import (
     AuditEvent,
     CareTeam,
     Patient,
+    Review,
     Scan,
     SequenceName,
     TreatmentEvent,
@@ -184,3 +185,32 @@ def run_create(visit: Visit) -> AnalysisRun:
     run = AnalysisRun.objects.create(visit=visit)
     send_after_commit(lambda: enqueue_stage(run.code, run.stage), f"{run.stage} of {run.code}")
     return run
+
+
+def review_create(
+    *, visit: Visit, by: Any, action: str, category: str = "", reason: str = ""
+) -> Review:
+    """A person confirms the visit's current assessment or overrides it (with a category and a
+    reason); shown with the assessment everywhere afterwards."""
+    assessment = visit.assessments.filter(is_current=True).first()
+    if assessment is None:
+        raise ConflictError("this visit has no assessment to review yet")
+    if action == Review.Action.OVERRIDE and (not category or not reason.strip()):
+        raise ValueError("an override needs a category and a reason")
+    with transaction.atomic():
+        review = Review.objects.create(
+            visit=visit,
+            assessment=assessment,
+            reviewer=by,
+            action=action,
+            category=category,
+            reason=reason.strip(),
+        )
+        audit(
+            user=by,
+            action=f"review_{review.action}",
+            patient=visit.patient,
+            code=str(visit.code),
+            category=review.category or assessment.category,
+        )
+    return review

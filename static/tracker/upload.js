@@ -1,0 +1,69 @@
+// Upload with a progress bar: the form posts to the REST API (same session, CSRF header) and
+// shows the server's validation messages, naming each bad file. Without JavaScript the form
+// posts to the page, which runs the same checks.
+(function () {
+  "use strict";
+  var form = document.getElementById("upload-form");
+  if (!form || !window.FormData) { return; }
+  var bar = document.getElementById("upload-progress");
+  var status = document.getElementById("upload-status");
+  var errors = document.getElementById("upload-errors");
+
+  function showErrors(body) {
+    errors.textContent = "";
+    var intro = document.createElement("p");
+    intro.textContent = "Nothing was stored:";
+    var list = document.createElement("ul");
+    Object.keys(body).forEach(function (field) {
+      var messages = Array.isArray(body[field]) ? body[field] : [body[field]];
+      messages.forEach(function (message) {
+        var item = document.createElement("li");
+        var name = document.createElement("strong");
+        name.textContent = field;
+        item.appendChild(name);
+        item.appendChild(document.createTextNode(": " + (typeof message === "string" ? message : JSON.stringify(message))));
+        list.appendChild(item);
+      });
+    });
+    errors.appendChild(intro);
+    errors.appendChild(list);
+    errors.hidden = false;
+    errors.focus();
+  }
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    var data = new FormData(form);
+    // Empty file inputs are not sent (the API treats each named file as an upload).
+    ["t1", "t1ce", "t2", "flair", "archive"].forEach(function (name) {
+      var file = data.get(name);
+      if (file && file.size === 0 && !file.name) { data.delete(name); }
+    });
+    var request = new XMLHttpRequest();
+    request.open("POST", form.getAttribute("data-api"));
+    request.setRequestHeader("X-CSRFToken", form.querySelector("[name=csrfmiddlewaretoken]").value);
+    request.setRequestHeader("Accept", "application/json");
+    bar.hidden = false;
+    bar.value = 0;
+    errors.hidden = true;
+    status.textContent = "Uploading…";
+    request.upload.addEventListener("progress", function (e) {
+      if (e.lengthComputable) { bar.value = Math.round(100 * e.loaded / e.total); }
+    });
+    request.addEventListener("load", function () {
+      var body = {};
+      try { body = JSON.parse(request.responseText); } catch (ignored) { body = { upload: request.statusText }; }
+      if (request.status === 201) {
+        status.textContent = "Stored; the analysis is queued.";
+        window.location.assign(form.getAttribute("data-done"));
+      } else {
+        status.textContent = "Refused (" + request.status + ").";
+        showErrors(body);
+      }
+    });
+    request.addEventListener("error", function () {
+      status.textContent = "The upload did not reach the server.";
+    });
+    request.send(data);
+  });
+})();

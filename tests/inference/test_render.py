@@ -1,0 +1,130 @@
+"""Slice pictures: orientation, resampling of labels, the prior visit through its registration,
+windows, colours, PNG output. Tiny synthetic images only."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from PIL import Image
+
+from inference import render
+from inference.errors import InputError
+
+SHAPE_ZYX = (12, 14, 16)
+
+
+def _image(array: np.ndarray, spacing: float = 1.0, origin: float = 0.0) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing([spacing] * 3)
+    image.SetOrigin([origin] * 3)
+    return image  # identity direction = LPS
+
+
+def _probabilities(labels: np.ndarray) -> sitk.Image:
+    components = [(labels == value).astype(np.float32) for value in (0, 1, 2, 3)]
+    return sitk.Compose([_image(c) for c in components])
+
+
+@pytest.fixture
+def visit() -> dict[str, sitk.Image]:
+    rng = np.random.default_rng(3)
+    grey = rng.uniform(100, 200, SHAPE_ZYX).astype(np.float32)
+    labels = np.zeros(SHAPE_ZYX, np.uint8)
+    labels[5:8, 6:9, 3:6] = 3  # enhancing, towards the patient's right (small x)
+    labels[6, 7, 4] = 1
+    mask = np.ones(SHAPE_ZYX, np.uint8)
+    return {
+        "grey": _image(grey),
+        "labels": _image(labels),
+        "mask": _image(mask),
+        "prob": _probabilities(labels),
+    }
+
+
+def test_planes_follow_the_radiological_convention() -> None:
+    volume = np.zeros(SHAPE_ZYX, np.uint8)
+    volume[10, 2, 1] = 255  # superior, anterior, patient's right
+    axial = render.cut(volume, "axial", 10)
+    assert axial.shape == (14, 16) and axial[2, 1] == 255  # anterior at top, right on the left
+    coronal = render.cut(volume, "coronal", 2)
+    assert coronal.shape == (12, 16) and coronal[12 - 1 - 10, 1] == 255  # superior at the top
+    sagittal = render.cut(volume, "sagittal", 1)
+    assert sagittal.shape == (12, 14) and sagittal[1, 2] == 255  # anterior on the left
+    with pytest.raises(InputError, match="axial slice 12 is outside 0-11"):
+        render.cut(volume, "axial", 12)
+
+
+def test_display_volumes_keep_label_values_and_centre_on_the_tumour(
+    visit: dict[str, sitk.Image],
+) -> None:
+    volumes = render.display_volumes(
+        {"t1c": visit["grey"]}, visit["mask"], visit["labels"], visit["prob"]
+    )
+    assert set(np.unique(volumes.layers["labels"])) == {0, 1, 3}
+    assert volumes.layers["t1c"].dtype == np.uint8 and volumes.layers["t1c"].max() == 255
+    # The probability of tumour is high inside the tumour, zero outside.
+    assert volumes.layers["tumour"][6, 7, 4] == 255 and volumes.layers["tumour"][0, 0, 0] == 0
+    assert volumes.meta["key_slices"] == {"axial": 6, "coronal": 7, "sagittal": 4}
+
+
+def test_a_finer_label_map_is_resampled_nearest_neighbour(visit: dict[str, sitk.Image]) -> None:
+    fine = sitk.Resample(
+        visit["labels"],
+        [s * 2 for s in visit["labels"].GetSize()],
+        sitk.Transform(),
+        sitk.sitkNearestNeighbor,
+        [-0.25] * 3,
+        [0.5] * 3,
+        visit["labels"].GetDirection(),
+    )
+    volumes = render.display_volumes({"t1c": visit["grey"]}, visit["mask"], fine)
+    assert set(np.unique(volumes.layers["labels"])) <= {0, 1, 3}  # no blended values
+
+
+def test_the_prior_visit_lands_on_this_grid_through_the_registration(
+    visit: dict[str, sitk.Image],
+) -> None:
+    volumes = render.display_volumes({"t1c": visit["grey"]}, visit["mask"], visit["labels"])
+    # The prior was imaged 2 mm further left (+x): its tumour sits at x 5-7 in its own grid.
+    prior_labels = np.zeros(SHAPE_ZYX, np.uint8)
+    prior_labels[5:8, 6:9, 5:8] = 3
+    prior_to_this = sitk.TranslationTransform(3, (-2.0, 0.0, 0.0))  # prior point -> this point
+    layers = render.prior_layers(
+        volumes.meta, visit["grey"], visit["mask"], _image(prior_labels), prior_to_this
+    )
+    assert layers["prior-labels"].shape == volumes.layers["labels"].shape
+    np.testing.assert_array_equal(layers["prior-labels"] == 3, volumes.layers["labels"] > 0)
+
+
+def test_colours_heat_and_png(visit: dict[str, sitk.Image], tmp_path: Path) -> None:
+    volumes = render.display_volumes(
+        {"t1c": visit["grey"]}, visit["mask"], visit["labels"], visit["prob"]
+    )
+    folder = render.write_display(volumes, tmp_path / "display")
+    assert render.read_meta(folder)["key_slices"]["axial"] == 6
+    labels = render.labels_rgba(render.cut(render.read_layer(folder, "labels"), "axial", 6))
+    assert tuple(labels[7, 4]) == (0x00, 0x72, 0xB2, 255)  # NCR, blue
+    assert tuple(labels[6, 3]) == (0xD5, 0x5E, 0x00, 255)  # ET, vermillion
+    assert labels[0, 0, 3] == 0  # background transparent
+    heat = render.heat_rgba(np.array([[0, 255]], np.uint8))
+    assert heat[0, 0, 3] == 0 and heat[0, 1, 3] == 255
+    picture = Image.open(io.BytesIO(render.layer_png(folder, "labels", "coronal", 7)))
+    assert picture.size == (16, 12) and picture.mode == "RGBA"
+    key = Image.open(io.BytesIO(render.key_slice_png(folder, scale=2)))
+    assert key.size == (32, 28)
+    with pytest.raises(InputError, match="no such display layer"):
+        render.read_layer(folder, "prior-t1c")
+    with pytest.raises(InputError, match="no display images"):
+        render.read_meta(tmp_path)
+
+
+def test_a_window_ignores_outliers_and_empty_masks() -> None:
+    values = np.concatenate([np.linspace(0, 100, 1000), [1e6]]).astype(np.float32)
+    windowed, (low, high) = render.window(values)
+    assert high < 1e6 and windowed[-1] == 255 and windowed[0] == 0
+    blank, _ = render.window(np.zeros(10, np.float32), np.zeros(10, bool))
+    assert blank.max() == 0

@@ -1,0 +1,233 @@
+"""The pages in a real browser: Debian's headless Chromium driven by Playwright (the browser on
+this machine; nothing downloaded). A phantom patient's two visits are analysed for real in this
+process first (SYNTHETIC PHANTOM DATA), then a person logs in, opens the timeline (one chart
+point per visit, tooltips, series toggles, keyboard), opens a visit (slices load, the overlay
+toggles, the prior visit is compared), reviews it, downloads the PDF and reads its text, tries
+another team's patient and gets a 404, and meets the upload form's validation. No console
+errors anywhere. Screenshots of each page are written to ``$TRACKER_ARTIFACTS/browser`` (default
+``test-artifacts/browser``) to be looked at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.tracker.conftest import upload_files
+from tests.tracker.test_pipeline import _run_all_stages
+from tracker.models import AnalysisRun, Patient, Review, TreatmentEvent
+
+CHROMIUM = os.environ.get("TRACKER_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("TRACKER_ARTIFACTS", "test-artifacts")) / "browser"
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists() or shutil.which("pdftotext") is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the browser tests need {CHROMIUM} and pdftotext under CI")
+        pytest.skip("needs Debian's chromium and poppler-utils")
+    # Playwright's sync API runs an event loop in this thread; the test's own ORM reads are
+    # plain synchronous code all the same.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+@pytest.fixture
+def analysed_patient(
+    teams: dict[str, Any], phantom_visits: list[Path], django_capture_on_commit_callbacks: Any
+) -> Patient:
+    from tests.tracker.conftest import client_for
+
+    patient = teams["patient"]
+    TreatmentEvent.objects.create(
+        patient=patient, kind="radiotherapy", started_on="2023-11-20", ended_on="2023-12-29"
+    )
+    TreatmentEvent.objects.create(patient=patient, kind="chemotherapy", started_on="2024-01-08")
+    client = client_for(teams["alice"])
+    for folder in phantom_visits:
+        truth = json.loads((folder / "truth.json").read_text())
+        with django_capture_on_commit_callbacks(execute=False):
+            response = client.post(
+                f"/api/patients/{patient.code}/visits/",
+                {"acquired_on": truth["acquired_on"], **upload_files(folder)},
+                format="multipart",
+            )
+        assert response.status_code == 201, response.content
+        _run_all_stages(AnalysisRun.objects.get(visit__code=response.json()["code"]))
+    return patient
+
+
+def _watch(page: Any, problems: list[str]) -> None:
+    page.on(
+        "console",
+        lambda message: problems.append(f"console {message.type}: {message.text}")
+        if message.type == "error"
+        else None,
+    )
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+
+
+def _images_loaded(page: Any, selector: str) -> bool:
+    return bool(
+        page.eval_on_selector_all(
+            selector,
+            "els => els.length > 0 && els.every(e => e.hidden || (e.complete && e.naturalWidth > 0))",
+        )
+    )
+
+
+def test_a_clinician_reviews_a_patient_in_a_real_browser(
+    live_server: Any, browser: Any, teams: dict[str, Any], analysed_patient: Patient
+) -> None:
+    patient = analysed_patient
+    problems: list[str] = []
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    _watch(page, problems)
+
+    # Log in (the list redirects there first).
+    page.goto(f"{live_server.url}/patients/")
+    assert "/accounts/login/" in page.url
+    page.screenshot(path=ARTIFACTS / "01-login.png")
+    page.fill("#id_username", "alice")
+    page.fill("#id_password", "alice-password-1")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/patients/")
+    assert page.locator("table.patients tbody tr").count() == 1
+    page.screenshot(path=ARTIFACTS / "02-patients.png", full_page=True)
+
+    # The timeline: one chart point per visit, tooltips, toggles, keyboard.
+    page.click(f"text={patient.label}")
+    page.wait_for_selector("svg.growth-chart")
+    visits = list(patient.visits.order_by("acquired_on"))
+    wt_points = page.locator('svg.growth-chart .point[data-series="WT"]')
+    assert wt_points.count() == len(visits) == 2
+    wt_points.first.hover()
+    tooltip = page.locator(".growth-chart-tooltip")
+    tooltip.wait_for(state="visible")
+    assert "WT" in tooltip.inner_text()
+    legend = page.locator('svg.growth-chart .legend-item[data-series="ED"]')
+    legend.click()
+    assert legend.get_attribute("aria-pressed") == "false"
+    assert not page.locator('svg.growth-chart g.series[data-series="ED"]').is_visible()
+    legend.focus()
+    page.keyboard.press("Enter")
+    assert legend.get_attribute("aria-pressed") == "true"
+    assert page.locator(".badge.cat-baseline").count() >= 1
+    page.locator("details.reasons summary").first.click()
+    assert page.locator("details.reasons li").first.is_visible()
+    page.screenshot(path=ARTIFACTS / "03-timeline.png", full_page=True)
+
+    # The follow-up visit: slices load, the overlay toggles, the prior comparison appears.
+    page.click(f"text={visits[1].acquired_on.isoformat()}")
+    page.wait_for_selector("#viewer")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#viewer img.layer')]"
+        ".every(e => e.hidden || (e.complete && e.naturalWidth > 0))"
+    )
+    labels = page.locator('figure[data-plane="axial"] img.labels')
+    assert labels.is_visible()
+    page.uncheck("#show-labels")
+    assert not labels.is_visible()
+    page.check("#show-labels")
+    page.fill("#opacity", "80")
+    page.dispatch_event("#opacity", "input")
+    assert labels.evaluate("e => e.style.opacity") == "0.8"
+    page.check("#show-heat")
+    page.check("#show-prior")
+    prior = page.locator('figure[data-plane="axial"] .stack.prior img.base')
+    prior.wait_for(state="visible")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#viewer img.layer')]"
+        ".every(e => e.hidden || (e.complete && e.naturalWidth > 0))"
+    )
+    slider = page.locator('figure[data-plane="axial"] input.slice')
+    before = page.locator('figure[data-plane="axial"] img.base').first.get_attribute("src")
+    slider.focus()
+    page.keyboard.press("ArrowUp")
+    after = page.locator('figure[data-plane="axial"] img.base').first.get_attribute("src")
+    assert before != after
+    page.select_option("#sequence", "flair")
+    assert "/flair/" in (
+        page.locator('figure[data-plane="axial"] img.base').first.get_attribute("src") or ""
+    )
+    page.screenshot(path=ARTIFACTS / "04-visit.png", full_page=True)
+
+    # Review: confirm the follow-up's response; the badge says so afterwards.
+    page.check("input[name=action][value=confirm]")
+    page.click("form.review button[type=submit]")
+    page.wait_for_selector("#review li")
+    assert Review.objects.filter(visit=visits[1], action="confirm").count() == 1
+
+    # The tumour-board report.
+    page.goto(f"{live_server.url}/patients/{patient.code}/")
+    with page.expect_download() as download_info:
+        page.click("#export-pdf")
+    pdf = ARTIFACTS / "report.pdf"
+    download_info.value.save_as(pdf)
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    for expected in (patient.label, "Not for diagnostic use", "baseline", "radiotherapy"):
+        assert expected in text, expected
+    subprocess.run(
+        ["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "2", str(pdf), str(ARTIFACTS / "report")],
+        check=True,
+    )
+
+    # A tablet.
+    tablet = browser.new_context(viewport={"width": 820, "height": 1180})
+    tablet_page = tablet.new_page()
+    _watch(tablet_page, problems)
+    tablet_page.context.add_cookies(context.cookies())
+    tablet_page.goto(f"{live_server.url}/visits/{visits[1].code}/")
+    tablet_page.wait_for_selector("#viewer")
+    width = tablet_page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 820, width  # nothing runs off the side
+    tablet_page.screenshot(path=ARTIFACTS / "05-visit-tablet.png", full_page=True)
+    tablet.close()
+
+    assert not problems, problems
+
+    # The upload form shows the server's messages and stores nothing.
+    page.goto(f"{live_server.url}/patients/{patient.code}/upload/")
+    page.fill("#acquired_on", "2024-06-03")
+    bad = ARTIFACTS / "not-an-image.nii.gz"
+    bad.write_bytes(b"this is not a NIfTI file")
+    page.set_input_files("#t1", str(bad))
+    page.click("#upload-form button[type=submit]")
+    page.locator("#upload-errors").wait_for(state="visible")
+    message = page.locator("#upload-errors").inner_text()
+    assert "t1" in message and "flair" in message, message
+    assert patient.visits.count() == 2
+    page.screenshot(path=ARTIFACTS / "06-upload-refused.png", full_page=True)
+    # The refused upload's 400 is logged by the browser; nothing else may be.
+    assert [p for p in problems if "status of 400" not in p] == [], problems
+
+    # Another team's patient is not found.
+    other = Patient.objects.create(team=teams["team_b"], label="NOT-YOURS")
+    response = page.goto(f"{live_server.url}/patients/{other.code}/")
+    assert response is not None and response.status == 404
+    assert "NOT-YOURS" not in page.content()
+    context.close()

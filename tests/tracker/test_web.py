@@ -1,0 +1,254 @@
+"""The pages and exports: login, team scoping (another team's patient is a 404 everywhere), the
+list's order, the timeline's chart and badges, review, upload errors, every export's content
+and its audit row. Made-up records (tests.tracker.factories); the real images are exercised by
+the slow pipeline test and the browser tests."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from tests.tracker.factories import analysed_patient
+from tracker.models import (
+    AnalysisRun,
+    AuditEvent,
+    Patient,
+    Review,
+    RunStatus,
+    Scan,
+    Stage,
+    Visit,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def _web(user: Any) -> Client:
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def analysed(teams: dict[str, Any]) -> Patient:
+    return analysed_patient(teams["team_a"], "GBM-EXPORT", 4)
+
+
+def _urls(patient: Patient) -> list[str]:
+    visit = patient.visits.order_by("acquired_on").first()
+    assert visit is not None
+    return [
+        f"/patients/{patient.code}/",
+        f"/patients/{patient.code}/progress/",
+        f"/patients/{patient.code}/upload/",
+        f"/patients/{patient.code}/export/report.pdf",
+        f"/patients/{patient.code}/export/measurements.csv",
+        f"/patients/{patient.code}/export/lesions.csv",
+        f"/patients/{patient.code}/export/timeline.json",
+        f"/patients/{patient.code}/export/fhir.json",
+        f"/visits/{visit.code}/",
+        f"/visits/{visit.code}/slices/t1c/axial/0.png",
+    ]
+
+
+def test_every_page_needs_a_login_and_is_scoped_to_the_care_team(
+    teams: dict[str, Any], analysed: Patient
+) -> None:
+    for url in ["/patients/", *_urls(analysed)]:
+        anonymous = _web(None).get(url)
+        assert anonymous.status_code == 302 and anonymous["Location"].startswith(
+            "/accounts/login/"
+        ), url
+    for url in _urls(analysed):
+        assert _web(teams["bob"]).get(url).status_code == 404, url
+    member = _web(teams["alice"])
+    for url in _urls(analysed)[:-1]:  # no images exist for made-up runs: the slice is a 404
+        assert member.get(url).status_code == 200, url
+    visit = analysed.visits.first()
+    assert visit is not None
+    response = _web(teams["bob"]).post(f"/visits/{visit.code}/review/", {"action": "confirm"})
+    assert response.status_code == 404 and not Review.objects.exists()
+    listing = _web(teams["bob"]).get("/patients/")
+    assert b"GBM-EXPORT" not in listing.content
+
+
+def test_the_login_page_logs_in_and_the_list_follows(teams: dict[str, Any]) -> None:
+    client = Client()
+    page = client.get("/accounts/login/")
+    assert page.status_code == 200 and b'name="password"' in page.content
+    wrong = client.post("/accounts/login/", {"username": "alice", "password": "nope"})
+    assert b"did not match" in wrong.content
+    response = client.post(
+        "/accounts/login/", {"username": "alice", "password": "alice-password-1"}
+    )
+    assert response.status_code == 302 and response["Location"] == "/patients/"
+    assert b"GBM-001" in client.get("/patients/").content
+
+
+def test_the_list_is_sorted_by_what_needs_doing_next(teams: dict[str, Any]) -> None:
+    team = teams["team_a"]
+    quiet = analysed_patient(team, "A-REVIEWED", 2, reviewer=teams["alice"])
+    needs_review = analysed_patient(team, "B-UNREVIEWED", 2)
+    failing = analysed_patient(team, "C-FAILED", 2)
+    visit = failing.visits.order_by("acquired_on").last()
+    assert visit is not None
+    AnalysisRun.objects.create(
+        visit=visit, stage=Stage.SEGMENT, status=RunStatus.FAILED, error="segment: no brain"
+    )
+    page = _web(teams["alice"]).get("/patients/")
+    text = page.content.decode()
+    # Failed, then awaiting review, then no visits yet (upload one), then up to date.
+    labels = ("C-FAILED", "B-UNREVIEWED", "GBM-001", "A-REVIEWED")
+    order = [text.index(label) for label in labels]
+    assert order == sorted(order), order
+    assert "analysis failed: re-analyse" in text and "review the latest response" in text
+    only_failed = _web(teams["alice"]).get("/patients/?status=failed").content.decode()
+    assert "C-FAILED" in only_failed and "B-UNREVIEWED" not in only_failed
+    searched = _web(teams["alice"]).get("/patients/?q=unrev").content.decode()
+    assert "B-UNREVIEWED" in searched and "C-FAILED" not in searched
+    assert quiet.code and needs_review.code
+    assert AuditEvent.objects.filter(action="read_patient_list").count() == 3
+
+
+def test_the_timeline_page_has_a_point_per_analysed_visit_badges_and_reasons(
+    teams: dict[str, Any], analysed: Patient
+) -> None:
+    Visit.objects.create(patient=analysed, acquired_on="2025-06-01")  # not analysed yet
+    page = _web(teams["alice"]).get(f"/patients/{analysed.code}/")
+    text = page.content.decode()
+    import re
+
+    points = re.findall(r'class="point" data-series="WT"', text)
+    assert len(points) == 4  # one per analysed visit, none for the unanalysed one
+    assert "made up for a test" in text  # the reasons
+    assert 'class="badge cat-baseline' in text
+    assert "not analysed yet" in text
+    assert AuditEvent.objects.filter(action="read_timeline_page", patient=analysed).exists()
+
+
+def test_progress_reports_run_states_for_the_page_to_poll(
+    teams: dict[str, Any], analysed: Patient
+) -> None:
+    visit = analysed.visits.order_by("acquired_on").last()
+    assert visit is not None
+    AnalysisRun.objects.create(visit=visit, stage=Stage.SEGMENT, status=RunStatus.RUNNING)
+    state = _web(teams["alice"]).get(f"/patients/{analysed.code}/progress/").json()
+    assert state["busy"] is True
+    assert state["visits"][-1] == {
+        "code": str(visit.code),
+        "stage": "segment",
+        "status": "running",
+        "error": "",
+    }
+
+
+def test_a_review_is_saved_and_an_override_needs_a_reason(
+    teams: dict[str, Any], analysed: Patient
+) -> None:
+    visit = analysed.visits.order_by("acquired_on").last()
+    assert visit is not None
+    client = _web(teams["alice"])
+    refused = client.post(
+        f"/visits/{visit.code}/review/", {"action": "override", "category": "PD"}, follow=True
+    )
+    assert b"an override needs a category and a reason" in refused.content
+    assert not Review.objects.exists()
+    client.post(
+        f"/visits/{visit.code}/review/",
+        {"action": "override", "category": "PD", "reason": "new lesion on FLAIR"},
+    )
+    review = Review.objects.get()
+    assert (review.action, review.category, review.reviewer) == (
+        "override",
+        "PD",
+        teams["alice"],
+    )
+    timeline = client.get(f"/patients/{analysed.code}/").content.decode()
+    assert "overridden" in timeline and "new lesion on FLAIR" in timeline
+    assert AuditEvent.objects.filter(action="review_override").exists()
+
+
+def test_the_upload_form_names_each_problem_and_stores_nothing(
+    teams: dict[str, Any],
+) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    patient = teams["patient"]
+    response = _web(teams["alice"]).post(
+        f"/patients/{patient.code}/upload/",
+        {
+            "acquired_on": "2024-03-01",
+            "t1": SimpleUploadedFile("t1.nii.gz", b"not an image"),
+        },
+    )
+    assert response.status_code == 400
+    text = response.content.decode()
+    assert "Nothing was stored" in text and "t1" in text and "flair" in text
+    assert not Visit.objects.filter(patient=patient).exists() and not Scan.objects.exists()
+
+
+def test_exports_carry_the_numbers_and_each_is_audited(
+    teams: dict[str, Any], analysed: Patient
+) -> None:
+    from tracker.reports.exports import validate_fhir_bundle
+
+    client = _web(teams["alice"])
+    base = f"/patients/{analysed.code}/export/"
+    rows = list(csv.DictReader(io.StringIO(client.get(base + "measurements.csv").content.decode())))
+    assert (
+        len(rows) == 4 and rows[0]["WT_ml"] == "14.0" and rows[0]["patient_label"] == "GBM-EXPORT"
+    )
+    lesions = list(csv.DictReader(io.StringIO(client.get(base + "lesions.csv").content.decode())))
+    assert len(lesions) == 8
+    timeline = json.loads(client.get(base + "timeline.json").content)
+    assert len(timeline["visits"]) == 4
+    response = client.get(base + "fhir.json")
+    assert response["Content-Type"] == "application/fhir+json"
+    bundle = json.loads(response.content)
+    validate_fhir_bundle(bundle)
+    codes = [
+        coding["code"]
+        for entry in bundle["entry"]
+        for coding in entry["resource"].get("code", {}).get("coding", [])
+    ]
+    assert codes.count("97509-4") == 4
+    assert client.get(base + "nothing.txt").status_code == 404
+    actions = set(AuditEvent.objects.filter(patient=analysed).values_list("action", flat=True))
+    assert {
+        "export_measurements_csv",
+        "export_lesions_csv",
+        "export_timeline_json",
+        "export_fhir_json",
+    } <= actions
+
+
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="needs pdftotext (poppler-utils)")
+def test_the_tumour_board_report_is_a_pdf_with_the_history_and_the_notice(
+    teams: dict[str, Any], analysed: Patient, tmp_path: Any
+) -> None:
+    response = _web(teams["alice"]).get(f"/patients/{analysed.code}/export/report.pdf")
+    assert response.status_code == 200 and response.content.startswith(b"%PDF")
+    assert "attachment" in response["Content-Disposition"]
+    path = tmp_path / "report.pdf"
+    path.write_bytes(response.content)
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    for expected in (
+        "Tumour progression report",
+        "GBM-EXPORT",
+        "Not for diagnostic use",
+        "radiotherapy",
+        "made up for a test",
+        "tumour-segmenter test",
+    ):
+        assert expected in text, expected
+    assert AuditEvent.objects.filter(action="export_report_pdf", patient=analysed).exists()

@@ -1,0 +1,134 @@
+"""The tumour-board progression report: one PDF per patient (WeasyPrint), built from the same
+timeline dict as the pages and exports. Pseudonymised: the label and code only."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from django.template.loader import render_to_string
+
+from tracker.models import AnalysisRun, Patient
+
+CATEGORY_NAMES = {
+    "pre_baseline": "before baseline",
+    "baseline": "baseline",
+    "CR": "complete response",
+    "PR": "partial response",
+    "MR": "minor response",
+    "SD": "stable disease",
+    "PD": "progressive disease",
+    "indeterminate": "indeterminate",
+}
+
+
+def _data_uri(content: bytes, kind: str) -> str:
+    return f"data:{kind};base64,{base64.b64encode(content).decode('ascii')}"
+
+
+def key_visits(timeline: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Baseline, nadir (the smallest sum of products, or whole-tumour volume where no lesion is
+    measurable, at or after baseline) and the latest analysed visit; each named once."""
+    analysed = [v for v in timeline["visits"] if v["results"] is not None]
+    if not analysed:
+        return []
+    baseline = next(
+        (v for v in analysed if (v["assessment"] or {}).get("category") == "baseline"),
+        analysed[0],
+    )
+    after = [v for v in analysed if v["acquired_on"] >= baseline["acquired_on"]]
+
+    def size(visit: dict[str, Any]) -> tuple[float, float]:
+        results = visit["results"]
+        return (
+            float(results["sum_of_products_mm2"] or 0.0),
+            float(results["volumes_ml"].get("WT", 0.0)),
+        )
+
+    nadir = min(after, key=size)
+    latest = analysed[-1]
+    chosen: list[tuple[str, dict[str, Any]]] = []
+    for name, visit in (("baseline", baseline), ("nadir", nadir), ("latest", latest)):
+        for index, (other_name, other) in enumerate(chosen):
+            if other["code"] == visit["code"]:
+                chosen[index] = (f"{other_name} and {name}", other)
+                break
+        else:
+            chosen.append((name, visit))
+    return chosen
+
+
+def _key_slices(timeline: dict[str, Any]) -> list[dict[str, Any]]:
+    from inference.render import key_slice_png  # noqa: PLC0415
+    from tracker.services.display import ensure_display  # noqa: PLC0415
+
+    chosen = key_visits(timeline)
+    runs = AnalysisRun.objects.in_bulk(
+        [visit["results"]["run"] for _, visit in chosen], field_name="code"
+    )
+    slices = []
+    for name, visit in chosen:
+        run = runs.get(visit["results"]["run"])
+        folder = ensure_display(run) if run is not None else None
+        picture = None
+        if folder is not None:
+            picture = _data_uri(key_slice_png(folder, scale=1), "image/png")
+        slices.append({"name": name, "visit": visit, "picture": picture})
+    return slices
+
+
+def _rows(timeline: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for visit in timeline["visits"]:
+        assessment = visit["assessment"]
+        review = visit["reviews"][0] if visit["reviews"] else None
+        rows.append(
+            {
+                "visit": visit,
+                "results": visit["results"],
+                "assessment": assessment,
+                "category_name": CATEGORY_NAMES.get((assessment or {}).get("category", ""), ""),
+                "review": review,
+            }
+        )
+    return rows
+
+
+def progression_report(
+    patient: Patient, timeline: dict[str, Any], *, generated_at: str, by: Any
+) -> bytes:
+    """The PDF bytes."""
+    from weasyprint import HTML  # noqa: PLC0415
+
+    from tracker.web.charts import growth_chart_svg  # noqa: PLC0415
+
+    chart = growth_chart_svg(timeline, width=900, height=400, interactive=False)
+    models = sorted(
+        {
+            f"{v['results']['model']['name']} {v['results']['model']['version']}".strip()
+            for v in timeline["visits"]
+            if v["results"]
+        }
+    )
+    registrations = [
+        (visit, registration)
+        for visit in timeline["visits"]
+        if visit["results"]
+        for registration in visit["results"]["registrations"]
+    ]
+    html = render_to_string(
+        "reports/progression.html",
+        {
+            "patient": patient,
+            "timeline": timeline,
+            "rows": _rows(timeline),
+            "chart": _data_uri(chart.encode("utf-8"), "image/svg+xml"),
+            "key_slices": _key_slices(timeline),
+            "models": models,
+            "registrations": registrations,
+            "generated_at": generated_at,
+            "generated_by": getattr(by, "username", ""),
+        },
+    )
+    pdf: bytes = HTML(string=html).write_pdf()
+    return pdf

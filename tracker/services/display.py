@@ -1,0 +1,90 @@
+"""Display images of an analysed run (``inference.render``): the prepared sequences, labels and
+tumour probability windowed to 8 bits on one grid, and the prior visit brought onto it through
+the stored registration. Written once, after measurement; built on first view for runs analysed
+before this existed."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from tracker.models import AnalysisRun, Registration
+from tracker.services.pipeline import media, run_folder
+
+log = logging.getLogger(__name__)
+
+
+def display_folder(run: AnalysisRun) -> Path:
+    return run_folder(run) / "display"
+
+
+def build_display(run: AnalysisRun) -> Path:
+    """Write the run's display folder (whole or not at all), with the prior visit's layers
+    where the run was registered to one."""
+    from inference import render  # noqa: PLC0415
+    from inference.io import read_label_map, read_probability_map  # noqa: PLC0415
+    from inference.preprocess import read_prepared  # noqa: PLC0415
+
+    folder = run_folder(run)
+    images, mask, _ = read_prepared(folder / "prepared")
+    labels, _ = read_label_map(folder / "segmentation" / "seg.nii.gz")
+    probabilities = read_probability_map(folder / "segmentation" / "prob.nii.gz")
+    volumes = render.display_volumes(images, mask, labels, probabilities)
+    prior = _prior(run)
+    if prior is not None:
+        registration, prior_run = prior
+        try:
+            volumes.layers.update(_prior_layers(volumes.meta, registration, prior_run))
+            volumes.meta["prior"] = {
+                "visit": str(registration.to_visit.code),
+                "acquired_on": registration.to_visit.acquired_on.isoformat(),
+                "run": str(prior_run.code),
+                "registration_passed": registration.passed,
+            }
+        except Exception:
+            # The prior's files may have been re-analysed away; this visit still shows.
+            log.exception("no prior comparison for run %s", run.code)
+    return render.write_display(volumes, display_folder(run))
+
+
+def _prior(run: AnalysisRun) -> tuple[Registration, AnalysisRun] | None:
+    registration = (
+        Registration.objects.select_related("to_visit").filter(run=run, role="prior").first()
+    )
+    if registration is None:
+        return None
+    prior_run = AnalysisRun.objects.filter(visit=registration.to_visit, is_current=True).first()
+    if prior_run is None:
+        return None
+    return registration, prior_run
+
+
+def _prior_layers(
+    meta: dict[str, Any], registration: Registration, prior_run: AnalysisRun
+) -> dict[str, Any]:
+    from inference import render  # noqa: PLC0415
+    from inference.io import read_label_map  # noqa: PLC0415
+    from inference.preprocess import read_prepared  # noqa: PLC0415
+    from inference.register import load_transform  # noqa: PLC0415
+
+    folder = run_folder(prior_run)
+    images, mask, _ = read_prepared(folder / "prepared")
+    labels, _ = read_label_map(folder / "segmentation" / "seg.nii.gz")
+    t1c = next(image for sequence, image in images.items() if sequence.value == "t1c")
+    transform = load_transform(media(registration.transform))
+    return render.prior_layers(meta, t1c, mask, labels, transform)
+
+
+def ensure_display(run: AnalysisRun) -> Path | None:
+    """The run's display folder, built now if it is missing; None if the run has no images."""
+    folder = display_folder(run)
+    if (folder / "display.json").is_file():
+        return folder
+    if not (run_folder(run) / "segmentation" / "seg.nii.gz").is_file():
+        return None
+    try:
+        return build_display(run)
+    except Exception:
+        log.exception("cannot build the display images of run %s", run.code)
+        return None

@@ -1,0 +1,561 @@
+"""The pages oncology teams use: patient list, patient timeline, visit viewer, review, upload, and
+the exports a tumour board takes away. Server-rendered from the same timeline dict the API
+returns; scoped to the user's care teams like the API (another team's patient is a 404); every
+page that shows a patient's data and every export is an audit row."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from tracker import selectors
+from tracker.api import serializers as s
+from tracker.models import (
+    AnalysisRun,
+    Assessment,
+    CareTeam,
+    Category,
+    Patient,
+    Review,
+    RunStatus,
+)
+from tracker.services.uploads import UploadError
+from tracker.services.visits import ConflictError, audit, review_create, visit_create
+
+CATEGORY_NAMES = {
+    "pre_baseline": "before baseline",
+    "baseline": "baseline",
+    "CR": "complete response",
+    "PR": "partial response",
+    "MR": "minor response",
+    "SD": "stable disease",
+    "PD": "progressive disease",
+    "indeterminate": "indeterminate",
+}
+PLANES = ("axial", "coronal", "sagittal")
+SEQUENCES = (("t1c", "T1 post-contrast"), ("t1", "T1"), ("t2", "T2"), ("flair", "FLAIR"))
+PAGE_SIZE = 50
+
+
+class NextAction:
+    """Why a patient needs someone, most urgent first (the list is sorted by it)."""
+
+    FAILED = 0
+    REVIEW_PROGRESSION = 1
+    REVIEW = 2
+    RUNNING = 3
+    NO_VISITS = 4
+    NONE = 5
+    LABELS = {
+        FAILED: "analysis failed: re-analyse",
+        REVIEW_PROGRESSION: "review progression",
+        REVIEW: "review the latest response",
+        RUNNING: "analysis running",
+        NO_VISITS: "upload a first visit",
+        NONE: "up to date",
+    }
+
+
+def _annotated_patients(user: Any) -> QuerySet[Any]:
+    """The user's patients with what the list shows and sorts by (annotations: the ORM's types
+    do not follow them, hence ``Any``)."""
+    latest = Assessment.objects.filter(visit__patient=OuterRef("pk"), is_current=True).order_by(
+        "-visit__acquired_on"
+    )
+    failed = AnalysisRun.objects.filter(
+        visit__patient=OuterRef("pk"), status=RunStatus.FAILED
+    ).exclude(visit__runs__created_at__gt=F("created_at"))
+    busy = AnalysisRun.objects.filter(
+        visit__patient=OuterRef("pk"), status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
+    )
+    patients: QuerySet[Any] = selectors.patients_for_user(user)
+    annotated: QuerySet[Any] = (
+        patients.annotate(
+            visit_count=Count("visits", distinct=True),
+            last_visit=Max("visits__acquired_on"),
+            last_category=Subquery(latest.values("category")[:1]),
+            last_confirmed=Subquery(latest.values("confirmed")[:1]),
+            last_assessment=Subquery(latest.values("pk")[:1]),
+            failed=Exists(failed),
+            busy=Exists(busy),
+        )
+        .annotate(
+            reviewed=Exists(Review.objects.filter(assessment=OuterRef("last_assessment"))),
+        )
+        .annotate(
+            next_action=Case(
+                When(failed=True, then=Value(NextAction.FAILED)),
+                When(
+                    last_category=Category.PD,
+                    reviewed=False,
+                    then=Value(NextAction.REVIEW_PROGRESSION),
+                ),
+                When(last_category__isnull=False, reviewed=False, then=Value(NextAction.REVIEW)),
+                When(busy=True, then=Value(NextAction.RUNNING)),
+                When(visit_count=0, then=Value(NextAction.NO_VISITS)),
+                default=Value(NextAction.NONE),
+                output_field=IntegerField(),
+            )
+        )
+        .order_by("next_action", F("last_visit").desc(nulls_last=True), "label")
+    )
+    return annotated
+
+
+@login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect("web:patients")
+
+
+@login_required
+@require_GET
+def patient_list(request: HttpRequest) -> HttpResponse:
+    patients: QuerySet[Any] = _annotated_patients(request.user)
+    user: Any = request.user
+    query = request.GET.get("q", "").strip()
+    team = request.GET.get("team", "")
+    response = request.GET.get("response", "")
+    status = request.GET.get("status", "")
+    if query:
+        patients = patients.filter(Q(label__icontains=query) | Q(diagnosis__icontains=query))
+    if team:
+        patients = patients.filter(team__code=team) if _is_uuid(team) else patients.none()
+    if response:
+        patients = patients.filter(last_category=response)
+    if status == "failed":
+        patients = patients.filter(failed=True)
+    elif status == "running":
+        patients = patients.filter(busy=True)
+    elif status == "review":
+        patients = patients.filter(last_category__isnull=False, reviewed=False)
+    page = Paginator(patients, PAGE_SIZE).get_page(request.GET.get("page"))
+    rows = [
+        {
+            "patient": p,
+            "next_action": NextAction.LABELS[p.next_action],
+            "urgent": p.next_action <= NextAction.REVIEW_PROGRESSION,
+            "category_name": CATEGORY_NAMES.get(p.last_category or "", ""),
+        }
+        for p in page
+    ]
+    teams = CareTeam.objects.filter(membership__user=user).order_by("name")
+    audit(user=request.user, action="read_patient_list", patient=None, count=len(rows))
+    return render(
+        request,
+        "tracker/patients.html",
+        {
+            "rows": rows,
+            "page": page,
+            "teams": teams,
+            "categories": [(c, CATEGORY_NAMES[c]) for c in Category.values],
+            "filters": {"q": query, "team": team, "response": response, "status": status},
+            "querystring": _querystring(request, exclude="page"),
+        },
+    )
+
+
+def _querystring(request: HttpRequest, *, exclude: str) -> str:
+    params = request.GET.copy()
+    params.pop(exclude, None)
+    return params.urlencode()
+
+
+def _is_uuid(value: str) -> bool:
+    import uuid  # noqa: PLC0415
+
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+# --- the patient's timeline ------------------------------------------------------------------
+
+
+def _badge(visit: dict[str, Any]) -> dict[str, Any] | None:
+    assessment = visit["assessment"]
+    if assessment is None:
+        return None
+    reviews = visit["reviews"]
+    latest_review = reviews[0] if reviews else None
+    override = latest_review if latest_review and latest_review["action"] == "override" else None
+    category = override["category"] if override else assessment["category"]
+    if assessment["category"] in {"pre_baseline", "baseline"}:
+        state = ""
+    elif assessment["confirmed"]:
+        state = "confirmed"
+    else:
+        state = "preliminary"
+    return {
+        "category": category,
+        "name": CATEGORY_NAMES.get(category, category),
+        "engine_category": assessment["category"],
+        "state": state,
+        "reviewed": latest_review,
+        "overridden": override is not None,
+        "reasons": assessment["reasons"],
+        "relative_change": assessment["relative_change"],
+    }
+
+
+def _visit_rows(timeline: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for visit in timeline["visits"]:
+        analysis = visit["analysis"]
+        results = visit["results"]
+        rows.append(
+            {
+                "visit": visit,
+                "badge": _badge(visit),
+                "volumes": results["volumes_ml"] if results else None,
+                "spd": results["sum_of_products_mm2"] if results else None,
+                "lesion_count": len(results["lesions"]) if results else None,
+                "busy": analysis is not None
+                and analysis["status"] in {RunStatus.QUEUED, RunStatus.RUNNING},
+                "failed": analysis is not None and analysis["status"] == RunStatus.FAILED,
+            }
+        )
+    return rows
+
+
+@login_required
+@require_GET
+def patient_detail(request: HttpRequest, code: str) -> HttpResponse:
+    from tracker.web.charts import growth_chart_svg  # noqa: PLC0415
+
+    patient = selectors.patient_get_for_user(code, request.user)
+    timeline = s.timeline_dict(patient)
+    audit(user=request.user, action="read_timeline_page", patient=patient, code=str(patient.code))
+    rows = _visit_rows(timeline)
+    return render(
+        request,
+        "tracker/patient.html",
+        {
+            "patient": patient,
+            "timeline": timeline,
+            "rows": rows,
+            "chart": growth_chart_svg(timeline),
+            "busy": any(r["busy"] for r in rows),
+            "treatments": timeline["treatments"],
+        },
+    )
+
+
+@login_required
+@never_cache
+@require_GET
+def patient_progress(request: HttpRequest, code: str) -> JsonResponse:
+    """Pipeline state of each visit, for the page to poll while analyses run. Only run states:
+    no clinical data, so polls are not audited one by one."""
+    patient = selectors.patient_get_for_user(code, request.user)
+    visits = []
+    for visit in patient.visits.prefetch_related("runs").order_by("acquired_on"):
+        run = selectors.latest_run(visit)
+        visits.append(
+            {
+                "code": str(visit.code),
+                "stage": run.stage if run else None,
+                "status": run.status if run else None,
+                "error": run.error if run else "",
+            }
+        )
+    busy = any(v["status"] in {RunStatus.QUEUED, RunStatus.RUNNING} for v in visits)
+    return JsonResponse({"visits": visits, "busy": busy})
+
+
+# --- a visit ---------------------------------------------------------------------------------
+
+
+def _qc_flags(run: AnalysisRun | None, results: dict[str, Any] | None) -> list[dict[str, Any]]:
+    flags = []
+    if results is not None:
+        for registration in results["registrations"]:
+            flags.append(
+                {
+                    "name": f"registration to the {registration['role']} visit",
+                    "ok": registration["passed"],
+                    "detail": _registration_detail(registration["quality"]),
+                }
+            )
+    if run is not None:
+        flags.extend(_preparation_flags(run))
+    return flags
+
+
+def _registration_detail(quality: dict[str, Any]) -> str:
+    checks = quality.get("quality", {})
+    parts = []
+    if isinstance(checks.get("correlation"), int | float):
+        parts.append(f"correlation {checks['correlation']:.2f}")
+    rotation = quality.get("transform", {}).get("rotation_deg")
+    if isinstance(rotation, int | float):
+        parts.append(f"rotation {rotation:.1f} degrees")
+    parts.extend(str(r) for r in checks.get("reasons", []) if r)
+    return ", ".join(parts)
+
+
+def _preparation_flags(run: AnalysisRun) -> list[dict[str, Any]]:
+    """The brain mask's checks from the preparation's QC record."""
+    from tracker.services.pipeline import run_folder  # noqa: PLC0415
+
+    try:
+        qc = json.loads((run_folder(run) / "prepared" / "qc.json").read_text())
+    except (OSError, ValueError):
+        return []
+    flags = []
+    for step in qc.get("steps", []):
+        if step.get("name") != "brain_mask":
+            continue
+        metrics = step.get("metrics", {})
+        fits = metrics.get("template_registration") or []
+        if metrics.get("skull_stripped_input"):
+            flags.append(
+                {"name": "brain mask", "ok": True, "detail": "input already skull-stripped"}
+            )
+        elif fits:
+            last = fits[-1]
+            flags.append(
+                {
+                    "name": "brain mask",
+                    "ok": bool(last.get("plausible", False)),
+                    "detail": f"template fit, {100 * float(last.get('inside_head', 0)):.0f} % "
+                    f"inside the head, {float(metrics.get('volume_ml', 0)):.0f} mL",
+                }
+            )
+    return flags
+
+
+@login_required
+@require_GET
+def visit_detail(request: HttpRequest, code: str) -> HttpResponse:
+    from tracker.services.display import ensure_display  # noqa: PLC0415
+
+    visit = selectors.visit_get_for_user(code, request.user)
+    patient = visit.patient
+    timeline = s.timeline_dict(patient)
+    data = next(v for v in timeline["visits"] if v["code"] == str(visit.code))
+    run = AnalysisRun.objects.filter(visit=visit, is_current=True).first()
+    viewer = None
+    if run is not None:
+        folder = ensure_display(run)
+        if folder is not None:
+            from inference.render import LABEL_COLOURS, LABEL_NAMES, read_meta  # noqa: PLC0415
+
+            meta = read_meta(folder)
+            z, y, x = meta["grid"]["shape_zyx"]
+            viewer = {
+                "counts": {"axial": z, "coronal": y, "sagittal": x},
+                "start": meta["key_slices"],
+                "prior": meta.get("prior"),
+                "legend": [
+                    {"name": LABEL_NAMES[v], "colour": _hex(LABEL_COLOURS[v])}
+                    for v in sorted(LABEL_COLOURS)
+                ],
+            }
+    audit(user=request.user, action="read_visit_page", patient=patient, code=str(visit.code))
+    position = [v["code"] for v in timeline["visits"]].index(str(visit.code))
+    prior = timeline["visits"][position - 1] if position > 0 else None
+    return render(
+        request,
+        "tracker/visit.html",
+        {
+            "patient": patient,
+            "visit": data,
+            "prior": prior,
+            "badge": _badge(data),
+            "viewer": viewer,
+            "viewer_json": json.dumps(viewer),
+            "planes": PLANES,
+            "sequences": SEQUENCES,
+            "qc": _qc_flags(run, data["results"]),
+            "categories": [(c, CATEGORY_NAMES[c]) for c in Category.values],
+            "review_error": request.GET.get("review_error", ""),
+        },
+    )
+
+
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "#" + "".join(f"{c:02x}" for c in rgb)
+
+
+@login_required
+@require_GET
+def visit_slice(
+    request: HttpRequest, code: str, layer: str, plane: str, index: int
+) -> HttpResponse:
+    """One slice picture of the viewer (the visit page's read is the audited one)."""
+    from inference.errors import InputError  # noqa: PLC0415
+    from inference.render import layer_png  # noqa: PLC0415
+    from tracker.services.display import display_folder  # noqa: PLC0415
+
+    visit = selectors.visit_get_for_user(code, request.user)
+    allowed = {name for name, _ in SEQUENCES} | {"labels", "tumour", "prior-t1c", "prior-labels"}
+    if layer not in allowed or plane not in PLANES:
+        raise Http404("no such layer")
+    run = AnalysisRun.objects.filter(visit=visit, is_current=True).first()
+    if run is None:
+        raise Http404("no analysis")
+    try:
+        picture = layer_png(display_folder(run), layer, plane, index)
+    except InputError as error:
+        raise Http404(str(error)) from None
+    response = HttpResponse(picture, content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@login_required
+@require_POST
+def visit_review(request: HttpRequest, code: str) -> HttpResponse:
+    visit = selectors.visit_get_for_user(code, request.user)
+    action = request.POST.get("action", "")
+    category = request.POST.get("category", "") if action == Review.Action.OVERRIDE else ""
+    url = reverse("web:visit", args=[visit.code])
+    if action not in Review.Action.values or (category and category not in Category.values):
+        return redirect(f"{url}?review_error=choose+confirm+or+override#review")
+    try:
+        review_create(
+            visit=visit,
+            by=request.user,
+            action=action,
+            category=category,
+            reason=request.POST.get("reason", ""),
+        )
+    except (ConflictError, ValueError) as error:
+        from urllib.parse import quote_plus  # noqa: PLC0415
+
+        return redirect(f"{url}?review_error={quote_plus(str(error))}#review")
+    return redirect(f"{url}#review")
+
+
+# --- uploading a visit -----------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def visit_upload(request: HttpRequest, code: str) -> HttpResponse:
+    """The form posts to the API with JavaScript (progress, the server's messages); without
+    JavaScript it posts here and gets the same validation."""
+    patient = selectors.patient_get_for_user(code, request.user)
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        data = s.VisitInput(data={**request.POST.dict(), **request.FILES.dict()})
+        if data.is_valid():
+            fields = dict(data.validated_data)
+            files = {n: fields.pop(n) for n in ("t1", "t1ce", "t2", "flair") if n in fields}
+            archive = fields.pop("archive", None)
+            try:
+                visit_create(
+                    patient=patient, files=files, archive=archive, by=request.user, **fields
+                )
+            except UploadError as error:
+                errors = {
+                    k: list(v) if isinstance(v, list) else [str(v)]
+                    for k, v in error.problems.items()
+                }
+            except ConflictError as error:
+                errors = {"acquired_on": [str(error)]}
+            else:
+                return redirect("web:patient", code=patient.code)
+        else:
+            errors = {k: [str(m) for m in v] for k, v in data.errors.items()}
+    return render(
+        request,
+        "tracker/upload.html",
+        {
+            "patient": patient,
+            "errors": errors,
+            "today": timezone.localdate().isoformat(),
+            "max_mb": _max_upload_mb(),
+        },
+        status=400 if errors else 200,
+    )
+
+
+def _max_upload_mb() -> int:
+    from django.conf import settings  # noqa: PLC0415
+
+    return int(settings.TRACKER_MAX_UPLOAD_MB)
+
+
+# --- exports ---------------------------------------------------------------------------------
+
+
+def _export_name(patient: Patient, suffix: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in patient.label)[:60]
+    return f"{safe}-{dt.date.today().isoformat()}.{suffix}"
+
+
+def _download(body: bytes | str, content_type: str, filename: str) -> HttpResponse:
+    response = HttpResponse(body, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_GET
+def export(request: HttpRequest, code: str, kind: str) -> HttpResponse:
+    """report.pdf, measurements.csv, lesions.csv, timeline.json, fhir.json; each audited."""
+    from tracker.reports import exports  # noqa: PLC0415
+
+    patient = selectors.patient_get_for_user(code, request.user)
+    timeline = s.timeline_dict(patient)
+    generated_at = timezone.now().isoformat(timespec="seconds")
+    if kind == "report.pdf":
+        from tracker.reports.pdf import progression_report  # noqa: PLC0415
+
+        body: bytes | str = progression_report(
+            patient, timeline, generated_at=generated_at, by=request.user
+        )
+        response = _download(body, "application/pdf", _export_name(patient, "pdf"))
+    elif kind == "measurements.csv":
+        body = exports.measurements_csv(timeline)
+        response = _download(body, "text/csv; charset=utf-8", _export_name(patient, "csv"))
+    elif kind == "lesions.csv":
+        body = exports.lesions_csv(timeline)
+        response = _download(body, "text/csv; charset=utf-8", _export_name(patient, "lesions.csv"))
+    elif kind == "timeline.json":
+        body = json.dumps(timeline, indent=1)
+        response = _download(body, "application/json", _export_name(patient, "json"))
+    elif kind == "fhir.json":
+        bundle = exports.fhir_bundle(timeline, generated_at=generated_at)
+        exports.validate_fhir_bundle(bundle)
+        body = json.dumps(bundle, indent=1)
+        response = _download(body, "application/fhir+json", _export_name(patient, "fhir.json"))
+    else:
+        raise Http404("no such export")
+    audit(
+        user=request.user,
+        action=f"export_{kind.replace('.', '_')}",
+        patient=patient,
+        code=str(patient.code),
+        bytes=len(body),
+    )
+    return response
