@@ -1,7 +1,9 @@
 # One image for the web server, the CPU and GPU workers and beat (docker-compose.yml).
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# Pango and fonts for WeasyPrint (the tumour-board PDF).
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential curl \
+    libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md ./
@@ -9,6 +11,7 @@ COPY inference ./inference
 COPY tracker ./tracker
 COPY config ./config
 COPY templates ./templates
+COPY static ./static
 COPY manage.py ./
 RUN pip install --no-cache-dir .
 RUN useradd --create-home tracker && mkdir -p /data/media /data/var && chown -R tracker /data

@@ -143,7 +143,7 @@ def key_slices(labels: np.ndarray) -> dict[str, int]:
     enhancing = labels == int(TumorLabel.ET)
     tumour = enhancing if enhancing.any() else labels > 0
     if tumour.any():
-        z, y, x = (int(round(float(c))) for c in np.argwhere(tumour).mean(axis=0))
+        z, y, x = (round(float(c)) for c in np.argwhere(tumour).mean(axis=0))
     else:
         z, y, x = (s // 2 for s in labels.shape)
     return {Plane.AXIAL.value: z, Plane.CORONAL.value: y, Plane.SAGITTAL.value: x}

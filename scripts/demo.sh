@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the tracker on its embedded default (SQLite, filesystem broker, media under var/).
 # Migrates, seeds a SYNTHETIC PHANTOM cohort, starts one worker for every queue, waits until
-# each visit is analysed and assessed, prints the figures, then serves the API until Ctrl-C
+# each visit is analysed and assessed, prints the figures, then serves the pages and the API
+# until Ctrl-C
 # (DEMO_SERVE=0 stops after the summary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,8 +17,8 @@ worker=$!
 trap 'kill $worker 2>/dev/null || true; wait $worker 2>/dev/null || true' EXIT
 "$PY" manage.py demo --patients 0 --wait --timeout "${DEMO_TIMEOUT:-3600}"
 "$PY" manage.py demo_summary
+echo "pages:      http://127.0.0.1:$PORT/patients/   (log in as demo / demo-tracker-2026)"
 echo "API:        http://127.0.0.1:$PORT/api/patients/   (docs: /api/docs/)"
-echo "login:      http://127.0.0.1:$PORT/api-auth/login/  demo / demo-tracker-2026"
 if [ "${DEMO_SERVE:-1}" != "0" ]; then
     "$PY" manage.py runserver "127.0.0.1:$PORT"
 fi

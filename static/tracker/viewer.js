@@ -24,7 +24,7 @@
     figure.querySelectorAll("img.layer").forEach(function (img) {
       var layer = img.getAttribute("data-layer");
       if (layer === "sequence") { layer = sequence.value; }
-      if (img.hidden) { return; }
+      if (img.hidden || img.closest(".stack").hidden) { return; }  // not shown: not fetched
       var wanted = source(layer, plane, index);
       if (img.getAttribute("src") !== wanted) { img.setAttribute("src", wanted); }
     });

@@ -124,7 +124,7 @@ def test_colours_heat_and_png(visit: dict[str, sitk.Image], tmp_path: Path) -> N
 
 def test_a_window_ignores_outliers_and_empty_masks() -> None:
     values = np.concatenate([np.linspace(0, 100, 1000), [1e6]]).astype(np.float32)
-    windowed, (low, high) = render.window(values)
+    windowed, (_, high) = render.window(values)
     assert high < 1e6 and windowed[-1] == 255 and windowed[0] == 0
     blank, _ = render.window(np.zeros(10, np.float32), np.zeros(10, bool))
     assert blank.max() == 0

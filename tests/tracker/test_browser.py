@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -26,6 +27,12 @@ from tracker.models import AnalysisRun, Patient, Review, TreatmentEvent
 
 CHROMIUM = os.environ.get("TRACKER_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("TRACKER_ARTIFACTS", "test-artifacts")) / "browser"
+
+# Every slice picture on show has loaded (hidden ones are not fetched).
+SHOWN_IMAGES_LOADED = (
+    "() => [...document.querySelectorAll('#viewer img.layer')].every(e => e.hidden"
+    " || e.closest('.stack').hidden || (e.complete && e.naturalWidth > 0))"
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -81,20 +88,13 @@ def analysed_patient(
 def _watch(page: Any, problems: list[str]) -> None:
     page.on(
         "console",
-        lambda message: problems.append(f"console {message.type}: {message.text}")
-        if message.type == "error"
-        else None,
+        lambda message: (
+            problems.append(f"console {message.type}: {message.text}")
+            if message.type == "error"
+            else None
+        ),
     )
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-
-
-def _images_loaded(page: Any, selector: str) -> bool:
-    return bool(
-        page.eval_on_selector_all(
-            selector,
-            "els => els.length > 0 && els.every(e => e.hidden || (e.complete && e.naturalWidth > 0))",
-        )
-    )
 
 
 def test_a_clinician_reviews_a_patient_in_a_real_browser(
@@ -118,7 +118,7 @@ def test_a_clinician_reviews_a_patient_in_a_real_browser(
     page.screenshot(path=ARTIFACTS / "02-patients.png", full_page=True)
 
     # The timeline: one chart point per visit, tooltips, toggles, keyboard.
-    page.click(f"text={patient.label}")
+    page.click(f'table.patients a[href="/patients/{patient.code}/"]')
     page.wait_for_selector("svg.growth-chart")
     visits = list(patient.visits.order_by("acquired_on"))
     wt_points = page.locator('svg.growth-chart .point[data-series="WT"]')
@@ -140,13 +140,10 @@ def test_a_clinician_reviews_a_patient_in_a_real_browser(
     page.screenshot(path=ARTIFACTS / "03-timeline.png", full_page=True)
 
     # The follow-up visit: slices load, the overlay toggles, the prior comparison appears.
-    page.click(f"text={visits[1].acquired_on.isoformat()}")
+    page.click(f'table.visits a[href="/visits/{visits[1].code}/"]')
     page.wait_for_selector("#viewer")
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('#viewer img.layer')]"
-        ".every(e => e.hidden || (e.complete && e.naturalWidth > 0))"
-    )
-    labels = page.locator('figure[data-plane="axial"] img.labels')
+    page.wait_for_function(SHOWN_IMAGES_LOADED)
+    labels = page.locator('figure[data-plane="axial"] .stack.current img.labels')
     assert labels.is_visible()
     page.uncheck("#show-labels")
     assert not labels.is_visible()
@@ -158,21 +155,33 @@ def test_a_clinician_reviews_a_patient_in_a_real_browser(
     page.check("#show-prior")
     prior = page.locator('figure[data-plane="axial"] .stack.prior img.base')
     prior.wait_for(state="visible")
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('#viewer img.layer')]"
-        ".every(e => e.hidden || (e.complete && e.naturalWidth > 0))"
-    )
+    page.wait_for_function(SHOWN_IMAGES_LOADED)
     slider = page.locator('figure[data-plane="axial"] input.slice')
-    before = page.locator('figure[data-plane="axial"] img.base').first.get_attribute("src")
+    before = page.locator('figure[data-plane="axial"] .stack.current img.base').get_attribute("src")
     slider.focus()
     page.keyboard.press("ArrowUp")
-    after = page.locator('figure[data-plane="axial"] img.base').first.get_attribute("src")
+    after = page.locator('figure[data-plane="axial"] .stack.current img.base').get_attribute("src")
     assert before != after
     page.select_option("#sequence", "flair")
     assert "/flair/" in (
-        page.locator('figure[data-plane="axial"] img.base').first.get_attribute("src") or ""
+        page.locator('figure[data-plane="axial"] .stack.current img.base').get_attribute("src")
+        or ""
     )
     page.screenshot(path=ARTIFACTS / "04-visit.png", full_page=True)
+
+    # The WebGL2 viewer (NiiVue): loads where WebGL2 exists, says so where it does not.
+    page.click("#niivue-panel summary")
+    page.wait_for_function(
+        "() => ['loaded', 'unavailable', 'failed']"
+        ".includes(document.getElementById('niivue-panel').dataset.state)",
+        timeout=60_000,
+    )
+    state = page.get_attribute("#niivue-panel", "data-state")
+    (ARTIFACTS / "niivue-state.txt").write_text(f"{state}\n")
+    assert state in {"loaded", "unavailable"}, page.inner_text("#niivue-status")
+    if state == "loaded":
+        page.wait_for_timeout(500)
+        page.locator("#niivue-canvas").screenshot(path=ARTIFACTS / "04b-niivue.png")
 
     # Review: confirm the follow-up's response; the badge says so afterwards.
     page.check("input[name=action][value=confirm]")
@@ -191,6 +200,8 @@ def test_a_clinician_reviews_a_patient_in_a_real_browser(
     ).stdout
     for expected in (patient.label, "Not for diagnostic use", "baseline", "radiotherapy"):
         assert expected in text, expected
+    assert re.search(r"[+-]\d+\.\d %", text)  # the follow-up's change from baseline
+    assert "No images stored" not in text  # the key slices are in
     subprocess.run(
         ["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "2", str(pdf), str(ARTIFACTS / "report")],
         check=True,

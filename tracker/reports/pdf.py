@@ -63,9 +63,12 @@ def _key_slices(timeline: dict[str, Any]) -> list[dict[str, Any]]:
     from tracker.services.display import ensure_display  # noqa: PLC0415
 
     chosen = key_visits(timeline)
-    runs = AnalysisRun.objects.in_bulk(
-        [visit["results"]["run"] for _, visit in chosen], field_name="code"
-    )
+    runs = {
+        str(run.code): run
+        for run in AnalysisRun.objects.filter(
+            code__in=[visit["results"]["run"] for _, visit in chosen]
+        )
+    }
     slices = []
     for name, visit in chosen:
         run = runs.get(visit["results"]["run"])
@@ -82,8 +85,13 @@ def _rows(timeline: dict[str, Any]) -> list[dict[str, Any]]:
     for visit in timeline["visits"]:
         assessment = visit["assessment"]
         review = visit["reviews"][0] if visit["reviews"] else None
+        change = (assessment or {}).get("relative_change")
         rows.append(
             {
+                "change": "–" if change is None else f"{100 * change:+.1f} %",
+                "state": {True: "confirmed", False: "preliminary"}.get(
+                    (assessment or {}).get("confirmed"), "–"
+                ),
                 "visit": visit,
                 "results": visit["results"],
                 "assessment": assessment,

@@ -906,9 +906,12 @@ def growth_chart_svg(
 
     patient = timeline.get("patient") or {}
     title, desc = _summary(visits, analysed, treatments, str(patient.get("label") or ""))
+    # An image for readers; a group when its legend buttons and points take the keyboard (ARIA
+    # makes the inside of role="img" presentational).
+    role = "group" if interactive else "img"
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="growth-chart" width="{width}" '
-        f'height="{layout.height}" viewBox="0 0 {width} {layout.height}" role="img" '
+        f'height="{layout.height}" viewBox="0 0 {width} {layout.height}" role="{role}" '
         f'aria-labelledby="{dom_id}-title {dom_id}-desc" font-family="sans-serif" '
         f'font-size="11" data-interactive="{"true" if interactive else "false"}">',
         f'<title id="{dom_id}-title">{_text(title)}</title>',

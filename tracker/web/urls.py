@@ -15,6 +15,7 @@ urlpatterns = [
     path("patients/<str:code>/export/<str:kind>", views.export, name="export"),
     path("visits/<str:code>/", views.visit_detail, name="visit"),
     path("visits/<str:code>/review/", views.visit_review, name="review"),
+    path("visits/<str:code>/volumes/<str:name>.nii.gz", views.visit_volume, name="volume"),
     path(
         "visits/<str:code>/slices/<str:layer>/<str:plane>/<int:index>.png",
         views.visit_slice,

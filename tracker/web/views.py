@@ -26,6 +26,7 @@ from django.db.models import (
     When,
 )
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -206,12 +207,9 @@ def _badge(visit: dict[str, Any]) -> dict[str, Any] | None:
     latest_review = reviews[0] if reviews else None
     override = latest_review if latest_review and latest_review["action"] == "override" else None
     category = override["category"] if override else assessment["category"]
-    if assessment["category"] in {"pre_baseline", "baseline"}:
-        state = ""
-    elif assessment["confirmed"]:
-        state = "confirmed"
-    else:
-        state = "preliminary"
+    # confirmed: True / False where the category needs confirming (a response, progression),
+    # None where it does not (baseline, stable disease).
+    state = {True: "confirmed", False: "preliminary"}.get(assessment["confirmed"], "")
     return {
         "category": category,
         "name": CATEGORY_NAMES.get(category, category),
@@ -426,6 +424,43 @@ def visit_slice(
     except InputError as error:
         raise Http404(str(error)) from None
     response = HttpResponse(picture, content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+VOLUMES = {
+    "t1c": ("prepared", "t1c.nii.gz"),
+    "flair": ("prepared", "flair.nii.gz"),
+    "seg": ("segmentation", "seg.nii.gz"),
+}
+
+
+@login_required
+@require_GET
+def visit_volume(request: HttpRequest, code: str, name: str) -> HttpResponseBase:
+    """A NIfTI volume of the current run for the WebGL viewer (NiiVue): the prepared T1c or
+    FLAIR, or the segmentation. Audited: the whole volume leaves the server."""
+    from django.http import FileResponse  # noqa: PLC0415
+
+    from tracker.services.pipeline import run_folder  # noqa: PLC0415
+
+    visit = selectors.visit_get_for_user(code, request.user)
+    if name not in VOLUMES:
+        raise Http404("no such volume")
+    run = AnalysisRun.objects.filter(visit=visit, is_current=True).first()
+    if run is None:
+        raise Http404("no analysis")
+    path = run_folder(run).joinpath(*VOLUMES[name])
+    if not path.is_file():
+        raise Http404("no such volume")
+    audit(
+        user=request.user,
+        action="read_volume",
+        patient=visit.patient,
+        code=str(visit.code),
+        volume=name,
+    )
+    response = FileResponse(path.open("rb"), content_type="application/octet-stream")
     response["Cache-Control"] = "private, max-age=3600"
     return response
 
