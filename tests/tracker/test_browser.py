@@ -196,7 +196,7 @@ def test_a_clinician_reviews_a_patient_in_a_real_browser(
     pdf = ARTIFACTS / "report.pdf"
     download_info.value.save_as(pdf)
     text = subprocess.run(
-        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
+        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, encoding="utf-8", check=True
     ).stdout
     for expected in (patient.label, "Not for diagnostic use", "baseline", "radiotherapy"):
         assert expected in text, expected

@@ -240,7 +240,7 @@ def test_the_tumour_board_report_is_a_pdf_with_the_history_and_the_notice(
     path = tmp_path / "report.pdf"
     path.write_bytes(response.content)
     text = subprocess.run(
-        ["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True
+        ["pdftotext", "-layout", str(path), "-"], capture_output=True, encoding="utf-8", check=True
     ).stdout
     for expected in (
         "Tumour progression report",

@@ -8,18 +8,9 @@ from typing import Any
 
 from django.template.loader import render_to_string
 
-from tracker.models import AnalysisRun, Patient
+from tracker.models import AnalysisRun, Category, Patient
 
-CATEGORY_NAMES = {
-    "pre_baseline": "before baseline",
-    "baseline": "baseline",
-    "CR": "complete response",
-    "PR": "partial response",
-    "MR": "minor response",
-    "SD": "stable disease",
-    "PD": "progressive disease",
-    "indeterminate": "indeterminate",
-}
+CATEGORY_NAMES: dict[str, str] = dict(Category.choices)
 
 
 def _data_uri(content: bytes, kind: str) -> str:
@@ -80,6 +71,13 @@ def _key_slices(timeline: dict[str, Any]) -> list[dict[str, Any]]:
     return slices
 
 
+def _state(confirmed: bool | None) -> str:
+    """True / False where the category needs confirming, None where it does not."""
+    if confirmed is None:
+        return "–"
+    return "confirmed" if confirmed else "preliminary"
+
+
 def _rows(timeline: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for visit in timeline["visits"]:
@@ -89,9 +87,7 @@ def _rows(timeline: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "change": "–" if change is None else f"{100 * change:+.1f} %",
-                "state": {True: "confirmed", False: "preliminary"}.get(
-                    (assessment or {}).get("confirmed"), "–"
-                ),
+                "state": _state((assessment or {}).get("confirmed")),
                 "visit": visit,
                 "results": visit["results"],
                 "assessment": assessment,

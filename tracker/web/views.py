@@ -47,16 +47,7 @@ from tracker.models import (
 from tracker.services.uploads import UploadError
 from tracker.services.visits import ConflictError, audit, review_create, visit_create
 
-CATEGORY_NAMES = {
-    "pre_baseline": "before baseline",
-    "baseline": "baseline",
-    "CR": "complete response",
-    "PR": "partial response",
-    "MR": "minor response",
-    "SD": "stable disease",
-    "PD": "progressive disease",
-    "indeterminate": "indeterminate",
-}
+CATEGORY_NAMES: dict[str, str] = dict(Category.choices)
 PLANES = ("axial", "coronal", "sagittal")
 SEQUENCES = (("t1c", "T1 post-contrast"), ("t1", "T1"), ("t2", "T2"), ("flair", "FLAIR"))
 PAGE_SIZE = 50
