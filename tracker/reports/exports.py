@@ -503,12 +503,20 @@ def _references(value: Any) -> Iterable[str]:
 
 
 def validate_fhir_bundle(bundle: Mapping[str, Any]) -> None:
-    """Raise ValueError unless ``bundle`` is a valid FHIR R4 Bundle (checked with the R4B models
-    of ``fhir.resources``: R4B's Bundle, Patient, Observation and DiagnosticReport have R4's
-    structure) whose fullUrls are unique and whose every reference is one of its fullUrls."""
+    """Raise ValueError unless ``bundle`` is a valid FHIR R4 Bundle whose fullUrls are unique and
+    whose every reference is one of its fullUrls. Two model libraries check it: ``fhirclient``'s
+    models, generated from FHIR 4.0.1 (R4 itself: required elements, types, unknown elements),
+    and ``fhir.resources``' R4B models (R4's technical correction; pydantic, stricter on value
+    formats such as dates and codes)."""
     from fhir.resources.R4B.bundle import Bundle  # noqa: PLC0415  (a large package: load lazily)
+    from fhirclient.models.bundle import Bundle as R4Bundle  # noqa: PLC0415
+    from fhirclient.models.fhirabstractbase import FHIRValidationError  # noqa: PLC0415
     from pydantic import ValidationError  # noqa: PLC0415
 
+    try:
+        R4Bundle(dict(bundle), strict=True)
+    except FHIRValidationError as error:
+        raise ValueError(f"invalid FHIR R4 Bundle: {error}") from error
     try:
         Bundle.model_validate(bundle)
     except ValidationError as error:
