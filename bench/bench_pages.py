@@ -12,7 +12,8 @@ Visits are made-up records (tests.tracker.factories.analysed_patient) with displ
 real prepared visit's size written for each run (random intensities: the cost, not the
 picture, is measured here).
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/tracker_bench .venv/bin/python bench/bench_pages.py
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/tracker_bench \\
+    .venv/bin/python bench/bench_pages.py
 
 Writes bench/results/pages.json.
 """
