@@ -453,13 +453,15 @@ def test_each_assessed_visit_has_a_disease_status_with_its_category(
         {"system": "http://loinc.org", "code": "97509-4", "display": "Cancer disease status"}
     ]
     codings = [o["valueCodeableConcept"]["coding"][0] for o in statuses]
-    assert [c["code"] for c in codings] == ["baseline", "SD", "PD"]
+    # The third visit's PD was overridden to SD by a clinician: the override is the answer.
+    assert [c["code"] for c in codings] == ["baseline", "SD", "SD"]
     assert codings[2] == {
         "system": "urn:tumour-tracker:rano",
-        "code": "PD",
-        "display": "Progressive disease",
+        "code": "SD",
+        "display": "Stable disease",
     }
     notes = [n["text"] for n in statuses[2]["note"]]
+    assert notes[0].startswith("automated assessment: PD (Progressive disease), awaiting")
     assert "PD by the sum of products" in notes
     assert "relative change +150.0%" in notes
     assert any(n.startswith("Overridden by alice") and "pseudoprogression" in n for n in notes)
@@ -470,11 +472,14 @@ def test_an_unconfirmed_assessment_is_preliminary(bundle: dict[str, Any]) -> Non
     statuses = [o for o in resources(bundle, "Observation") if is_disease_status(o)]
     reports = resources(bundle, "DiagnosticReport")
 
-    # confirmed None (not applicable), None, False:
-    assert [o["status"] for o in statuses] == ["final", "final", "preliminary"]
-    assert [r["status"] for r in reports] == ["final", "final", "preliminary"]
+    # confirmed None (not applicable), None, then False but overridden by a clinician:
+    assert [o["status"] for o in statuses] == ["final", "final", "amended"]
+    assert [r["status"] for r in reports] == ["final", "final", "amended"]
 
     timeline = make_timeline()
+    timeline["visits"][2]["reviews"] = []
+    unreviewed = fhir_bundle(timeline, generated_at=GENERATED_AT)
+    assert [r["status"] for r in resources(unreviewed, "DiagnosticReport")][2] == "preliminary"
     timeline["visits"][2]["assessment"]["confirmed"] = True
     confirmed = fhir_bundle(timeline, generated_at=GENERATED_AT)
     assert [r["status"] for r in resources(confirmed, "DiagnosticReport")][2] == "final"
@@ -495,10 +500,11 @@ def test_one_report_per_visit_referencing_its_observations(bundle: dict[str, Any
         assert {o["effectiveDateTime"] for o in results} == {report["effectiveDateTime"]}
         assert report["code"]["text"] == "Brain tumour MRI volumetric response assessment"
     conclusion = reports[2]["conclusion"]
-    assert conclusion.startswith("PD (Progressive disease), awaiting confirmation.")
+    assert conclusion.startswith("SD (Stable disease) by a clinician's review: ")
+    assert "Automated assessment: PD (Progressive disease), awaiting confirmation." in conclusion
     assert "PD by the sum of products" in conclusion
     assert conclusion.endswith("Not for diagnostic use.")
-    assert reports[2]["conclusionCode"][0]["coding"][0]["code"] == "PD"
+    assert reports[2]["conclusionCode"][0]["coding"][0]["code"] == "SD"  # the override
 
 
 def test_unanalysed_or_unassessed_visits_give_no_observations() -> None:

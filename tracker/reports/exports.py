@@ -354,10 +354,16 @@ def _disease_status(
     review = _latest_review(visit)
     if review:
         notes.append({"text": _review_note(review)})
+    # A clinician's override is the answer (as on the pages); the automated category is noted.
+    category, status = str(assessment.get("category")), _status(assessment)
+    if _overridden(review):
+        assert review is not None
+        notes.insert(0, {"text": f"automated assessment: {_conclusion(assessment, notice=False)}"})
+        category, status = str(review["category"]), "amended"
     observation: dict[str, Any] = {
         "resourceType": "Observation",
         "id": resource_id,
-        "status": "preliminary" if assessment.get("confirmed") is False else "final",
+        "status": status,
         "category": _IMAGING_CATEGORY,
         "code": {
             "coding": [
@@ -372,7 +378,7 @@ def _disease_status(
         "subject": patient_ref,
         "effectiveDateTime": visit["acquired_on"],
         "method": {"text": f"RANO 2.0 ({assessment.get('criteria')})"},
-        "valueCodeableConcept": _rano_concept(str(assessment.get("category"))),
+        "valueCodeableConcept": _rano_concept(category),
     }
     if assessment.get("assessed_at"):
         observation["issued"] = assessment["assessed_at"]
@@ -383,7 +389,15 @@ def _disease_status(
     return resource_id, observation
 
 
-def _conclusion(assessment: Mapping[str, Any] | None) -> str:
+def _overridden(review: Mapping[str, Any] | None) -> bool:
+    return bool(review and review.get("action") == "override" and review.get("category"))
+
+
+def _status(assessment: Mapping[str, Any]) -> str:
+    return "preliminary" if assessment.get("confirmed") is False else "final"
+
+
+def _conclusion(assessment: Mapping[str, Any] | None, *, notice: bool = True) -> str:
     if assessment is None:
         return f"Volumes measured; response not assessed. {NOT_FOR_DIAGNOSIS}"
     category = str(assessment.get("category"))
@@ -397,7 +411,7 @@ def _conclusion(assessment: Mapping[str, Any] | None) -> str:
     reasons = "; ".join(str(reason) for reason in assessment.get("reasons") or [])
     if reasons:
         text += f". Reasons: {reasons}"
-    return f"{text}. {NOT_FOR_DIAGNOSIS}"
+    return f"{text}. {NOT_FOR_DIAGNOSIS}" if notice else text
 
 
 def fhir_bundle(
@@ -459,23 +473,30 @@ def fhir_bundle(
             f"report:{visit['code']}:{(results or {}).get('run')}:"
             f"{(assessment or {}).get('assessed_at')}"
         )
+        review = _latest_review(visit)
+        status = _status(assessment) if assessment else "preliminary"
+        conclusion = _conclusion(assessment)
+        category = str((assessment or {}).get("category"))
+        if assessment and _overridden(review):
+            assert review is not None
+            category, status = str(review["category"]), "amended"
+            conclusion = (
+                f"{category} ({RANO_DISPLAY.get(category, category)}) by a clinician's review: "
+                f"{review.get('reason')}. Automated assessment: {conclusion}"
+            )
         report: dict[str, Any] = {
             "resourceType": "DiagnosticReport",
             "id": report_id,
-            "status": (
-                "final"
-                if assessment and assessment.get("confirmed") is not False
-                else "preliminary"
-            ),
+            "status": status,
             "category": _RADIOLOGY_CATEGORY,
             "code": {"text": "Brain tumour MRI volumetric response assessment"},
             "subject": patient_ref,
             "effectiveDateTime": visit["acquired_on"],
             "result": report_results,
-            "conclusion": _conclusion(assessment),
+            "conclusion": conclusion,
         }
         if assessment:
-            report["conclusionCode"] = [_rano_concept(str(assessment.get("category")))]
+            report["conclusionCode"] = [_rano_concept(category)]
             if assessment.get("assessed_at"):
                 report["issued"] = assessment["assessed_at"]
         add(report_id, report)
