@@ -173,6 +173,8 @@ def test_a_review_is_saved_and_an_override_needs_a_reason(
     )
     timeline = client.get(f"/patients/{analysed.code}/").content.decode()
     assert "overridden" in timeline and "new lesion on FLAIR" in timeline
+    listing = client.get("/patients/").content.decode()
+    assert 'class="badge cat-PD"' in listing and "overridden (engine: SD)" in listing
     assert AuditEvent.objects.filter(action="review_override").exists()
 
 

@@ -97,6 +97,13 @@ def _annotated_patients(user: Any) -> QuerySet[Any]:
         )
         .annotate(
             reviewed=Exists(Review.objects.filter(assessment=OuterRef("last_assessment"))),
+            override=Subquery(
+                Review.objects.filter(
+                    assessment=OuterRef("last_assessment"), action=Review.Action.OVERRIDE
+                )
+                .order_by("-reviewed_at")
+                .values("category")[:1]
+            ),
         )
         .annotate(
             next_action=Case(
@@ -151,7 +158,8 @@ def patient_list(request: HttpRequest) -> HttpResponse:
             "patient": p,
             "next_action": NextAction.LABELS[p.next_action],
             "urgent": p.next_action <= NextAction.REVIEW_PROGRESSION,
-            "category_name": CATEGORY_NAMES.get(p.last_category or "", ""),
+            "category": p.override or p.last_category,
+            "category_name": CATEGORY_NAMES.get(p.override or p.last_category or "", ""),
         }
         for p in page
     ]
