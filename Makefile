@@ -40,6 +40,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The service and page benchmarks use a PostgreSQL database of their own (emptied first).
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tracker_bench
+BENCH_BROKER_URL ?= redis://127.0.0.1:6379/14
+
 bench: $(STAMP)
 	$(PY) bench/bench_register.py
 	$(PY) bench/bench_prepare.py
@@ -49,6 +53,8 @@ bench: $(STAMP)
 	$(PY) bench/bench_segment_speed.py
 	$(PY) bench/bench_segment_real.py
 	$(PY) bench/bench_response.py
+	DATABASE_URL="$(BENCH_DATABASE_URL)" CELERY_BROKER_URL="$(BENCH_BROKER_URL)" $(PY) bench/bench_service.py
+	DATABASE_URL="$(BENCH_DATABASE_URL)" $(PY) bench/bench_pages.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
