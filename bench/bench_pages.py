@@ -30,45 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import REPO, environment, write_results
+from common import REPO, environment, reset_database, timed_gets, write_results
 
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost")
 # A prepared 1 mm visit cropped to the brain: about this many voxels (z, y, x).
 DISPLAY_SHAPE = (150, 180, 150)
-
-
-def _percentiles(seconds: list[float]) -> dict[str, Any]:
-    ordered = sorted(seconds)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {
-        "requests": len(ordered),
-        "p50_ms": round(1000 * statistics.median(ordered), 2),
-        "p95_ms": round(1000 * p95, 2),
-        "max_ms": round(1000 * ordered[-1], 2),
-    }
-
-
-def _timed_gets(client: Any, url: str, count: int) -> dict[str, Any]:
-    for _ in range(5):
-        assert client.get(url).status_code == 200, url
-    seconds = []
-    for _ in range(count):
-        started = time.perf_counter()
-        response = client.get(url)
-        seconds.append(time.perf_counter() - started)
-        assert response.status_code == 200, url
-    return _percentiles(seconds)
-
-
-def _reset_database() -> None:
-    from django.core.management import call_command
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-    call_command("migrate", verbosity=0)
 
 
 def _display_for(patient: Any) -> None:
@@ -124,14 +92,12 @@ def figures(requests: int, reports: int) -> dict[str, Any]:
     last_visit = twenty.visits.order_by("acquired_on").last()
     assert last_visit is not None
     out: dict[str, Any] = {"data": "made-up records; display volumes of random intensities"}
-    out["timeline_page_20_visits"] = _timed_gets(client, f"/patients/{twenty.code}/", requests)
-    out["visit_page_20_visit_patient"] = _timed_gets(
-        client, f"/visits/{last_visit.code}/", requests
-    )
-    out["patient_list_page_1000"] = _timed_gets(client, "/patients/", requests)
+    out["timeline_page_20_visits"] = timed_gets(client, f"/patients/{twenty.code}/", requests)
+    out["visit_page_20_visit_patient"] = timed_gets(client, f"/visits/{last_visit.code}/", requests)
+    out["patient_list_page_1000"] = timed_gets(client, "/patients/", requests)
     out["patient_list_page_1000"]["patients"] = Patient.objects.filter(team=team).count()
     middle = DISPLAY_SHAPE[0] // 2
-    out["viewer_slice_png"] = _timed_gets(
+    out["viewer_slice_png"] = timed_gets(
         client, f"/visits/{last_visit.code}/slices/t1c/axial/{middle}.png", requests
     )
     for key in ("timeline_page_20_visits", "visit_page_20_visit_patient", "patient_list_page_1000"):
@@ -174,7 +140,7 @@ def main() -> int:
     import django
 
     django.setup()
-    _reset_database()
+    reset_database()
     result = {"environment": environment(), "database": "PostgreSQL"}
     result.update(figures(args.requests, args.reports))
     for key, value in result.items():

@@ -34,43 +34,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import REPO, environment, write_results
+from common import REPO, environment, reset_database, timed_gets, write_results
 
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost")  # Django's test client
-
-
-def _percentiles(seconds: list[float]) -> dict[str, Any]:
-    ordered = sorted(seconds)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {
-        "requests": len(ordered),
-        "p50_ms": round(1000 * statistics.median(ordered), 2),
-        "p95_ms": round(1000 * p95, 2),
-        "max_ms": round(1000 * ordered[-1], 2),
-    }
-
-
-def _timed_gets(client: Any, url: str, count: int) -> dict[str, Any]:
-    for _ in range(5):
-        assert client.get(url).status_code == 200
-    seconds = []
-    for _ in range(count):
-        started = time.perf_counter()
-        response = client.get(url)
-        seconds.append(time.perf_counter() - started)
-        assert response.status_code == 200
-    return _percentiles(seconds)
-
-
-def _reset_database() -> None:
-    from django.core.management import call_command
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-    call_command("migrate", verbosity=0)
 
 
 def api_figures(requests: int) -> dict[str, Any]:
@@ -89,9 +57,9 @@ def api_figures(requests: int) -> dict[str, Any]:
     )
     client = Client()
     client.force_login(user)
-    timeline = _timed_gets(client, f"/api/patients/{patient.code}/timeline/", requests)
+    timeline = timed_gets(client, f"/api/patients/{patient.code}/timeline/", requests)
     timeline["target_p95_ms"] = 100
-    listing = _timed_gets(client, "/api/patients/", requests)
+    listing = timed_gets(client, "/api/patients/", requests)
     listing["patients"] = Patient.objects.filter(team=team).count()
     listing["target_p95_ms"] = 150
     return {"timeline_20_visits": timeline, "patient_list_1000": listing}
@@ -216,7 +184,7 @@ def main() -> int:
     import django
 
     django.setup()
-    _reset_database()
+    reset_database()
     result: dict[str, Any] = {
         "environment": environment(),
         "database": "PostgreSQL",

@@ -7,7 +7,9 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +68,41 @@ def write_results(path: Path, result: dict[str, Any]) -> None:
     text = text.replace(f"{REPO.parent}/shared/", "../shared/").replace(f"{REPO}/", "")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+# --- the service benchmarks (Django) ---------------------------------------------------------
+
+
+def percentiles(seconds: list[float]) -> dict[str, Any]:
+    """p50, p95 and max of request times, in ms."""
+    ordered = sorted(seconds)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {
+        "requests": len(ordered),
+        "p50_ms": round(1000 * statistics.median(ordered), 2),
+        "p95_ms": round(1000 * p95, 2),
+        "max_ms": round(1000 * ordered[-1], 2),
+    }
+
+
+def timed_gets(client: Any, url: str, count: int) -> dict[str, Any]:
+    """``count`` timed GETs of ``url`` (Django test client) after 5 warm-up ones."""
+    for _ in range(5):
+        assert client.get(url).status_code == 200
+    seconds = []
+    for _ in range(count):
+        started = time.perf_counter()
+        response = client.get(url)
+        seconds.append(time.perf_counter() - started)
+        assert response.status_code == 200
+    return percentiles(seconds)
+
+
+def reset_database() -> None:
+    """Empty the benchmark's own database and migrate it (Django must be set up)."""
+    from django.core.management import call_command
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    call_command("migrate", verbosity=0)
