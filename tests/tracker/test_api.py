@@ -174,6 +174,8 @@ def test_bad_files_are_each_named_and_nothing_is_stored(
     problems = response.json()
     assert set(problems) == {"t1ce", "flair", "t2"}
     assert "missing" in problems["t2"][0]
+    assert problems["flair"][0].startswith("not a readable NIfTI image"), problems["flair"]
+    assert all("staging" not in m and ".nii" not in m for m in problems["flair"])
     assert Visit.objects.count() == 0 and AnalysisRun.objects.count() == 0
     assert _stored_files() == []
 

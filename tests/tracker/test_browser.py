@@ -98,7 +98,13 @@ def _watch(page: Any, problems: list[str]) -> None:
 
 
 def test_a_clinician_reviews_a_patient_in_a_real_browser(
-    live_server: Any, browser: Any, teams: dict[str, Any], analysed_patient: Patient
+    live_server: Any,
+    browser: Any,
+    *,
+    teams: dict[str, Any],
+    analysed_patient: Patient,
+    phantom_visits: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     patient = analysed_patient
     problems: list[str] = []
@@ -235,6 +241,28 @@ def test_a_clinician_reviews_a_patient_in_a_real_browser(
     page.screenshot(path=ARTIFACTS / "06-upload-refused.png", full_page=True)
     # The refused upload's 400 is logged by the browser; nothing else may be.
     assert [p for p in problems if "status of 400" not in p] == [], problems
+    problems.clear()
+
+    # A good upload: the progress bar, then the timeline with the new visit queued and the
+    # page following its progress (no worker here: the task is recorded, not sent).
+    from tracker.services import pipeline
+
+    sent: list[tuple[str, str]] = []
+    monkeypatch.setattr(pipeline, "enqueue_stage", lambda code, stage: sent.append((code, stage)))
+    page.reload()
+    page.fill("#acquired_on", "2024-06-03")
+    for field, suffix in (("t1", "t1n"), ("t1ce", "t1c"), ("t2", "t2w"), ("flair", "t2f")):
+        page.set_input_files(f"#{field}", str(next(phantom_visits[0].glob(f"*-{suffix}.nii.gz"))))
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/patients/{patient.code}/")
+    queued = patient.visits.get(acquired_on="2024-06-03")
+    row = page.locator(f'tr[data-visit="{queued.code}"] td.status')
+    assert row.inner_text() == "prepare (queued)"
+    assert "Analyses are running" in page.inner_text("#progress-note")
+    assert sent and sent[0][1] == "prepare"
+    page.wait_for_timeout(3500)  # one poll of the progress endpoint
+    page.screenshot(path=ARTIFACTS / "07-uploaded-queued.png", full_page=True)
+    assert not problems, problems
 
     # Another team's patient is not found.
     other = Patient.objects.create(team=teams["team_b"], label="NOT-YOURS")

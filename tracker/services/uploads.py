@@ -186,14 +186,15 @@ def stage_upload(files: dict[str, File[Any]], archive: File[Any] | None) -> Stag
 
 
 def _plain(message: str, path: Path | None) -> str:
-    """The message without our staging path (the person never sent that name)."""
+    """The message without our staging names (the person never sent those): the field it is
+    listed under names the file."""
     text = message
     if path is not None:
-        text = text.replace(str(path), "file").replace(path.name, "file")
+        text = text.replace(str(path), "the file").replace(path.name, "the file")
     for staged in _STAGED.values():
         for suffix in (".nii.gz", ".nii"):
-            text = text.replace(staged + suffix, "file")
-    return text
+            text = text.replace(staged + suffix, "the file")
+    return text.removeprefix("the file: ")
 
 
 def _staging_root() -> Path:
