@@ -78,3 +78,15 @@ def zipped(folder: Path) -> SimpleUploadedFile:
             if not path.name.endswith("-seg.nii.gz"):
                 bundle.write(path, f"visit/{path.name}")
     return SimpleUploadedFile("visit.zip", buffer.getvalue(), content_type="application/zip")
+
+
+def run_all_stages(run: Any) -> None:
+    """Every stage of a run in this process, in order (the worker's path without Celery)."""
+    from tracker.models import AnalysisRun, Stage
+    from tracker.services import pipeline
+
+    for stage in (Stage.PREPARE, Stage.SEGMENT, Stage.REGISTER, Stage.MEASURE, Stage.ASSESS):
+        assert pipeline.execute_stage(str(run.code), stage) == "done", (
+            stage,
+            AnalysisRun.objects.get(pk=run.pk).error,
+        )

@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.tracker.conftest import upload_files
-from tests.tracker.test_pipeline import _run_all_stages
+from tests.tracker.conftest import run_all_stages, upload_files
 from tracker.models import AnalysisRun, Patient, Review, TreatmentEvent
 
 CHROMIUM = os.environ.get("TRACKER_CHROMIUM", "/usr/bin/chromium")
@@ -81,7 +80,7 @@ def analysed_patient(
                 format="multipart",
             )
         assert response.status_code == 201, response.content
-        _run_all_stages(AnalysisRun.objects.get(visit__code=response.json()["code"]))
+        run_all_stages(AnalysisRun.objects.get(visit__code=response.json()["code"]))
     return patient
 
 

@@ -11,7 +11,7 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from tests.tracker.conftest import client_for, upload_files
+from tests.tracker.conftest import client_for, run_all_stages, upload_files
 from tracker.models import (
     AnalysisRun,
     Assessment,
@@ -140,14 +140,6 @@ def test_what_must_never_happen_is_a_database_constraint(teams: dict[str, Any]) 
         Visit.objects.create(patient=teams["patient"], acquired_on="2024-01-01")
 
 
-def _run_all_stages(run: AnalysisRun) -> None:
-    for stage in (Stage.PREPARE, Stage.SEGMENT, Stage.REGISTER, Stage.MEASURE, Stage.ASSESS):
-        assert pipeline.execute_stage(str(run.code), stage) == "done", (
-            stage,
-            AnalysisRun.objects.get(pk=run.pk).error,
-        )
-
-
 @pytest.mark.slow
 def test_two_phantom_visits_are_analysed_tracked_and_assessed(
     teams: dict[str, Any], phantom_visits: list[Path], django_capture_on_commit_callbacks: Any
@@ -170,7 +162,7 @@ def test_two_phantom_visits_are_analysed_tracked_and_assessed(
             )
         assert response.status_code == 201, response.content
         run = AnalysisRun.objects.get(visit__code=response.json()["code"])
-        _run_all_stages(run)
+        run_all_stages(run)
         run.refresh_from_db()
         assert (run.stage, run.status, run.is_current) == (Stage.DONE, RunStatus.DONE, True)
         assert run.model_name == "tumour-segmenter" and len(run.weights_sha256) == 64
