@@ -84,7 +84,7 @@ _STEROID_STRIP = 30
 _AXIS_AREA = 30
 _MIN_PLOT = 100
 _X_PAD = 12  # keeps the first and last markers off the axes
-_CHAR_EM = 0.58  # average sans-serif glyph width, in em, to estimate text widths
+_CHAR_EM = 0.64  # sans-serif glyph width (DejaVu Sans runs wide), in em, to estimate text widths
 
 _GRID = "#E6E6E6"
 _AXIS = "#8C8C8C"
@@ -353,7 +353,7 @@ def _layout(
     legend: list[_LegendEntry] = []
     x, y = left, 6 + _LEGEND_ROW / 2
     for entry_series, label in labels:
-        entry_width = 30 + _fits(label, 11) + 14
+        entry_width = 30 + _fits(label, 11) + 20
         if x > left and x + entry_width > width - 8:
             x, y = left, y + _LEGEND_ROW
         legend.append(_LegendEntry(entry_series, label, x, y))
