@@ -9,6 +9,7 @@ import datetime as dt
 import json
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import (
@@ -392,7 +393,6 @@ def visit_detail(request: HttpRequest, code: str) -> HttpResponse:
             "sequences": SEQUENCES,
             "qc": _qc_flags(run, data["results"]),
             "categories": [(c, CATEGORY_NAMES[c]) for c in Category.values],
-            "review_error": request.GET.get("review_error", ""),
         },
     )
 
@@ -472,7 +472,8 @@ def visit_review(request: HttpRequest, code: str) -> HttpResponse:
     category = request.POST.get("category", "") if action == Review.Action.OVERRIDE else ""
     url = reverse("web:visit", args=[visit.code])
     if action not in Review.Action.values or (category and category not in Category.values):
-        return redirect(f"{url}?review_error=choose+confirm+or+override#review")
+        messages.error(request, "Choose confirm, or override with a category.")
+        return redirect(f"{url}#review")
     try:
         review_create(
             visit=visit,
@@ -482,9 +483,8 @@ def visit_review(request: HttpRequest, code: str) -> HttpResponse:
             reason=request.POST.get("reason", ""),
         )
     except (ConflictError, ValueError) as error:
-        from urllib.parse import quote_plus  # noqa: PLC0415
-
-        return redirect(f"{url}?review_error={quote_plus(str(error))}#review")
+        messages.error(request, str(error))
+        return redirect(f"{url}#review")
     return redirect(f"{url}#review")
 
 
