@@ -23,14 +23,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from common import REPO, environment, reset_database, timed_gets, write_results
+from common import REPO, environment, setup_django_bench, timed_gets, write_results
 
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -127,20 +125,7 @@ def main() -> int:
     parser.add_argument("--reports", type=int, default=7)
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/pages.json")
     args = parser.parse_args()
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith("postgres") or "bench" not in url:
-        sys.exit("set DATABASE_URL to a PostgreSQL database whose name contains 'bench'")
-    work = Path(tempfile.mkdtemp(prefix="bench-pages-"))
-    os.environ["MEDIA_ROOT"] = str(work / "media")
-    subprocess.run(
-        ["psql", url.rsplit("/", 1)[0] + "/postgres", "-c", "CREATE DATABASE tracker_bench"],
-        capture_output=True,
-        check=False,
-    )
-    import django
-
-    django.setup()
-    reset_database()
+    setup_django_bench("bench-pages-")
     result = {"environment": environment(), "database": "PostgreSQL"}
     result.update(figures(args.requests, args.reports))
     for key, value in result.items():

@@ -27,14 +27,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from common import REPO, environment, reset_database, timed_gets, write_results
+from common import REPO, environment, setup_django_bench, timed_gets, write_results
 
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -169,22 +167,9 @@ def main() -> int:
     parser.add_argument("--skip-upload", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/service.json")
     args = parser.parse_args()
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith("postgres") or "bench" not in url:
-        sys.exit("set DATABASE_URL to a PostgreSQL database whose name contains 'bench'")
     if not os.environ.get("CELERY_BROKER_URL", "").startswith("redis"):
         sys.exit("set CELERY_BROKER_URL to Redis")
-    work = Path(tempfile.mkdtemp(prefix="bench-service-"))
-    os.environ["MEDIA_ROOT"] = str(work / "media")
-    subprocess.run(
-        ["psql", url.rsplit("/", 1)[0] + "/postgres", "-c", "CREATE DATABASE tracker_bench"],
-        capture_output=True,
-        check=False,
-    )
-    import django
-
-    django.setup()
-    reset_database()
+    work = setup_django_bench("bench-service-")
     result: dict[str, Any] = {
         "environment": environment(),
         "database": "PostgreSQL",

@@ -106,3 +106,28 @@ def reset_database() -> None:
     with connection.cursor() as cursor:
         cursor.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
     call_command("migrate", verbosity=0)
+
+
+def setup_django_bench(prefix: str) -> Path:
+    """Set up Django on the benchmark's own PostgreSQL database (``DATABASE_URL``, its name
+    containing "bench"; created if missing, then emptied and migrated) with media in a fresh
+    temporary folder, which is returned."""
+    import subprocess
+    import tempfile
+
+    url = os.environ.get("DATABASE_URL", "")
+    server, _, name = url.rpartition("/")
+    if not url.startswith("postgres") or "bench" not in name:
+        sys.exit("set DATABASE_URL to a PostgreSQL database whose name contains 'bench'")
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["MEDIA_ROOT"] = str(work / "media")
+    subprocess.run(
+        ["psql", f"{server}/postgres", "-c", f'CREATE DATABASE "{name}"'],
+        capture_output=True,
+        check=False,
+    )
+    import django
+
+    django.setup()
+    reset_database()
+    return work
