@@ -1,10 +1,11 @@
 """Reading and writing visits: NIfTI files in any common naming, and DICOM series.
 
-A visit folder holds the four structural sequences (see ``labels.Sequence``), optionally a tumour
-segmentation (``*seg*``, ``*mask*``, ...) and a reference brain mask (``*brainmask*``). Names are
-matched case-insensitively on the tokens of the file name, so BraTS 2021 (``_t1ce``), BraTS 2023
-(``-t1c``), LUMIERE (``CT1``), nnU-Net (``_0001``) and names found in the wild (``_fla``,
-``_t1gd``, ``T1W``) all work. DICOM series are matched on SeriesDescription, then ProtocolName.
+A visit folder holds up to four structural sequences (see ``labels.Sequence``; T1 post-contrast
+or FLAIR at least, see ``read_visit``), optionally a tumour segmentation (``*seg*``, ``*mask*``,
+...) and a reference brain mask (``*brainmask*``). Names are matched case-insensitively on the
+tokens of the file name, so BraTS 2021 (``_t1ce``), BraTS 2023 (``-t1c``), LUMIERE (``CT1``),
+nnU-Net (``_0001``) and names found in the wild (``_fla``, ``_t1gd``, ``T1W``) all work. DICOM
+series are matched on SeriesDescription, then ProtocolName.
 
 Every reader returns SimpleITK images, so geometry travels with the voxels. Every writer writes to
 a temporary name first and renames, so a crash never leaves a half-written file behind.
@@ -50,10 +51,12 @@ from inference.labels import (
     labels_to_internal,
 )
 from inference.validate import (
+    SEGMENTABLE,
     ImageLimits,
     check_header,
     check_raw_values,
     check_same_head,
+    check_segmentable,
     check_voxels,
 )
 
@@ -567,31 +570,28 @@ def read_probability_map(path: Path | str, *, limits: ImageLimits | None = None)
 def read_visit(
     folder: Path | str,
     *,
-    required: tuple[Sequence, ...] = ALL_SEQUENCES,
+    required: tuple[Sequence, ...] | None = None,
     limits: ImageLimits | None = None,
     series_overrides: Mapping[str, str] | None = None,
 ) -> Visit:
     """Read and validate a visit. Every unusable file is named in one ``VisitInputError``.
 
-    ``required`` lists the sequences that must be present; with ``()`` any non-empty subset will
-    do (registration of a single-sequence archive).
+    By default a visit needs T1 post-contrast or FLAIR (what segmentation needs; the other
+    sequences are read when they are there). ``required`` lists sequences that must all be
+    present instead; with ``()`` any non-empty subset will do (registration of a
+    single-sequence archive).
     """
     limits = limits or ImageLimits()
     files = find_visit_files(folder, series_overrides=series_overrides)
-    missing = [s for s in required if s not in files.sequences]
+    if required is None:
+        _check_segmentable(files)
+    missing = [s for s in required or () if s not in files.sequences]
     if missing or not files.sequences:
-        found = (
-            ", ".join(
-                f"{s.long_name} ({source_label(files.sequences[s])})"
-                for s in ALL_SEQUENCES
-                if s in files.sequences
-            )
-            or "none"
-        )
+        listed = ", ".join(f"{s.long_name} ({n})" for s, n in _found(files).items()) or "none"
         wanted = ", ".join(s.long_name for s in missing) or "at least one sequence"
-        hint = f"; ignored: {', '.join(files.ignored)}" if files.ignored else ""
         raise MissingSequenceError(
-            f"{files.folder.name}: missing {wanted}; found {found}{hint}", path=files.folder
+            f"{files.folder.name}: missing {wanted}; found {listed}{_ignored(files)}",
+            path=files.folder,
         )
     images: dict[Sequence, sitk.Image] = {}
     problems: list[InputError] = []
@@ -615,9 +615,10 @@ def read_visit(
             brain_mask = sitk.Cast(mask > 0, sitk.sitkUInt8)
     except InputError as error:
         problems.append(error)
-    if segmentation is not None and Sequence.T1C in images:
+    grid = next((s for s in SEGMENTABLE if s in images), None)
+    if segmentation is not None and grid is not None:
         try:
-            _check_label_grid(segmentation, images[Sequence.T1C], files)
+            _check_label_grid(segmentation, grid, images[grid], files)
         except InputError as error:
             problems.append(error)
     if problems:
@@ -634,8 +635,38 @@ def read_visit(
     )
 
 
-def _check_label_grid(labels: sitk.Image, image: sitk.Image, files: VisitFiles) -> None:
-    """A segmentation must be on its image's grid (the T1 post-contrast's, by convention)."""
+def find_segmentable_files(
+    folder: Path | str, *, series_overrides: Mapping[str, str] | None = None
+) -> VisitFiles:
+    """The files of a visit that can be segmented (T1 post-contrast or FLAIR), before any voxel
+    is read: a quick check before a model is loaded. ``read_visit`` checks the same and more."""
+    files = find_visit_files(folder, series_overrides=series_overrides)
+    _check_segmentable(files)
+    return files
+
+
+def _found(files: VisitFiles) -> dict[Sequence, str]:
+    return {s: source_label(files.sequences[s]) for s in ALL_SEQUENCES if s in files.sequences}
+
+
+def _ignored(files: VisitFiles) -> str:
+    return f"; ignored: {', '.join(files.ignored)}" if files.ignored else ""
+
+
+def _check_segmentable(files: VisitFiles) -> None:
+    try:
+        check_segmentable(_found(files))
+    except MissingSequenceError as error:
+        raise MissingSequenceError(
+            f"{files.folder.name}: {error.message}{_ignored(files)}", path=files.folder
+        ) from None
+
+
+def _check_label_grid(
+    labels: sitk.Image, sequence: Sequence, image: sitk.Image, files: VisitFiles
+) -> None:
+    """A segmentation must be on its image's grid (the T1 post-contrast's by convention, the
+    FLAIR's in a visit without T1 post-contrast)."""
     same = (
         labels.GetSize() == image.GetSize()
         and np.allclose(labels.GetSpacing(), image.GetSpacing(), atol=1e-3)
@@ -644,12 +675,12 @@ def _check_label_grid(labels: sitk.Image, image: sitk.Image, files: VisitFiles) 
     )
     if not same:
         seg_name = files.segmentation.name if files.segmentation else "segmentation"
-        t1c_name = source_label(files.sequences[Sequence.T1C])
+        image_name = source_label(files.sequences[sequence])
         raise GeometryMismatchError(
-            f"{seg_name} is not on the grid of {t1c_name} (size {labels.GetSize()} vs "
+            f"{seg_name} is not on the grid of {image_name} (size {labels.GetSize()} vs "
             f"{image.GetSize()}, spacing {tuple(round(s, 3) for s in labels.GetSpacing())} vs "
             f"{tuple(round(s, 3) for s in image.GetSpacing())}); a segmentation must share its "
-            "T1 post-contrast image's geometry",
+            f"{sequence.long_name} image's geometry",
             path=files.segmentation,
         )
 

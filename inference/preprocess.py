@@ -1,16 +1,21 @@
-"""Preparing a visit: from four sequences as acquired to aligned, normalised 1 mm images.
+"""Preparing a visit: from its sequences as acquired to aligned, normalised 1 mm images.
 
 The seven steps, each a function that returns SimpleITK images plus a ``StepRecord``
 (parameters, metrics, seconds) saved in ``qc.json``:
 
 1. ``reorient``: one canonical orientation (LPS, the identity direction in ITK);
-2. ``coregister_sequences``: T1, T2 and FLAIR rigidly onto T1 post-contrast (Mattes MI);
-3. ``resample_to_reference``: 1 mm isotropic on the T1 post-contrast box (labels nearest-neighbour);
+2. ``coregister_sequences``: the other sequences rigidly onto the reference (Mattes MI);
+3. ``resample_to_reference``: 1 mm isotropic on the reference's box (labels nearest-neighbour);
 4. ``brain_mask``: the input's own mask if it is already skull-stripped, otherwise the MNI152
-   template's mask registered onto the T1 (affine), refined by intensity;
+   template's mask registered onto the T1 (or the first sequence present of T1 post-contrast,
+   T2, FLAIR), refined by intensity;
 5. ``correct_bias``: N4 on a shrunken copy, its field applied at full resolution;
 6. ``denoise``: curvature flow, mild enough not to move tumour boundaries;
 7. ``normalise``: z-score within the brain mask per sequence, zero outside.
+
+The reference is T1 post-contrast, or FLAIR in a visit without it
+(``validate.reference_sequence``); a visit may lack any of the other sequences, and every output
+holds only those it has.
 
 Images are float32 throughout; numpy arrays taken from them are in (z, y, x) order.
 """
@@ -43,9 +48,13 @@ from inference.register import (
     resample,
     rotation_degrees,
 )
+from inference.validate import check_segmentable, reference_sequence
 
 CANONICAL_ORIENTATION = "LPS"
-REFERENCE = Sequence.T1C
+REFERENCE = Sequence.T1C  # the preferred reference; FLAIR where a visit has no T1c
+# The template's brain mask is registered onto the first of these a visit has (the template is
+# T1-weighted; mutual information copes with the others).
+TEMPLATE_TARGETS = (Sequence.T1, Sequence.T1C, Sequence.T2, Sequence.FLAIR)
 
 
 @dataclass
@@ -253,21 +262,22 @@ def brain_mask(
     *,
     reference_mask: sitk.Image | None = None,
     foreground: sitk.Image | None = None,
+    reference: Sequence = REFERENCE,
 ) -> tuple[sitk.Image, StepRecord]:
     """A brain mask on the prepared grid, and whether the input was skull-stripped already.
 
     ``foreground`` is the reference sequence's non-background mask carried to the prepared grid
     nearest-neighbour; linear resampling blurs a stripped edge by a voxel, a mask does not.
     """
-    record = StepRecord("brain_mask")
+    record = StepRecord("brain_mask", parameters={"reference": reference.value})
     with _Timer(record):
-        stripped, evidence = is_skull_stripped(images[REFERENCE])
+        stripped, evidence = is_skull_stripped(images[reference])
         record.metrics["skull_stripped_input"] = stripped
         record.metrics["evidence"] = evidence
         if stripped:
             record.parameters["method"] = (
-                "non-background voxels of the skull-stripped T1 post-contrast, on its own grid, "
-                "carried to the prepared grid nearest-neighbour"
+                f"non-background voxels of the skull-stripped {reference.long_name}, on its own "
+                "grid, carried to the prepared grid nearest-neighbour"
             )
             mask = _fill_holes(
                 _largest_component(
@@ -275,7 +285,7 @@ def brain_mask(
                     if foreground is not None
                     else (
                         sitk.Cast(
-                            images[REFERENCE] != _background(images[REFERENCE]), sitk.sitkUInt8
+                            images[reference] != _background(images[reference]), sitk.sitkUInt8
                         )
                     )
                 )
@@ -292,15 +302,17 @@ def brain_mask(
 
 
 def _template_brain_mask(images: Mapping[Sequence, sitk.Image], record: StepRecord) -> sitk.Image:
-    """Register the MNI152 template onto the T1 (or T1c) and carry its brain mask across.
+    """Register the MNI152 template onto the T1 (or the first of T1c, T2, FLAIR the visit has)
+    and carry its brain mask across.
 
     The template is the fixed image and only its (dilated) brain is sampled, so the subject's skull
     and neck do not pull the fit; the inverse transform then takes the mask onto the visit.
     Refinement by intensity: voxels outside the head go, and within 3 mm of the mask's edge the
     T2 decides (brain and CSF are bright there, bone and air dark; on the TCGA exam this lifts
-    the Dice against HD-BET from 0.92 to 0.93).
+    the Dice against HD-BET from 0.92 to 0.93); without a T2 the edge is left as registered
+    (FLAIR darkens CSF, so it cannot stand in).
     """
-    sequence = Sequence.T1 if Sequence.T1 in images else REFERENCE
+    sequence = next(s for s in TEMPLATE_TARGETS if s in images)
     record.parameters.update(
         method="MNI152 template registered (rigid + affine, Mattes MI) and refined by intensity",
         template="ICBM 2009a nonlinear symmetric (nilearn)",
@@ -353,6 +365,8 @@ def _template_brain_mask(images: Mapping[Sequence, sitk.Image], record: StepReco
     if Sequence.T2 in images:
         refined = _refine_edge(refined, images[Sequence.T2], band_mm=3)
         record.parameters["edge_refined_on"] = Sequence.T2.value
+    else:
+        record.parameters["edge_refined_on"] = None
     return _fill_holes(_largest_component(_from_array(refined.astype(np.uint8), grid)))
 
 
@@ -569,12 +583,18 @@ def prepare_visit(
     *,
     progress: Callable[[str], None] | None = None,
 ) -> PreparedVisit:
-    """Run the seven steps on a visit that has all four sequences."""
-    missing = [s.long_name for s in ALL_SEQUENCES if s not in visit.images]
-    if missing:
+    """Run the seven steps on a visit that has T1 post-contrast or FLAIR (and any of the others).
+
+    The reference grid is the T1 post-contrast's, else the FLAIR's; the prepared visit holds the
+    sequences the visit has, and ``qc["sequences"]`` says which those are.
+    """
+    try:
+        check_segmentable(list(visit.images))
+    except MissingSequenceError as error:
         raise MissingSequenceError(
-            f"{visit.folder.name}: cannot prepare without {', '.join(missing)}"
-        )
+            f"{visit.folder.name}: cannot prepare: {error.message}"
+        ) from None
+    reference = reference_sequence(visit.images)
     started = time.perf_counter()
     say = progress or (lambda _message: None)
     records = []
@@ -587,19 +607,23 @@ def prepare_visit(
     if visit.brain_mask is not None:
         labels["reference_brain_mask"] = sitk.DICOMOrient(visit.brain_mask, CANONICAL_ORIENTATION)
     labels["foreground"] = sitk.Cast(
-        images[REFERENCE] != _background(images[REFERENCE]), sitk.sitkUInt8
+        images[reference] != _background(images[reference]), sitk.sitkUInt8
     )
-    say("co-registering T1, T2 and FLAIR to T1 post-contrast")
-    transforms, record = coregister_sequences(images)
+    others = [s.long_name for s in ALL_SEQUENCES if s in images and s is not reference]
+    say(f"co-registering {', '.join(others) or 'nothing'} to {reference.long_name}")
+    transforms, record = coregister_sequences(images, reference=reference)
     records.append(record)
     say("resampling to 1 mm")
-    images, labels, record = resample_to_reference(images, transforms, labels=labels)
+    images, labels, record = resample_to_reference(
+        images, transforms, labels=labels, reference=reference
+    )
     records.append(record)
     say("brain mask")
     mask, record = brain_mask(
         images,
         reference_mask=labels.get("reference_brain_mask"),
         foreground=labels.get("foreground"),
+        reference=reference,
     )
     records.append(record)
     say("bias-field correction")
@@ -614,6 +638,11 @@ def prepare_visit(
     qc = {
         "visit": visit.folder.name,
         "sources": {s.value: name for s, name in visit.sources.items()},
+        "sequences": {
+            "present": [s.value for s in ALL_SEQUENCES if s in images],
+            "missing": [s.value for s in ALL_SEQUENCES if s not in images],
+            "reference": reference.value,
+        },
         "label_convention": visit.label_convention.value if visit.label_convention else None,
         "ignored_files": visit.ignored,
         "grid": {
@@ -651,17 +680,24 @@ def is_prepared(folder: Path | str) -> bool:
 
 
 def read_prepared(folder: Path | str) -> tuple[Images, sitk.Image, dict[str, Any]]:
-    """The prepared images, brain mask and QC record written by ``write_prepared``."""
+    """The prepared images, brain mask and QC record written by ``write_prepared``: the
+    sequences the folder holds (every one ``qc.json`` lists as present, and T1 post-contrast or
+    FLAIR at least)."""
     folder = Path(folder)
-    missing = [
-        PREPARED_NAMES[s] for s in ALL_SEQUENCES if not (folder / PREPARED_NAMES[s]).is_file()
-    ]
-    if missing:
-        raise MissingSequenceError(f"{folder.name}: prepared visit lacks {', '.join(missing)}")
     try:
         qc: dict[str, Any] = json.loads((folder / "qc.json").read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"{folder.name}/qc.json: not valid JSON ({error})") from error
-    images = {s: read_image(folder / PREPARED_NAMES[s]) for s in ALL_SEQUENCES}
+    on_disk = [s for s in ALL_SEQUENCES if (folder / PREPARED_NAMES[s]).is_file()]
+    listed = qc.get("sequences", {}).get("present") if isinstance(qc, dict) else None
+    expected = [s for s in ALL_SEQUENCES if isinstance(listed, list) and s.value in listed]
+    missing = [PREPARED_NAMES[s] for s in expected if s not in on_disk]
+    if missing:
+        raise MissingSequenceError(f"{folder.name}: prepared visit lacks {', '.join(missing)}")
+    try:
+        check_segmentable(on_disk)
+    except MissingSequenceError as error:
+        raise MissingSequenceError(f"{folder.name}: prepared visit: {error.message}") from None
+    images = {s: read_image(folder / PREPARED_NAMES[s]) for s in on_disk}
     mask = sitk.Cast(read_image(folder / "brain_mask.nii.gz") > 0, sitk.sitkUInt8)
     return images, mask, qc

@@ -9,6 +9,12 @@ A visit is segmented on its prepared 1 mm grid: cropped to the brain, axial slic
 multiple of 32 and batched, optionally averaged with the left-right flipped prediction
 (test-time augmentation), reassembled, and resampled back onto the visit's own T1 post-contrast
 geometry (labels nearest-neighbour, probabilities linearly).
+
+A visit may lack sequences as long as it holds T1 post-contrast or FLAIR: the missing channels
+are zero-filled (0 everywhere, as outside the brain: the sequence-dropout convention of training)
+and the result is in the FLAIR's geometry when there is no T1 post-contrast. What a subset can
+measure follows ``REGION_NEEDS`` (``sequence_support``): a region that is not supported is
+reported as null with the reason, never as a number.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import hashlib
 import json
 import time
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +32,9 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from inference.errors import InputError, MissingSequenceError
-from inference.labels import REGION_LABELS, Region, Sequence, TumorLabel
+from inference.errors import InputError
+from inference.labels import ALL_SEQUENCES, REGION_LABELS, Region, Sequence, TumorLabel
+from inference.validate import reference_sequence
 
 WEIGHTS_FILE = "segmenter.weights.npz"
 CARD_FILE = "model.json"
@@ -43,6 +51,110 @@ class WeightsError(InputError):
 
 class SpacingError(InputError):
     """A prepared visit is not on the grid the model was trained for."""
+
+
+# What a visit's sequences can measure ------------------------------------------------------------
+
+# A region is measured when the visit holds one of the sequences it needs: enhancement is seen
+# only on T1 post-contrast (so the enhancing tumour and the core it encloses need it), the extent
+# of the surrounding T2/FLAIR hyperintensity only on FLAIR or T2.
+REGION_NEEDS: dict[Region, tuple[Sequence, ...]] = {
+    Region.ET: (Sequence.T1C,),
+    Region.TC: (Sequence.T1C,),
+    Region.WT: (Sequence.FLAIR, Sequence.T2),
+}
+# Label volumes follow their regions: the necrotic core is part of the core; oedema is the whole
+# tumour less the core, so it needs both.
+LABEL_REGIONS: dict[str, tuple[Region, ...]] = {
+    TumorLabel.NCR.name: (Region.TC,),
+    TumorLabel.ED.name: (Region.WT, Region.TC),
+}
+SHORT_NAMES = {Sequence.T1: "T1", Sequence.T1C: "T1c", Sequence.T2: "T2", Sequence.FLAIR: "FLAIR"}
+REGION_WORDS = {Region.WT: "whole tumour", Region.TC: "core", Region.ET: "enhancing"}
+
+
+@dataclass(frozen=True)
+class SequenceSupport:
+    """The sequences a segmentation used and the regions they support."""
+
+    used: tuple[Sequence, ...]
+
+    @property
+    def missing(self) -> tuple[Sequence, ...]:
+        return tuple(s for s in ALL_SEQUENCES if s not in self.used)
+
+    @property
+    def regions(self) -> tuple[Region, ...]:
+        """Supported regions, in ET, TC, WT order."""
+        return tuple(r for r in Region if any(s in self.used for s in REGION_NEEDS[r]))
+
+    def not_measured(self) -> dict[str, str]:
+        """Why each region (ET, TC, WT) or label volume (NCR, ED) is not measured; empty when
+        every one is."""
+        reasons = {r.value: self._reason((r,)) for r in Region if r not in self.regions}
+        for label, regions in LABEL_REGIONS.items():
+            if any(r not in self.regions for r in regions):
+                reasons[label] = self._reason(regions)
+        return reasons
+
+    def _reason(self, regions: Iterable[Region]) -> str:
+        needs = [
+            " or ".join(s.long_name for s in REGION_NEEDS[r])
+            for r in regions
+            if r not in self.regions
+        ]
+        return f"not measured: needs {' and '.join(dict.fromkeys(needs))}, which this visit lacks"
+
+    def summary(self) -> str:
+        """One line for people: 'T1c, FLAIR (T1, T2 missing): whole tumour, core and enhancing
+        measured'."""
+        used = ", ".join(SHORT_NAMES[s] for s in self.used)
+        missing = f" ({', '.join(SHORT_NAMES[s] for s in self.missing)} missing)"
+        order = (Region.WT, Region.TC, Region.ET)
+        measured = [REGION_WORDS[r] for r in order if r in self.regions]
+        unmeasured = [REGION_WORDS[r] for r in order if r not in self.regions]
+        text = f"{used}{missing if self.missing else ''}: {_and(measured)} measured"
+        if unmeasured:
+            text += f"; {_and(unmeasured)} not measured"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sequences_used": [s.value for s in self.used],
+            "sequences_missing": [s.value for s in self.missing],
+            "supported_regions": [r.value for r in self.regions],
+            "not_measured": self.not_measured(),
+        }
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def sequence_support(present: Iterable[Sequence | str]) -> SequenceSupport:
+    """What a visit with these sequences can measure.
+
+    >>> sequence_support(["flair"]).summary()
+    'FLAIR (T1, T1c, T2 missing): whole tumour measured; core and enhancing not measured'
+    >>> sequence_support([Sequence.T1C]).not_measured()["WT"]
+    'not measured: needs FLAIR or T2, which this visit lacks'
+    """
+    given = {Sequence(s) for s in present}
+    return SequenceSupport(tuple(s for s in ALL_SEQUENCES if s in given))
+
+
+def unmeasured_volumes(reasons: dict[str, str]) -> dict[str, Any]:
+    """A region's volumes as reported when it is not supported: null, with the reason."""
+    return {
+        region: {
+            "volume_ml": None,
+            "expected_ml": None,
+            "low_ml": None,
+            "high_ml": None,
+            "reason": reason,
+        }
+        for region, reason in reasons.items()
+    }
 
 
 # Export and load ---------------------------------------------------------------------------------
@@ -169,7 +281,7 @@ def load_weights(model: Any, folder: Path, card: dict[str, Any]) -> None:
 class Segmentation:
     labels: sitk.Image  # BraTS 2023 labels, uint8
     probabilities: sitk.Image  # vector image, one float32 component per class
-    volumes_ml: dict[str, dict[str, float]]
+    volumes_ml: dict[str, dict[str, Any]]  # per region; null volumes with a reason if unsupported
     seconds: dict[str, float]
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -215,17 +327,16 @@ class Segmenter:
         geometry: sitk.Image | None = None,
         flips: bool = True,
     ) -> Segmentation:
-        """Segment a prepared visit (z-scored 1 mm images and their brain mask). The result is
-        on ``geometry`` (the visit's own T1 post-contrast image) when given, else on the
-        prepared grid."""
+        """Segment a prepared visit (z-scored 1 mm images and their brain mask; T1 post-contrast
+        or FLAIR at least, missing channels zero-filled). The result is on ``geometry`` (the
+        visit's own T1 post-contrast image, else its FLAIR) when given, else on the prepared
+        grid."""
         from inference.model import CHANNELS, CLASSES, STRIDE  # noqa: PLC0415
 
         started = time.perf_counter()
-        missing = [s.long_name for s in CHANNELS if s not in images]
-        if missing:
-            raise MissingSequenceError(f"cannot segment without {', '.join(missing)}")
-        reference = images[Sequence.T1C]
-        for sequence in CHANNELS:
+        present = [s for s in CHANNELS if s in images]
+        reference = images[reference_sequence(present)]
+        for sequence in present:
             spacing = images[sequence].GetSpacing()
             if any(abs(s - SPACING_MM) > 1e-3 for s in spacing):
                 raise SpacingError(
@@ -234,7 +345,7 @@ class Segmenter:
                     f"{SPACING_MM:g} mm isotropic (run prepare first)"
                 )
             if images[sequence].GetSize() != reference.GetSize():
-                raise SpacingError(f"prepared {sequence.long_name} is not on the T1c grid")
+                raise SpacingError(f"prepared {sequence.long_name} is not on the reference grid")
         mask = sitk.GetArrayFromImage(brain_mask) > 0
         if mask.shape != sitk.GetArrayViewFromImage(reference).shape:
             raise SpacingError("the brain mask is not on the prepared grid")
@@ -244,7 +355,18 @@ class Segmenter:
         start = np.maximum(where.min(axis=0) - 2, 0)
         stop = np.minimum(where.max(axis=0) + 3, mask.shape)
         box = tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))
-        volume = np.stack([sitk.GetArrayFromImage(images[s])[box] for s in CHANNELS], axis=-1)
+        # A missing sequence is a channel of zeros: what the model sees outside the brain, and
+        # what sequence dropout showed it in training.
+        box_shape = tuple(b.stop - b.start for b in box)
+        volume = np.stack(
+            [
+                sitk.GetArrayFromImage(images[s])[box].astype(np.float32)
+                if s in images
+                else np.zeros(box_shape, np.float32)
+                for s in CHANNELS
+            ],
+            axis=-1,
+        )
         height, width = volume.shape[1:3]
         padded_h = -(-height // STRIDE) * STRIDE
         padded_w = -(-width // STRIDE) * STRIDE
@@ -270,11 +392,15 @@ class Segmenter:
                 probabilities, geometry, sitk.Transform(), sitk.sitkLinear, 0.0
             )
             labels = sitk.Resample(labels, geometry, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        support = sequence_support(present)
+        volumes: dict[str, dict[str, Any]] = dict(volume_intervals(labels, probabilities))
+        reasons = support.not_measured()
+        volumes.update(unmeasured_volumes({k: v for k, v in reasons.items() if k in volumes}))
         finished = time.perf_counter()
         return Segmentation(
             labels=labels,
             probabilities=probabilities,
-            volumes_ml=volume_intervals(labels, probabilities),
+            volumes_ml=volumes,
             seconds={
                 "crop_and_batch": round(prepared_at - started, 3),
                 "predict": round(predicted_at - prepared_at, 3),
@@ -285,6 +411,8 @@ class Segmenter:
                 "slices": int(slices.shape[0]),
                 "slice_size": [int(padded_h), int(padded_w)],
                 "flips": flips,
+                **support.as_dict(),
+                "sequences": support.summary(),
             },
         )
 
@@ -332,7 +460,7 @@ def segment_folder(
     progress: Any = None,
 ) -> Segmentation:
     """Segment a visit folder: ``prepare`` output as it is, or a raw visit, prepared first. The
-    result is in the T1 post-contrast geometry of the folder given."""
+    result is in the T1 post-contrast (else FLAIR) geometry of the folder given."""
     from inference.io import read_visit  # noqa: PLC0415
     from inference.preprocess import is_prepared, prepare_visit, read_prepared  # noqa: PLC0415
 
@@ -340,14 +468,14 @@ def segment_folder(
     started = time.perf_counter()
     if is_prepared(folder):
         images, mask, _qc = read_prepared(folder)
-        geometry = images[Sequence.T1C]
+        geometry = images[reference_sequence(images)]
         source = "prepared"
     else:
         visit = read_visit(folder)
         say("preparing")
         prepared = prepare_visit(visit, progress=say)
         images, mask = prepared.images, prepared.brain_mask
-        geometry = visit.images[Sequence.T1C]
+        geometry = visit.images[reference_sequence(visit.images)]
         source = "raw (prepared first)"
     read_at = time.perf_counter()
     say("segmenting")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass, field
 
@@ -19,11 +19,17 @@ from inference.errors import (
     ConstantImageError,
     FieldOfViewMismatchError,
     FileTooLargeError,
+    MissingSequenceError,
     NonFiniteVoxelsError,
     NotThreeDimensionalError,
     SpacingOutOfRangeError,
 )
-from inference.labels import Sequence
+from inference.labels import ALL_SEQUENCES, Sequence
+
+# A visit can be segmented when it holds at least one of these: the tumour is seen on T1
+# post-contrast (core and enhancing part) or on FLAIR (whole tumour). T1 and T2 alone are not
+# enough. The model takes the missing channels as zeros (inference/segment.py).
+SEGMENTABLE: tuple[Sequence, ...] = (Sequence.T1C, Sequence.FLAIR)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -124,6 +130,46 @@ def check_raw_values(name: str, values: np.ndarray) -> None:
         raise ConstantImageError(
             f"{name}: every voxel has the value {float(low):g}; the image is empty"
         )
+
+
+def check_segmentable(found: Mapping[Sequence, str] | Collection[Sequence]) -> None:
+    """A visit must hold T1 post-contrast or FLAIR; ``found`` lists its sequences, or maps them
+    to the file each came from (named in the message).
+
+    >>> try:
+    ...     check_segmentable({Sequence.T1: "a_t1.nii.gz", Sequence.T2: "a_t2.nii.gz"})
+    ... except MissingSequenceError as error:
+    ...     print(error)
+    cannot segment without T1 post-contrast or FLAIR: found T1 (a_t1.nii.gz), T2 (a_t2.nii.gz)
+    >>> check_segmentable([Sequence.FLAIR])
+    """
+    if any(s in found for s in SEGMENTABLE):
+        return
+    raise MissingSequenceError(f"cannot segment without {_either()}: found {_listed(found)}")
+
+
+def reference_sequence(found: Collection[Sequence]) -> Sequence:
+    """The sequence whose grid a visit is prepared and segmented on: T1 post-contrast, else
+    FLAIR.
+
+    >>> reference_sequence([Sequence.T1, Sequence.FLAIR]).value
+    'flair'
+    """
+    check_segmentable(found)
+    return next(s for s in SEGMENTABLE if s in found)
+
+
+def _either() -> str:
+    return " or ".join(s.long_name for s in SEGMENTABLE)
+
+
+def _listed(found: Mapping[Sequence, str] | Collection[Sequence]) -> str:
+    names = [
+        f"{s.long_name} ({found[s]})" if isinstance(found, Mapping) else s.long_name
+        for s in ALL_SEQUENCES
+        if s in found
+    ]
+    return ", ".join(names) or "no sequence"
 
 
 def physical_bounds(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:

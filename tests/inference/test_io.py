@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference.errors import DuplicateSequenceError, MissingSequenceError
+from inference.errors import DuplicateSequenceError, GeometryMismatchError, MissingSequenceError
 from inference.io import (
     MapKind,
     classify_filename,
@@ -22,7 +22,7 @@ from inference.io import (
     write_dicom_series,
     write_image,
 )
-from inference.labels import LabelConvention, Sequence
+from inference.labels import ALL_SEQUENCES, LabelConvention, Sequence
 
 from .images import head, image_from_array
 
@@ -167,13 +167,54 @@ def test_it_reads_label_conventions(tmp_path: Path) -> None:
     np.testing.assert_array_equal(sitk.GetArrayViewFromImage(mapped), expected)
 
 
-def test_it_names_missing_and_found_sequences(tmp_path: Path) -> None:
+def test_it_names_missing_and_found_sequences_when_all_four_are_required(tmp_path: Path) -> None:
     _write_visit(tmp_path, {T1: "c_t1.nii.gz", FLAIR: "c_flair.nii.gz"})
     with pytest.raises(MissingSequenceError) as caught:
-        read_visit(tmp_path)
+        read_visit(tmp_path, required=ALL_SEQUENCES)
     message = caught.value.message
     assert "missing T1 post-contrast, T2" in message
     assert "found T1 (c_t1.nii.gz), FLAIR (c_flair.nii.gz)" in message
+
+
+def test_a_visit_with_t1c_and_flair_only_is_read(tmp_path: Path) -> None:
+    _write_visit(tmp_path, {T1C: "c_t1ce.nii.gz", FLAIR: "c_flair.nii.gz"})
+    visit = read_visit(tmp_path)
+    assert set(visit.images) == {T1C, FLAIR}
+    assert visit.sources == {T1C: "c_t1ce.nii.gz", FLAIR: "c_flair.nii.gz"}
+
+
+def test_a_visit_with_flair_only_is_read_with_its_segmentation_on_the_flair_grid(
+    tmp_path: Path,
+) -> None:
+    _write_visit(tmp_path, {FLAIR: "c-t2f.nii.gz"}, seg="c-seg.nii.gz")
+    visit = read_visit(tmp_path)
+    assert set(visit.images) == {FLAIR}
+    assert visit.segmentation is not None
+
+
+def test_a_segmentation_off_the_flair_grid_is_named_when_there_is_no_t1c(tmp_path: Path) -> None:
+    _write_visit(tmp_path, {T2: "c_t2.nii.gz", FLAIR: "c_flair.nii.gz"})
+    write_image(sitk.Cast(head(size=(40, 40, 20)) > 150, sitk.sitkUInt8), tmp_path / "c_seg.nii.gz")
+    with pytest.raises(GeometryMismatchError, match=r"not on the grid of c_flair\.nii\.gz"):
+        read_visit(tmp_path)
+
+
+def test_a_visit_without_t1c_or_flair_is_refused_naming_what_is_missing(tmp_path: Path) -> None:
+    _write_visit(tmp_path, {T1: "c_t1.nii.gz", T2: "c_t2.nii.gz"})
+    with pytest.raises(MissingSequenceError) as caught:
+        read_visit(tmp_path)
+    message = caught.value.message
+    assert message == (
+        f"{tmp_path.name}: cannot segment without T1 post-contrast or FLAIR: "
+        "found T1 (c_t1.nii.gz), T2 (c_t2.nii.gz)"
+    )
+    assert "\n" not in message
+    assert caught.value.path == tmp_path
+
+
+def test_an_empty_folder_is_refused_as_having_no_sequence(tmp_path: Path) -> None:
+    with pytest.raises(MissingSequenceError, match="found no sequence"):
+        read_visit(tmp_path)
 
 
 def test_it_rejects_a_duplicate_sequence(tmp_path: Path) -> None:
@@ -219,12 +260,29 @@ def test_an_override_names_an_unusual_series(tmp_path: Path) -> None:
         tmp_path, {"MPR": 1.0, "BRAVO+": 1.3, "Ax T2 FSE": 1.1, "AX FLAIR": 0.8, "PROTOCOL X": 1.0}
     )
     with pytest.raises(MissingSequenceError, match="T1 post-contrast"):
-        read_visit(tmp_path)
+        read_visit(tmp_path, required=ALL_SEQUENCES)
     visit = read_visit(
         tmp_path, series_overrides={"MPR": "t1", "bravo+": "t1c", "PROTOCOL X": "ignore"}
     )
     assert visit.sources[T1] == "DICOM series 'MPR'"
     assert visit.sources[T1C] == "DICOM series 'BRAVO+'"
+
+
+def test_a_dicom_visit_with_t1c_and_flair_only_is_read(tmp_path: Path) -> None:
+    _dicom_visit(tmp_path, {"T1 POST GD": 1.3, "AX FLAIR": 0.8})
+    visit = read_visit(tmp_path)
+    assert set(visit.images) == {T1C, FLAIR}
+    assert visit.sources[FLAIR] == "DICOM series 'AX FLAIR'"
+
+
+def test_a_dicom_visit_without_t1c_or_flair_is_refused_naming_its_series(tmp_path: Path) -> None:
+    _dicom_visit(tmp_path, {"T1 MPRAGE": 1.0, "Ax T2 FSE": 1.1})
+    with pytest.raises(
+        MissingSequenceError,
+        match=r"cannot segment without T1 post-contrast or FLAIR: found T1 \(DICOM series "
+        r"'T1 MPRAGE'\), T2 \(DICOM series 'Ax T2 FSE'\)",
+    ):
+        read_visit(tmp_path)
 
 
 def test_output_folder_keeps_the_old_result_when_the_new_one_fails(tmp_path: Path) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from inference.errors import MissingSequenceError
 from inference.io import Visit
 from inference.labels import Sequence
 from inference.preprocess import (
@@ -19,6 +21,7 @@ from inference.preprocess import (
     isotropic,
     normalise,
     prepare_visit,
+    read_prepared,
     reorient,
     write_prepared,
 )
@@ -247,6 +250,66 @@ def test_prepare_runs_seven_steps_and_writes_one_grid(tmp_path: Path) -> None:
     assert len(grids) == 1
     assert next(iter(grids))[1] == (1.0, 1.0, 1.0)
     assert dice(prepared.brain_mask, prepared.brain_mask) == 1.0
+
+
+def _without(visit: Visit, *sequences: Sequence) -> Visit:
+    images = {s: image for s, image in visit.images.items() if s not in sequences}
+    return dataclasses.replace(
+        visit, images=images, sources={s: f"{s.value}.nii.gz" for s in images}
+    )
+
+
+def test_a_visit_with_t1c_and_flair_only_is_prepared_and_written_with_those_two(
+    tmp_path: Path,
+) -> None:
+    prepared = prepare_visit(_without(_stripped_visit(tmp_path), Sequence.T1, Sequence.T2))
+    assert set(prepared.images) == {Sequence.T1C, Sequence.FLAIR}
+    assert prepared.qc["sequences"] == {
+        "present": ["t1c", "flair"],
+        "missing": ["t1", "t2"],
+        "reference": "t1c",
+    }
+    coregistered = prepared.qc["steps"][1]
+    assert coregistered["parameters"]["reference"] == "t1c"
+    assert set(coregistered["metrics"]) == {"flair"}
+    out = write_prepared(prepared, tmp_path / "out")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "brain_mask.nii.gz",
+        "flair.nii.gz",
+        "qc.json",
+        "seg.nii.gz",
+        "t1c.nii.gz",
+    ]
+    images, mask, qc = read_prepared(out)
+    assert set(images) == {Sequence.T1C, Sequence.FLAIR}
+    assert qc["sequences"]["present"] == ["t1c", "flair"]
+    assert images[Sequence.FLAIR].GetSize() == mask.GetSize()
+    (out / "flair.nii.gz").unlink()  # qc.json lists it: its absence is an error
+    with pytest.raises(MissingSequenceError, match=r"prepared visit lacks flair\.nii\.gz"):
+        read_prepared(out)
+
+
+def test_a_visit_without_t1c_is_prepared_on_the_flair_grid(tmp_path: Path) -> None:
+    visit = _without(_stripped_visit(tmp_path), Sequence.T1, Sequence.T1C)
+    # FLAIR acquired over a smaller box than T2: the prepared grid is the FLAIR's.
+    flair = visit.images[Sequence.FLAIR][4:60, 6:60, 8:60]
+    visit.images[Sequence.FLAIR] = flair
+    prepared = prepare_visit(visit)
+    assert set(prepared.images) == {Sequence.T2, Sequence.FLAIR}
+    assert prepared.qc["sequences"]["reference"] == "flair"
+    assert prepared.brain_mask.GetSize() == (168, 162, 156)
+    assert prepared.brain_mask.GetOrigin() == pytest.approx(flair.GetOrigin(), abs=1.01)
+    assert prepared.segmentation is not None
+    assert prepared.segmentation.GetSize() == (168, 162, 156)
+    mask_step = prepared.qc["steps"][3]
+    assert mask_step["parameters"]["reference"] == "flair"
+    assert mask_step["metrics"]["skull_stripped_input"] is True
+
+
+def test_a_visit_without_t1c_or_flair_is_not_prepared(tmp_path: Path) -> None:
+    visit = _without(_stripped_visit(tmp_path), Sequence.T1C, Sequence.FLAIR)
+    with pytest.raises(MissingSequenceError, match="cannot segment without T1 post-contrast or"):
+        prepare_visit(visit)
 
 
 def test_an_implausible_template_fit_is_recognised() -> None:

@@ -134,11 +134,115 @@ def test_a_prepared_visit_with_the_wrong_spacing_is_refused(segmenter: Segmenter
         segmenter.segment(images, mask)
 
 
-def test_a_visit_missing_a_sequence_is_refused(segmenter: Segmenter) -> None:
+def test_a_visit_without_t1c_or_flair_is_refused_naming_what_is_missing(
+    segmenter: Segmenter,
+) -> None:
     images, mask = prepared_visit()
-    del images[Sequence.FLAIR]
-    with pytest.raises(MissingSequenceError, match="FLAIR"):
+    del images[Sequence.T1C], images[Sequence.FLAIR]
+    with pytest.raises(
+        MissingSequenceError,
+        match=r"^cannot segment without T1 post-contrast or FLAIR: found T1, T2$",
+    ):
         segmenter.segment(images, mask)
+
+
+class RecordingSegmenter(Segmenter):
+    """No model: records the slices it is given and calls ET where the T1c channel is above 1,
+    oedema where the FLAIR channel is."""
+
+    def __init__(self) -> None:
+        self.card = {"name": "recorder", "version": "test", "weights_sha256": "0" * 64}
+        self.load_seconds = 0.0
+        self.inputs: list[np.ndarray] = []
+
+    def predict_slices(self, slices: np.ndarray, *, flips: bool = True) -> np.ndarray:
+        self.inputs.append(slices.copy())
+        classes = np.where(slices[..., 1] > 1.0, 3, np.where(slices[..., 3] > 1.0, 2, 0))
+        return np.eye(4, dtype=np.float32)[classes]
+
+
+def test_missing_channels_are_zero_filled_and_the_sequences_used_are_recorded() -> None:
+    from inference.model import CHANNELS
+
+    recorder = RecordingSegmenter()
+    images, mask = prepared_visit()
+    del images[Sequence.T1], images[Sequence.T2]
+    result = recorder.segment(images, mask, flips=False)
+    (slices,) = recorder.inputs
+    for sequence in (Sequence.T1, Sequence.T2):
+        assert (slices[..., CHANNELS.index(sequence)] == 0.0).all()
+    for sequence in (Sequence.T1C, Sequence.FLAIR):
+        assert (slices[..., CHANNELS.index(sequence)] != 0.0).any()
+    assert result.details["sequences_used"] == ["t1c", "flair"]
+    assert result.details["sequences_missing"] == ["t1", "t2"]
+    assert result.details["supported_regions"] == ["ET", "TC", "WT"]
+    assert result.details["not_measured"] == {}
+    assert all(v["volume_ml"] is not None for v in result.volumes_ml.values())
+
+
+def test_a_flair_only_visit_measures_the_whole_tumour_and_nothing_else(tmp_path: Path) -> None:
+    from inference.segment import write_segmentation
+
+    recorder = RecordingSegmenter()
+    images, mask = prepared_visit()
+    flair = images[Sequence.FLAIR]
+    result = recorder.segment({Sequence.FLAIR: flair}, mask, flips=False)
+    assert (recorder.inputs[0][..., :3] == 0.0).all()  # T1, T1c, T2 all zeros
+    assert result.labels.GetSize() == flair.GetSize()
+    assert result.labels.GetOrigin() == flair.GetOrigin()
+    assert result.details["supported_regions"] == ["WT"]
+    volumes = result.volumes_ml
+    assert volumes["WT"]["volume_ml"] > 0
+    for region in ("ET", "TC"):
+        assert volumes[region] == {
+            "volume_ml": None,
+            "expected_ml": None,
+            "low_ml": None,
+            "high_ml": None,
+            "reason": "not measured: needs T1 post-contrast, which this visit lacks",
+        }
+    report = write_segmentation(result, recorder, tmp_path / "out", source="flair only")
+    written = json.loads((tmp_path / "out" / "segmentation.json").read_text())
+    assert written == json.loads(json.dumps(report))
+    assert written["sequences_used"] == ["flair"]
+    assert written["sequences_missing"] == ["t1", "t1c", "t2"]
+    assert written["supported_regions"] == ["WT"]
+    assert written["volumes_ml"]["ET"]["volume_ml"] is None
+    assert written["not_measured"]["NCR"].startswith("not measured: needs T1 post-contrast")
+    assert written["sequences"] == (
+        "FLAIR (T1, T1c, T2 missing): whole tumour measured; core and enhancing not measured"
+    )
+
+
+@pytest.mark.parametrize(
+    ("present", "regions", "unmeasured"),
+    [
+        (["t1", "t1c", "t2", "flair"], ["ET", "TC", "WT"], set()),
+        (["t1c", "flair"], ["ET", "TC", "WT"], set()),
+        (["t1c"], ["ET", "TC"], {"WT", "ED"}),
+        (["t1", "t1c"], ["ET", "TC"], {"WT", "ED"}),
+        (["t1c", "t2"], ["ET", "TC", "WT"], set()),
+        (["flair"], ["WT"], {"ET", "TC", "NCR", "ED"}),
+        (["t1", "t2", "flair"], ["WT"], {"ET", "TC", "NCR", "ED"}),
+    ],
+)
+def test_the_regions_a_subset_supports(
+    present: list[str], regions: list[str], unmeasured: set[str]
+) -> None:
+    from inference.segment import sequence_support
+
+    support = sequence_support(present)
+    assert [r.value for r in support.regions] == regions
+    assert set(support.not_measured()) == unmeasured
+
+
+def test_the_model_segments_a_t1c_and_flair_visit(segmenter: Segmenter) -> None:
+    images, mask = prepared_visit()
+    del images[Sequence.T1], images[Sequence.T2]
+    result = segmenter.segment(images, mask)
+    assert result.labels.GetSize() == images[Sequence.T1C].GetSize()
+    probabilities = sitk.GetArrayFromImage(result.probabilities)
+    assert np.allclose(probabilities.sum(axis=-1), 1.0, atol=1e-4)
 
 
 def test_an_empty_brain_mask_is_refused(segmenter: Segmenter) -> None:
@@ -218,8 +322,12 @@ def test_the_shipped_model_card_matches_its_weights() -> None:
 
 
 def test_the_command_line_names_a_missing_weights_folder(tmp_path: Path) -> None:
-    from .cli import run_cli
+    from inference.io import write_image
 
+    from .cli import run_cli
+    from .images import head
+
+    write_image(head(), tmp_path / "v_t1c.nii.gz")  # a visit it could segment
     done = run_cli(
         "segment", str(tmp_path), "--out", str(tmp_path / "out"), "--weights", str(tmp_path / "x")
     )
@@ -284,3 +392,47 @@ def test_the_command_line_segments_a_prepared_folder_into_three_files(
     assert labels.GetSize() == images[Sequence.T1C].GetSize()
     assert probabilities.GetNumberOfComponentsPerPixel() == 4
     assert np.allclose(labels.GetOrigin(), images[Sequence.T1C].GetOrigin())
+
+
+def test_the_command_line_segments_a_prepared_flair_only_folder(
+    weights: Path, tmp_path: Path
+) -> None:
+    from inference.io import write_image
+    from inference.preprocess import PREPARED_NAMES
+
+    from .cli import run_cli
+
+    images, mask = prepared_visit()
+    prepared = tmp_path / "prepared"
+    write_image(images[Sequence.FLAIR], prepared / PREPARED_NAMES[Sequence.FLAIR])
+    write_image(mask, prepared / "brain_mask.nii.gz")
+    (prepared / "qc.json").write_text('{"sequences": {"present": ["flair"]}}')
+    done = run_cli(
+        "segment", str(prepared), "--out", str(tmp_path / "out"), "--weights", str(weights)
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ET not measured, TC not measured, WT " in done.stderr
+    report = json.loads((tmp_path / "out" / "segmentation.json").read_text())
+    assert report["sequences_used"] == ["flair"] and report["supported_regions"] == ["WT"]
+    assert report["volumes_ml"]["TC"]["volume_ml"] is None
+
+
+def test_the_command_line_refuses_a_visit_without_t1c_or_flair_with_one_line(
+    tmp_path: Path,
+) -> None:
+    from inference.io import write_image
+
+    from .cli import run_cli
+    from .images import head
+
+    visit = tmp_path / "visit"
+    write_image(head(), visit / "v_t1.nii.gz")
+    write_image(head(), visit / "v_t2.nii.gz")
+    done = run_cli("segment", str(visit), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "error: visit: cannot segment without T1 post-contrast or FLAIR: "
+        "found T1 (v_t1.nii.gz), T2 (v_t2.nii.gz)"
+    ]
+    assert not (tmp_path / "out").exists()

@@ -211,10 +211,14 @@ def test_the_cli_prints_one_line_and_exits_2_on_bad_input(tmp_path: Path) -> Non
 
 
 def test_the_cli_names_a_missing_sequence(tmp_path: Path) -> None:
-    write_image(head(), tmp_path / "v_t1c.nii.gz")
+    write_image(head(), tmp_path / "v_t1.nii.gz")
+    write_image(head(), tmp_path / "v_t2.nii.gz")
     result = run_cli("prepare", str(tmp_path), "--out", str(tmp_path / "out"))
     assert result.returncode == 2
-    assert "missing T1, T2, FLAIR; found T1 post-contrast (v_t1c.nii.gz)" in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path.name}: cannot segment without T1 post-contrast or FLAIR: "
+        "found T1 (v_t1.nii.gz), T2 (v_t2.nii.gz)"
+    ]
 
 
 def test_a_failed_run_leaves_an_earlier_result_intact(tmp_path: Path) -> None:
