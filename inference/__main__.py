@@ -257,6 +257,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         resume=args.resume,
         init_weights=args.init_weights,
+        sequence_dropout=args.sequence_dropout,
+        tumour_share=args.tumour_share,
     )
     _say(f"training -> {args.out} (checkpoints in {args.out / 'checkpoints'})")
     summary = run_training(
@@ -266,6 +268,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         cache=args.cache,
         workers=args.workers,
         settings=settings,
+        synthetic_volumes=args.synthetic,
+        synthetic_first_seed=args.synthetic_first_seed,
         say=_say,
     )
     return {"out": str(args.out), **summary}
@@ -342,6 +346,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, help="weights folder to write")
     train.add_argument("--phantoms", type=int, default=0, help="phantom patients (4 visits each)")
     train.add_argument("--phantom-first-seed", type=int, default=100_000)
+    train.add_argument(
+        "--synthetic", type=int, default=0, help="sim-to-real volumes (inference/synthesis.py)"
+    )
+    train.add_argument("--synthetic-first-seed", type=int, default=300_000)
+    train.add_argument(
+        "--sequence-dropout", type=float, default=0.0, help="share of patches with sequences zeroed"
+    )
+    train.add_argument(
+        "--tumour-share", type=float, default=0.8, help="share of patches centred on tumour"
+    )
     train.add_argument("--cache", type=Path, default=Path("var/train-cache"))
     train.add_argument("--workers", type=int, default=2, help="processes preparing cases")
     train.add_argument("--epochs", type=int, default=40)
@@ -352,7 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=20261127)
     train.add_argument("--resume", action="store_true", help="continue from checkpoints/last.keras")
     train.add_argument(
-        "--init-weights", type=Path, help="start from a .weights.h5 (fine-tune, new schedule)"
+        "--init-weights",
+        type=Path,
+        help="start from a .weights.h5 or a weights folder (fine-tune, new schedule)",
     )
     train.set_defaults(run=cmd_train)
 

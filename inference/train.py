@@ -214,6 +214,28 @@ def _phantom_job(args: tuple[Path, int, int, int]) -> Case:
     )
 
 
+def synthetic_case(seed: int) -> Case:
+    """A sim-to-real training volume (``synthesis.py``) as prepared-like slices."""
+    from inference import synthesis  # noqa: PLC0415 - only needed for synthetic training
+
+    volume = synthesis.synthesise(seed)
+    rng = np.random.default_rng([seed, 13])
+    return case_from_arrays(
+        volume.channels(CHANNELS),
+        volume.labels,
+        volume.mask,
+        key=f"synthetic-{seed}-{volume.background}-{volume.kind}",
+        patient=f"synthetic-{seed}",
+        rng=rng,
+        background_slices=20,
+    )
+
+
+def _synthetic_job(args: tuple[Path, int]) -> Case:
+    cache, seed = args
+    return _cached(cache / f"synthetic-{seed}.npz", lambda: synthetic_case(seed))
+
+
 def _folder_job(args: tuple[Path, Path]) -> Case:
     cache, folder = args
     digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
@@ -235,6 +257,7 @@ def load_cases(
     phantoms: list[tuple[int, int, int]],
     folders: list[Path],
     cache: Path,
+    synthetic: list[int] | None = None,
     workers: int,
     say: Callable[[str], None],
 ) -> list[Case]:
@@ -242,6 +265,7 @@ def load_cases(
     jobs: list[tuple[Callable[[Any], Case], Any]] = [
         (_phantom_job, (cache, *job)) for job in phantoms
     ] + [(_folder_job, (cache, folder)) for folder in folders]
+    jobs += [(_synthetic_job, (cache, seed)) for seed in synthetic or []]
     cases: list[Case] = []
     started = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(max(1, workers)) as pool:
@@ -323,6 +347,32 @@ def augment(
     return image, np.ascontiguousarray(labels)
 
 
+# Subsets of sequences seen in clinics when an exam is incomplete (T1c or FLAIR always kept).
+DROPOUT_SUBSETS: tuple[tuple[Sequence, ...], ...] = (
+    (Sequence.T1C, Sequence.FLAIR),
+    (Sequence.T1C, Sequence.FLAIR),
+    (Sequence.T1C,),
+    (Sequence.FLAIR,),
+    (Sequence.T1, Sequence.T1C, Sequence.FLAIR),
+    (Sequence.T1C, Sequence.T2, Sequence.FLAIR),
+    (Sequence.T1, Sequence.T1C, Sequence.T2),
+    (Sequence.T2, Sequence.FLAIR),
+    (Sequence.T1, Sequence.T1C),
+)
+
+
+def drop_sequences(image: np.ndarray, keep: tuple[Sequence, ...]) -> np.ndarray:
+    """Zero the channels not in ``keep`` (0 everywhere: how ``segment.py`` fills a missing
+    sequence). ``image`` (..., channels) in ``CHANNELS`` order."""
+    if not any(s in keep for s in (Sequence.T1C, Sequence.FLAIR)):
+        raise ValueError("a subset must keep T1c or FLAIR")
+    out = image.copy()
+    for index, sequence in enumerate(CHANNELS):
+        if sequence not in keep:
+            out[..., index] = 0.0
+    return out
+
+
 def sample_batch(
     cases: list[Case],
     rng: np.random.Generator,
@@ -331,6 +381,7 @@ def sample_batch(
     patch: int = PATCH,
     tumour_share: float = 0.8,
     augmented: bool = True,
+    dropout: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``batch`` patches (images, one-hot labels). Most are centred on a tumour pixel of a
     class drawn uniformly among those present, so rare classes and small lesions are seen."""
@@ -356,6 +407,8 @@ def sample_batch(
         label = _patch(labels, (int(y), int(x)), patch)
         if augmented:
             image, label = augment(image, label, rng)
+        if dropout and rng.random() < dropout:
+            image = drop_sequences(image, DROPOUT_SUBSETS[int(rng.integers(len(DROPOUT_SUBSETS)))])
         images.append(image)
         targets.append(one_hot(label))
     return np.stack(images), np.stack(targets)
@@ -377,7 +430,9 @@ class TrainSettings:
     validation_fraction: float = 0.1
     seed: int = 20261127
     resume: bool = False
-    init_weights: Path | None = None  # start from these weights with a fresh optimiser
+    init_weights: Path | None = None  # .weights.h5 or a weights folder, fresh optimiser
+    sequence_dropout: float = 0.0  # share of patches with some sequences zeroed
+    tumour_share: float = 0.8  # share of patches centred on a tumour pixel
     training_data: dict[str, Any] = field(default_factory=dict)
 
 
@@ -406,6 +461,8 @@ def _datasets(
                 batch=settings.batch,
                 patch=settings.patch,
                 augmented=not self.fixed,
+                tumour_share=settings.tumour_share,
+                dropout=0.0 if self.fixed else settings.sequence_dropout,
             )
 
         def on_epoch_end(self) -> None:
@@ -466,7 +523,12 @@ def train(
         say(f"resuming after epoch {initial_epoch} from {last}")
     else:
         model = build_model(ModelConfig())
-        if settings.init_weights is not None:
+        if settings.init_weights is not None and settings.init_weights.is_dir():
+            from inference.segment import load_weights, read_card  # noqa: PLC0415
+
+            load_weights(model, settings.init_weights, read_card(settings.init_weights))
+            say(f"starting from {settings.init_weights}")
+        elif settings.init_weights is not None:
             model.load_weights(settings.init_weights)
             say(f"starting from {settings.init_weights}")
         schedule = keras.optimizers.schedules.CosineDecay(
@@ -536,6 +598,8 @@ def train(
         "patch": settings.patch,
         "learning_rate": settings.learning_rate,
         "seed": settings.seed,
+        "sequence_dropout": settings.sequence_dropout,
+        "tumour_share": settings.tumour_share,
         "init_weights": str(settings.init_weights) if settings.init_weights else None,
         "seconds_this_run": round(time.perf_counter() - started, 1),
         "best_epoch": best_row.get("epoch"),
@@ -561,6 +625,8 @@ def run_training(
     cache: Path,
     workers: int,
     settings: TrainSettings,
+    synthetic_volumes: int = 0,
+    synthetic_first_seed: int = 300_000,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """The ``train`` command: gather cases, split by patient, train, export."""
@@ -570,10 +636,21 @@ def run_training(
             "no visit folder with a segmentation under " + ", ".join(map(str, folders))
         )
     plan = phantom_plan(phantom_patients, phantom_first_seed) if phantom_patients else []
-    if not plan and not visit_folders:
-        raise InputError("nothing to train on: give data folders or --phantoms N")
-    say(f"{len(plan)} phantom visits, {len(visit_folders)} labelled folders; cache {cache}")
-    cases = load_cases(phantoms=plan, folders=visit_folders, cache=cache, workers=workers, say=say)
+    synthetic = list(range(synthetic_first_seed, synthetic_first_seed + synthetic_volumes))
+    if not plan and not visit_folders and not synthetic:
+        raise InputError("nothing to train on: give data folders, --phantoms N or --synthetic N")
+    say(
+        f"{len(plan)} phantom visits, {len(synthetic)} synthetic volumes, "
+        f"{len(visit_folders)} labelled folders; cache {cache}"
+    )
+    cases = load_cases(
+        phantoms=plan,
+        folders=visit_folders,
+        synthetic=synthetic,
+        cache=cache,
+        workers=workers,
+        say=say,
+    )
     train_cases, validation_cases = split_patients(
         cases, settings.validation_fraction, settings.seed
     )
@@ -584,6 +661,15 @@ def run_training(
                 f"{phantom_first_seed}-{phantom_first_seed + phantom_patients - 1}"
             ]
             if plan
+            else []
+        )
+        + (
+            [
+                "SYNTHETIC sim-to-real volumes (inference/synthesis.py), seeds "
+                f"{synthetic[0]}-{synthetic[-1]}; backgrounds: MNI152 tissue maps and the "
+                "tumour-free real brains open-ms-cross-sectional patient07 and patient19"
+            ]
+            if synthetic
             else []
         )
         + [str(f) for f in folders],
