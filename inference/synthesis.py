@@ -121,6 +121,7 @@ _CONTRASTS: dict[Tissue, tuple[tuple[float, float], ...]] = {
     Tissue.NON_ENHANCING: ((0.5, 0.85), (0.0, 0.06), (1.4, 2.3), (1.25, 2.1)),
     Tissue.ENHANCING: ((0.6, 0.95), (0.25, 1.6), (1.05, 1.7), (1.05, 1.7)),
 }
+_ENHANCING = frozenset({Tissue.ENHANCING, Tissue.DURA, Tissue.SINUS, Tissue.VEIN, Tissue.PLEXUS})
 # Tissues painted as a multiple of the background (anatomy shows through) rather than replacing it.
 _MULTIPLICATIVE = frozenset({Tissue.OEDEMA, Tissue.WM_LESION})
 
@@ -497,7 +498,10 @@ def _contrast_table(rng: np.random.Generator) -> dict[Tissue, np.ndarray]:
         t1, enhancement, t2, flair = (rng.uniform(lo, hi) for lo, hi in ranges)
         if scramble and tissue not in (Tissue.WM,):
             t1, t2, flair = (v * rng.uniform(0.6, 1.5) for v in (t1, t2, flair))
-        table[tissue] = np.array([t1, t1 * (1 + enhancement), t2, flair], np.float32)
+        t1c = t1 * (1 + enhancement)
+        if tissue in _ENHANCING:  # what enhances ends up brighter than white matter on T1c
+            t1c = max(t1c, rng.uniform(1.1, 1.3))
+        table[tissue] = np.array([t1, t1c, t2, flair], np.float32)
     return table
 
 
