@@ -147,9 +147,12 @@ class SyntheticVolume:
 
 
 def real_background_folder() -> Path:
-    """Where patient07 and patient19 live: ``INFERENCE_REAL_BACKGROUNDS`` or the shared data."""
-    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "open-ms-cross-sectional"
-    return Path(os.environ.get("INFERENCE_REAL_BACKGROUNDS", default))
+    """Where patient07 and patient19 live: ``INFERENCE_REAL_BACKGROUNDS``, else
+    ``open-ms-cross-sectional`` in ``TRACKER_TEST_DATA`` or in ``../shared/data``."""
+    if "INFERENCE_REAL_BACKGROUNDS" in os.environ:
+        return Path(os.environ["INFERENCE_REAL_BACKGROUNDS"])
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(os.environ.get("TRACKER_TEST_DATA", shared)) / "open-ms-cross-sectional"
 
 
 def _box(mask: np.ndarray, margin: int = 3) -> tuple[slice, ...]:
