@@ -8,7 +8,10 @@
 - ``first_call``: a fresh process: import, build, load the weights, first visit.
 - Peak memory (max RSS) of that fresh segmenting process.
 
-    .venv/bin/python bench/bench_segment_speed.py [--repeats 5]
+``--weights DIR`` (repeatable) times several weights folders side by side in one run: each
+repetition runs every folder in turn, so a noisy machine slows them alike.
+
+    .venv/bin/python bench/bench_segment_speed.py [--repeats 5] [--weights DIR --weights DIR]
     KERAS_BACKEND=jax python bench/bench_segment_speed.py --slices-only  (GPU machine, no data)
 
 Writes bench/results/segment_speed.json (or segment_speed_<backend>.json with --slices-only).
@@ -35,15 +38,20 @@ CASE = "brats-gli-00001-000"
 PREPARED = REPO / "var" / "bench-segment" / "real" / CASE
 
 
-def timed(function: Any, repeats: int) -> dict[str, Any]:
-    seconds = []
+def timed(functions: dict[str, Any], repeats: int) -> dict[str, dict[str, Any]]:
+    """Median seconds of each function, the functions interleaved within every repetition."""
+    seconds: dict[str, list[float]] = {name: [] for name in functions}
     for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        seconds.append(time.perf_counter() - started)
+        for name, function in functions.items():
+            started = time.perf_counter()
+            function()
+            seconds[name].append(time.perf_counter() - started)
     return {
-        "median_s": round(statistics.median(seconds), 3),
-        "runs_s": [round(s, 3) for s in seconds],
+        name: {
+            "median_s": round(statistics.median(values), 3),
+            "runs_s": [round(s, 3) for s in values],
+        }
+        for name, values in seconds.items()
     }
 
 
@@ -61,7 +69,7 @@ import json, resource, sys, time
 started = time.perf_counter()
 from inference.segment import Segmenter
 from inference.preprocess import read_prepared
-segmenter = Segmenter()
+segmenter = Segmenter(sys.argv[2])
 loaded = time.perf_counter()
 images, mask, _ = read_prepared(sys.argv[1])
 result = segmenter.segment(images, mask, flips=True)
@@ -79,21 +87,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--slices-only", action="store_true")
+    parser.add_argument("--weights", type=Path, action="append", help="weights folder(s)")
     args = parser.parse_args()
 
     import keras
 
-    from inference.segment import Segmenter
+    from inference.segment import DEFAULT_WEIGHTS, Segmenter
 
-    segmenter = Segmenter()
+    folders = [Path(w) for w in args.weights or [DEFAULT_WEIGHTS]]
+    segmenters = {}
+    for folder in folders:
+        segmenter = Segmenter(folder)
+        segmenters[f"{segmenter.identity['version']} ({folder})"] = segmenter
     slices = np.random.default_rng(0).normal(size=(155, 224, 224, 4)).astype(np.float32)
-    segmenter.predict_slices(slices[:16], flips=False)  # trace once
+    for segmenter in segmenters.values():
+        segmenter.predict_slices(slices[:16], flips=False)  # trace once
     result: dict[str, Any] = {
-        "environment": environment(keras_backend=keras.backend.backend(), model=segmenter.identity),
+        "environment": environment(
+            keras_backend=keras.backend.backend(),
+            models={name: s.identity for name, s in segmenters.items()},
+        ),
         "target": "one visit (about 155 slices at 224 x 224 x 4) <= 4 s on 2 CPU cores",
+        "weights": list(segmenters),
         "slices_155x224x224": {
-            "no_flips": timed(lambda: segmenter.predict_slices(slices, flips=False), args.repeats),
-            "flips": timed(lambda: segmenter.predict_slices(slices, flips=True), args.repeats),
+            "no_flips": timed(
+                {
+                    n: (lambda s=s: s.predict_slices(slices, flips=False))
+                    for n, s in segmenters.items()
+                },
+                args.repeats,
+            ),
+            "flips": timed(
+                {
+                    n: (lambda s=s: s.predict_slices(slices, flips=True))
+                    for n, s in segmenters.items()
+                },
+                args.repeats,
+            ),
         },
     }
     print(json.dumps(result["slices_155x224x224"]), flush=True)
@@ -103,23 +133,37 @@ def main() -> None:
 
         folder = prepared_visit()
         images, mask, _ = read_prepared(folder)
-        details = segmenter.segment(images, mask, flips=False).details
+        details = next(iter(segmenters.values())).segment(images, mask, flips=False).details
         result["visit"] = {
             "case": CASE,
             "slices": details["slices"],
             "slice_size": details["slice_size"],
-            "no_flips": timed(lambda: segmenter.segment(images, mask, flips=False), args.repeats),
-            "flips": timed(lambda: segmenter.segment(images, mask, flips=True), args.repeats),
+            "no_flips": timed(
+                {
+                    n: (lambda s=s: s.segment(images, mask, flips=False))
+                    for n, s in segmenters.items()
+                },
+                args.repeats,
+            ),
+            "flips": timed(
+                {
+                    n: (lambda s=s: s.segment(images, mask, flips=True))
+                    for n, s in segmenters.items()
+                },
+                args.repeats,
+            ),
         }
         print(json.dumps(result["visit"]), flush=True)
-        fresh = subprocess.run(
-            [sys.executable, "-c", FRESH, str(folder)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        result["first_call"] = json.loads(fresh.stdout.strip().splitlines()[-1])
+        result["first_call"] = {}
+        for (tag, _segmenter), weights in zip(segmenters.items(), folders, strict=True):
+            fresh = subprocess.run(
+                [sys.executable, "-c", FRESH, str(folder), str(weights)],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            result["first_call"][tag] = json.loads(fresh.stdout.strip().splitlines()[-1])
         result["memory_target"] = "peak memory of a segmenting process <= 3 GB"
         print(json.dumps(result["first_call"]), flush=True)
     else:
