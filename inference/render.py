@@ -203,7 +203,8 @@ def prior_layers(
     prior_labels: sitk.Image,
     prior_to_this: sitk.Transform,
 ) -> dict[str, np.ndarray]:
-    """The prior visit's T1c and labels on this visit's display grid. ``prior_to_this`` maps the
+    """The prior visit's T1c (or the image given) and labels on this visit's display grid, as
+    layers ``prior-t1c`` and ``prior-labels``. ``prior_to_this`` maps the
     prior's physical space onto this visit's (the stored registration), so resampling uses its
     inverse (this grid's points -> the prior's)."""
     grid = reference_grid(meta)
@@ -341,9 +342,11 @@ def layer_png(folder: Path | str, layer: str, plane: Plane | str, index: int) ->
 def key_slice_png(
     folder: Path | str, *, plane: Plane | str = Plane.AXIAL, opacity: float = 0.5, scale: int = 2
 ) -> bytes:
-    """T1c with the segmentation blended in, through the tumour's centre (for reports)."""
+    """T1c (FLAIR in a visit without it) with the segmentation blended in, through the tumour's
+    centre (for reports)."""
     meta = read_meta(folder)
     index = int(meta["key_slices"][Plane(plane).value])
-    base = grey_rgba(cut(read_layer(folder, "t1c"), plane, index))
+    sequence = "t1c" if "t1c" in meta.get("windows", {"t1c": None}) else "flair"
+    base = grey_rgba(cut(read_layer(folder, sequence), plane, index))
     labels = labels_rgba(cut(read_layer(folder, "labels"), plane, index))
     return png(composite(base, (labels, opacity)), scale=scale)

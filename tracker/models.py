@@ -201,10 +201,22 @@ class RunStatus(models.TextChoices):
     FAILED = "failed", "failed"
 
 
+def all_sequences() -> list[str]:
+    return [s.value for s in SequenceName]
+
+
+def all_regions() -> list[str]:
+    return ["ET", "TC", "WT"]
+
+
 class AnalysisRun(models.Model):
     """One analysis of one visit by one model version. ``stage`` and ``status`` together say
     where it is: (segment, running) is segmenting; (done, done) is finished. A stage is claimed
-    by a compare-and-set update from (stage, queued) to (stage, running)."""
+    by a compare-and-set update from (stage, queued) to (stage, running).
+
+    ``sequences_used`` and ``supported_regions`` are written by the segment stage (a visit may
+    lack any sequence but T1 post-contrast or FLAIR; see ``inference.segment.REGION_NEEDS``);
+    runs analysed before they were recorded had all four sequences, which the default says."""
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="runs")
@@ -214,6 +226,8 @@ class AnalysisRun(models.Model):
     model_name = models.CharField(max_length=100, blank=True)
     model_version = models.CharField(max_length=50, blank=True)
     weights_sha256 = models.CharField(max_length=64, blank=True)
+    sequences_used = models.JSONField(default=all_sequences)  # ["t1c", "flair"], ...
+    supported_regions = models.JSONField(default=all_regions)  # ["ET", "TC", "WT"], ...
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
     is_current = models.BooleanField(
@@ -250,9 +264,13 @@ class AnalysisRun(models.Model):
 
 class Measurement(models.Model):
     run = models.OneToOneField(AnalysisRun, on_delete=models.CASCADE, related_name="measurement")
+    # Per region and label; null where the run's sequences do not support it (the reasons follow
+    # from run.sequences_used: inference.segment.sequence_support).
     volumes_ml = models.JSONField()
     volume_intervals_ml = models.JSONField(default=dict)
-    sum_of_products_mm2 = models.FloatField()
+    sum_of_products_mm2 = models.FloatField(
+        null=True, help_text="null when the core cannot be measured (no T1 post-contrast)"
+    )
     lesion_map = models.CharField(max_length=300)  # media path of the lesion-id map
     segmentation = models.CharField(max_length=300)  # media path of seg.nii.gz
     probabilities = models.CharField(max_length=300, blank=True)

@@ -1,5 +1,5 @@
 // The WebGL2 viewer (NiiVue, vendored from npm): opened on demand, it loads the prepared
-// T1 post-contrast and the segmentation (label colours as in the slice viewer). Where WebGL2 is
+// T1 post-contrast (FLAIR in a visit without it: data-volume) and the segmentation (label colours as in the slice viewer). Where WebGL2 is
 // missing the panel says so and the server-rendered slice viewer above remains.
 (function () {
   "use strict";
@@ -8,6 +8,7 @@
   var status = document.getElementById("niivue-status");
   var canvas = document.getElementById("niivue-canvas");
   var base = panel.getAttribute("data-base");
+  var volume = panel.getAttribute("data-volume") || "t1c";
   var started = false;
 
   function say(state, text) {
@@ -38,7 +39,7 @@
     });
     viewer.attachToCanvas(canvas);
     viewer.loadVolumes([
-      { url: base + "t1c.nii.gz", name: "t1c.nii.gz" },
+      { url: base + volume + ".nii.gz", name: volume + ".nii.gz" },
       { url: base + "seg.nii.gz", name: "seg.nii.gz", opacity: 0.5 }
     ]).then(function () {
       var labels = viewer.volumes[1];

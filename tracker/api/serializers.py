@@ -190,6 +190,22 @@ class ReviewOutput(serializers.ModelSerializer):
         fields = ["action", "category", "reason", "reviewer", "reviewed_at"]
 
 
+def sequence_fields(run: AnalysisRun) -> dict[str, Any]:
+    """The sequences a run's segmentation used and what they let it measure: a volume that is
+    not supported is null in ``volumes_ml`` and ``not_measured`` says why (the same keys as
+    ``segmentation.json``)."""
+    from inference.segment import sequence_support  # noqa: PLC0415
+
+    support = sequence_support(run.sequences_used)
+    return {
+        "sequences_used": [s.value for s in support.used],
+        "sequences_missing": [s.value for s in support.missing],
+        "supported_regions": list(run.supported_regions),
+        "not_measured": support.not_measured(),
+        "sequences": support.summary(),
+    }
+
+
 class VisitOutput(serializers.ModelSerializer):
     patient = serializers.UUIDField(source="patient.code")
     analysis = serializers.SerializerMethodField()
@@ -229,6 +245,7 @@ class VisitOutput(serializers.ModelSerializer):
                 "version": run.model_version,
                 "weights_sha256": run.weights_sha256,
             },
+            **sequence_fields(run),
             "volumes_ml": measurement.volumes_ml,
             "volume_intervals_ml": measurement.volume_intervals_ml,
             "sum_of_products_mm2": measurement.sum_of_products_mm2,
@@ -299,6 +316,7 @@ def visit_dict(visit: Visit) -> dict[str, Any]:
                 "version": run.model_version,
                 "weights_sha256": run.weights_sha256,
             },
+            **sequence_fields(run),
             "volumes_ml": measurement.volumes_ml,
             "volume_intervals_ml": measurement.volume_intervals_ml,
             "sum_of_products_mm2": measurement.sum_of_products_mm2,

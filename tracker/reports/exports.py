@@ -36,6 +36,8 @@ MEASUREMENT_COLUMNS = [
     "sum_of_products_mm2",
     "lesion_count",
     "measurable_lesions",
+    "sequences_used",
+    "not_measured",
     "response_category",
     "confirmed",
     "relative_change",
@@ -188,9 +190,14 @@ def measurements_csv(timeline: Mapping[str, Any]) -> str:
                 "model_name": model.get("name"),
                 "model_version": model.get("version"),
                 "sum_of_products_mm2": results.get("sum_of_products_mm2"),
-                "lesion_count": len(lesions),
-                "measurable_lesions": sum(1 for lesion in lesions if lesion.get("measurable")),
+                "sequences_used": " ".join(results.get("sequences_used") or []),
+                "not_measured": "; ".join(
+                    f"{name}: {why}" for name, why in (results.get("not_measured") or {}).items()
+                ),
             }
+            if results.get("sum_of_products_mm2") is not None:  # lesions need the core
+                row["lesion_count"] = len(lesions)
+                row["measurable_lesions"] = sum(1 for x in lesions if x.get("measurable"))
             for region in REGIONS:
                 interval = _interval(results, region)
                 row[f"{region}_ml"] = volumes.get(region)

@@ -19,7 +19,8 @@ def _data_uri(content: bytes, kind: str) -> str:
 
 def key_visits(timeline: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """Baseline, nadir (the smallest sum of products, or whole-tumour volume where no lesion is
-    measurable, at or after baseline) and the latest analysed visit; each named once."""
+    measurable, at or after baseline, among visits where both were measured) and the latest
+    analysed visit; each named once."""
     analysed = [v for v in timeline["visits"] if v["results"] is not None]
     if not analysed:
         return []
@@ -28,15 +29,21 @@ def key_visits(timeline: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         analysed[0],
     )
     after = [v for v in analysed if v["acquired_on"] >= baseline["acquired_on"]]
+    measured = [
+        v
+        for v in after
+        if v["results"]["sum_of_products_mm2"] is not None
+        and v["results"]["volumes_ml"].get("WT") is not None
+    ]
 
     def size(visit: dict[str, Any]) -> tuple[float, float]:
         results = visit["results"]
         return (
             float(results["sum_of_products_mm2"] or 0.0),
-            float(results["volumes_ml"].get("WT", 0.0)),
+            float(results["volumes_ml"].get("WT") or 0.0),
         )
 
-    nadir = min(after, key=size)
+    nadir = min(measured or after, key=size)
     latest = analysed[-1]
     chosen: list[tuple[str, dict[str, Any]]] = []
     for name, visit in (("baseline", baseline), ("nadir", nadir), ("latest", latest)):

@@ -5,6 +5,10 @@
 Tracking happens here, on the patient, not per visit: every analysed visit's lesion map is
 brought into the first analysed visit's space (its stored registration, or a new one when the
 first visit changed), so adding, editing or removing an earlier visit gives consistent tracks.
+
+A visit whose sequences cannot support the assessment (no T1 post-contrast; no FLAIR or T2 for a
+non-enhancing or mixed tumour) is left out of the engine's timeline and stored as
+'indeterminate' with the reason (``unassessable_reasons``).
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from inference.labels import Region
 from inference.response import assess, baseline_index, parse_timeline
 from tracker.models import (
     AnalysisRun,
     Assessment,
+    Category,
     Patient,
     Presentation,
     TreatmentKind,
@@ -119,8 +125,38 @@ def timeline_input(
         entry["lesions"] = [_lesion_entry(patient, track, lesions.get(track)) for track in listed]
         entry["new_lesion"] = new
         volumes = run.measurement.volumes_ml
-        entry["non_enhancing_volume_ml"] = round(max(volumes["WT"] - volumes["ET"], 0.0), 4)
+        whole, enhancing = volumes.get("WT"), volumes.get("ET")
+        entry["non_enhancing_volume_ml"] = (
+            None  # no FLAIR or T2: not measured, and not invented
+            if whole is None or enhancing is None
+            else round(max(whole - enhancing, 0.0), 4)
+        )
     return {**top, "visits": visits}
+
+
+def unassessable_reasons(patient: Patient, run: AnalysisRun) -> list[str]:
+    """Why a visit's sequences cannot give a RANO 2.0 assessment (empty when they can).
+
+    Choice: lesions, their products and enhancing volumes come from the tumour core, which needs
+    T1 post-contrast; a visit without it is left out of the timeline the engine assesses (no
+    burden is invented for it, so it can be neither a nadir nor a progression) and gets its own
+    'indeterminate' row saying why. Non-enhancing and mixed tumours are assessed on their
+    T2/FLAIR disease too, which needs FLAIR or T2.
+    """
+    supported = set(run.supported_regions)
+    if Region.TC.value not in supported:
+        return [
+            "no T1 post-contrast at this visit: the enhancing tumour and the tumour core (and so "
+            "the RANO lesion measurements) cannot be measured, so RANO 2.0 is not assessed here; "
+            "the visit is left out of the timeline the other visits are assessed on"
+        ]
+    if patient.presentation != Presentation.ENHANCING and Region.WT.value not in supported:
+        return [
+            "no FLAIR or T2 at this visit: the non-enhancing (T2/FLAIR) disease of a "
+            f"{patient.get_presentation_display()} tumour cannot be measured, so RANO 2.0 is not "
+            "assessed here; the visit is left out of the timeline the other visits are assessed on"
+        ]
+    return []
 
 
 def _visit_entry(visit: Visit) -> dict[str, Any]:
@@ -173,13 +209,24 @@ def patient_assess(patient: Patient) -> list[Assessment]:
         Assessment.objects.filter(visit__patient=patient, is_current=True).update(is_current=False)
         if not runs:
             return []
-        tracks = _tracks(runs)
-        data = timeline_input(patient, runs, tracks)
-        result = assess(parse_timeline(data)).as_dict()
-        visits = {run.visit.acquired_on.isoformat(): run.visit for run in runs}
+        left_out = {run.pk: unassessable_reasons(patient, run) for run in runs}
+        assessed = [run for run in runs if not left_out[run.pk]]
+        tracks = _tracks(assessed)
+        data = timeline_input(patient, assessed, tracks) if assessed else {}
+        result = assess(parse_timeline(data)).as_dict() if assessed else {"visits": []}
+        runs_by_id = {run.visit.acquired_on.isoformat(): run for run in runs}
+        visits = {key: run.visit for key, run in runs_by_id.items()}
         versions = sorted({f"{r.model_name} {r.model_version}".strip() for r in runs})
         stored = []
         for row in result["visits"]:
+            reasons = list(row["reasons"])
+            if data.get("antiangiogenic_therapy") and (
+                Region.WT.value not in runs_by_id[row["id"]].supported_regions
+            ):
+                reasons.append(
+                    "no FLAIR or T2 at this visit: T2/FLAIR growth under anti-angiogenic therapy "
+                    "is not assessed here"
+                )
             stored.append(
                 Assessment.objects.create(
                     visit=visits[row["id"]],
@@ -187,14 +234,28 @@ def patient_assess(patient: Patient) -> list[Assessment]:
                     confirmed=row["confirmed"],
                     reference_visit=visits.get(row["reference_visit"] or ""),
                     relative_change=row["relative_change"],
-                    reasons=row["reasons"],
+                    reasons=reasons,
                     is_progression_visit=row["id"] == result["progression_visit"],
                     criteria=patient.criteria,
                     timeline_input=data,
                     model_versions=versions,
                 )
             )
-        for run, run_tracks in zip(runs, tracks, strict=True):
+        left = [run for run in runs if left_out[run.pk]]
+        for run in left:
+            stored.append(
+                Assessment.objects.create(
+                    visit=run.visit,
+                    category=Category.INDETERMINATE,
+                    confirmed=None,
+                    reasons=left_out[run.pk],
+                    criteria=patient.criteria,
+                    timeline_input=data,
+                    model_versions=versions,
+                )
+            )
+        # The visits left out are not tracked: their lesions (if any) carry no track.
+        for run, run_tracks in zip([*assessed, *left], [*tracks, *[{}] * len(left)], strict=True):
             for lesion in run.lesions.all():
                 track = run_tracks.get(lesion.number, "")
                 if lesion.track != track:

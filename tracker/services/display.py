@@ -35,12 +35,14 @@ def build_display(run: AnalysisRun) -> Path:
     if prior is not None:
         registration, prior_run = prior
         try:
-            volumes.layers.update(_prior_layers(volumes.meta, registration, prior_run))
+            layers, sequence = _prior_layers(volumes.meta, registration, prior_run)
+            volumes.layers.update(layers)
             volumes.meta["prior"] = {
                 "visit": str(registration.to_visit.code),
                 "acquired_on": registration.to_visit.acquired_on.isoformat(),
                 "run": str(prior_run.code),
                 "registration_passed": registration.passed,
+                "sequence": sequence,
             }
         except Exception:
             # The prior's files may have been re-analysed away; this visit still shows.
@@ -62,18 +64,22 @@ def _prior(run: AnalysisRun) -> tuple[Registration, AnalysisRun] | None:
 
 def _prior_layers(
     meta: dict[str, Any], registration: Registration, prior_run: AnalysisRun
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], str]:
+    """The prior's grey layer and labels on this visit's grid, and which sequence the grey
+    layer is: its T1c, or its FLAIR where it has none."""
     from inference import render  # noqa: PLC0415
     from inference.io import read_label_map  # noqa: PLC0415
     from inference.preprocess import read_prepared  # noqa: PLC0415
     from inference.register import load_transform  # noqa: PLC0415
+    from inference.validate import reference_sequence  # noqa: PLC0415
 
     folder = run_folder(prior_run)
     images, mask, _ = read_prepared(folder / "prepared")
     labels, _ = read_label_map(folder / "segmentation" / "seg.nii.gz")
-    t1c = next(image for sequence, image in images.items() if sequence.value == "t1c")
+    sequence = reference_sequence(images)
     transform = load_transform(media(registration.transform))
-    return render.prior_layers(meta, t1c, mask, labels, transform)
+    layers = render.prior_layers(meta, images[sequence], mask, labels, transform)
+    return layers, sequence.value
 
 
 def ensure_display(run: AnalysisRun) -> Path | None:

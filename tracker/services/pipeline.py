@@ -26,6 +26,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerConnectionError
 
 from inference.errors import InputError
+from inference.labels import Region
 from tracker.models import (
     STAGE_ORDER,
     AnalysisRun,
@@ -207,20 +208,26 @@ def segmenter() -> Any:
 
 
 def stage_segment(run: AnalysisRun) -> None:
+    """Segment the prepared visit onto its original T1 post-contrast (else FLAIR) grid; the run
+    records the sequences used and the regions they support."""
     from inference.io import read_image  # noqa: PLC0415
     from inference.preprocess import read_prepared  # noqa: PLC0415
     from inference.segment import write_segmentation  # noqa: PLC0415
+    from inference.validate import reference_sequence  # noqa: PLC0415
 
     model = segmenter()
     images, mask, _ = read_prepared(run_folder(run) / "prepared")
-    t1c = next(original_folder(run).glob("t1c.nii*"))
-    result = model.segment(images, mask, geometry=read_image(t1c))
+    reference = reference_sequence(images)
+    original = next(original_folder(run).glob(f"{reference.value}.nii*"))
+    result = model.segment(images, mask, geometry=read_image(original))
     write_segmentation(result, model, run_folder(run) / "segmentation", source=str(run.visit.code))
     identity = model.identity
     AnalysisRun.objects.filter(pk=run.pk).update(
         model_name=identity["model"] or "",
         model_version=identity["version"] or "",
         weights_sha256=identity["weights_sha256"] or "",
+        sequences_used=result.details["sequences_used"],
+        supported_regions=result.details["supported_regions"],
     )
 
 
@@ -289,6 +296,7 @@ def stage_register(run: AnalysisRun) -> None:
 def stage_measure(run: AnalysisRun) -> None:
     from inference.io import read_label_map, read_probability_map, write_image  # noqa: PLC0415
     from inference.measure import measure  # noqa: PLC0415
+    from inference.segment import sequence_support  # noqa: PLC0415
 
     folder = run_folder(run) / "segmentation"
     labels, _ = read_label_map(folder / "seg.nii.gz")
@@ -297,18 +305,22 @@ def stage_measure(run: AnalysisRun) -> None:
     assert result.lesion_map is not None
     lesion_map = write_image(result.lesion_map, run_folder(run) / "lesions.nii.gz")
     report = json.loads((folder / "segmentation.json").read_text())
+    unmeasured = set(sequence_support(run.sequences_used).not_measured())
+    # Lesions are components of the tumour core, measured on it: without the core (no T1
+    # post-contrast) there are no lesions, products or sum to report.
+    core = Region.TC.value not in unmeasured
     with transaction.atomic():
         Measurement.objects.filter(run=run).delete()
         Lesion.objects.filter(run=run).delete()
         Measurement.objects.create(
             run=run,
-            volumes_ml=result.volumes_ml,
+            volumes_ml={k: None if k in unmeasured else v for k, v in result.volumes_ml.items()},
             volume_intervals_ml=report.get("volumes_ml", {}),
-            sum_of_products_mm2=result.sum_of_products_mm2,
+            sum_of_products_mm2=result.sum_of_products_mm2 if core else None,
             lesion_map=str(lesion_map.relative_to(settings.MEDIA_ROOT)),
             segmentation=str((folder / "seg.nii.gz").relative_to(settings.MEDIA_ROOT)),
             probabilities=str((folder / "prob.nii.gz").relative_to(settings.MEDIA_ROOT)),
-            details=result.as_dict(),
+            details=_measured_only(result.as_dict(), unmeasured),
         )
         Lesion.objects.bulk_create(
             Lesion(
@@ -325,9 +337,23 @@ def stage_measure(run: AnalysisRun) -> None:
                 target=lesion.target,
                 centroid_mm=lesion.centroid_mm,
             )
-            for lesion in result.lesions
+            for lesion in (result.lesions if core else [])
         )
     _display(run)
+
+
+def _measured_only(details: dict[str, Any], unmeasured: set[str]) -> dict[str, Any]:
+    """The measurement record without the numbers the sequences do not support."""
+    if not unmeasured:
+        return details
+    out = dict(details)
+    for key in ("volumes_ml", "soft_volumes_ml", "equivalent_diameter_mm"):
+        if isinstance(out.get(key), dict):
+            out[key] = {k: None if k in unmeasured else v for k, v in out[key].items()}
+    if Region.TC.value in unmeasured:
+        out.update(lesions=[], lesion_count=None, measurable_count=None, sum_of_products_mm2=None)
+    out["not_measured"] = sorted(unmeasured)
+    return out
 
 
 def _display(run: AnalysisRun) -> None:

@@ -1,5 +1,6 @@
-"""Checking an uploaded visit before anything is stored: four NIfTI files (fields ``t1``,
-``t1ce``, ``t2``, ``flair``) or one zip (``archive``).
+"""Checking an uploaded visit before anything is stored: NIfTI files (fields ``t1``, ``t1ce``,
+``t2``, ``flair``; T1 post-contrast or FLAIR at least, the others when the visit has them) or one
+zip (``archive``).
 
 Files are copied into a private staging folder under names of our own (never the uploaded file
 name), read and validated by ``inference`` (headers, truncation, dimensions, NaN voxels,
@@ -24,6 +25,7 @@ from django.core.files import File
 from inference.errors import InputError, VisitInputError
 from inference.io import classify_filename, read_image, read_visit
 from inference.labels import Sequence
+from inference.validate import SEGMENTABLE, check_segmentable
 
 FIELDS = {"t1": Sequence.T1, "t1ce": Sequence.T1C, "t2": Sequence.T2, "flair": Sequence.FLAIR}
 _STAGED = {
@@ -134,7 +136,7 @@ def stage_upload(files: dict[str, File[Any]], archive: File[Any] | None) -> Stag
     if total > _limit_bytes():
         raise UploadError({"upload": [f"{total} bytes, more than {_limit_bytes()}"]})
     if archive is not None and files:
-        raise UploadError({"archive": ["send either four files or one archive, not both"]})
+        raise UploadError({"archive": ["send either the files or one archive, not both"]})
     folder = Path(tempfile.mkdtemp(prefix="upload-", dir=_staging_root()))
     try:
         staged: dict[Sequence, Path] = {}
@@ -152,10 +154,14 @@ def stage_upload(files: dict[str, File[Any]], archive: File[Any] | None) -> Stag
                     continue
                 path, digest = _copy(files[name], folder / _STAGED[sequence])
                 staged[sequence], sha[sequence], field_of[sequence] = path, digest, name
-        for name, sequence in FIELDS.items():
-            if sequence not in staged and not problems.get("archive"):
-                key = name if archive is None else "archive"
-                problems.setdefault(key, []).append(f"{sequence.long_name} is missing")
+        if not problems.get("archive"):
+            try:
+                check_segmentable(list(staged))
+            except InputError as error:
+                # Named against each missing field it could have come in (or the archive).
+                keys = [n for n, s in FIELDS.items() if s in SEGMENTABLE] if archive is None else []
+                for key in keys or ["archive"]:
+                    problems.setdefault(key, []).append(error.message)
         geometry = {}
         for sequence, path in staged.items():
             try:

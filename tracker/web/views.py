@@ -233,7 +233,11 @@ def _visit_rows(timeline: dict[str, Any]) -> list[dict[str, Any]]:
                 "badge": _badge(visit),
                 "volumes": results["volumes_ml"] if results else None,
                 "spd": results["sum_of_products_mm2"] if results else None,
-                "lesion_count": len(results["lesions"]) if results else None,
+                "lesion_count": None
+                if not results or "TC" in results.get("not_measured", {})
+                else len(results["lesions"]),
+                "sequences": results.get("sequences", "") if results else "",
+                "partial": bool(results and results.get("sequences_missing")),
                 "busy": analysis is not None
                 and analysis["status"] in {RunStatus.QUEUED, RunStatus.RUNNING},
                 "failed": analysis is not None and analysis["status"] == RunStatus.FAILED,
@@ -367,6 +371,7 @@ def visit_detail(request: HttpRequest, code: str) -> HttpResponse:
 
             meta = read_meta(folder)
             z, y, x = meta["grid"]["shape_zyx"]
+            shown = [(value, name) for value, name in SEQUENCES if value in meta["windows"]]
             viewer = {
                 "counts": {"axial": z, "coronal": y, "sagittal": x},
                 "start": meta["key_slices"],
@@ -375,6 +380,9 @@ def visit_detail(request: HttpRequest, code: str) -> HttpResponse:
                     {"name": LABEL_NAMES[v], "colour": _hex(LABEL_COLOURS[v])}
                     for v in sorted(LABEL_COLOURS)
                 ],
+                # Only the sequences the visit has; NiiVue shows T1c, else FLAIR.
+                "sequences": shown,
+                "volume": "t1c" if "t1c" in meta["windows"] else "flair",
             }
     audit(user=request.user, action="read_visit_page", patient=patient, code=str(visit.code))
     position = [v["code"] for v in timeline["visits"]].index(str(visit.code))
@@ -390,11 +398,23 @@ def visit_detail(request: HttpRequest, code: str) -> HttpResponse:
             "viewer": viewer,
             "viewer_json": json.dumps(viewer),
             "planes": PLANES,
-            "sequences": SEQUENCES,
+            "sequences": viewer["sequences"] if viewer else SEQUENCES,
+            "volumes": _volume_rows(data["results"]),
             "qc": _qc_flags(run, data["results"]),
             "categories": [(c, CATEGORY_NAMES[c]) for c in Category.values],
         },
     )
+
+
+def _volume_rows(results: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each volume of the visit's results with, where it is null, why it was not measured."""
+    if results is None:
+        return []
+    reasons = results.get("not_measured", {})
+    return [
+        {"name": name, "value": value, "reason": reasons.get(name, "")}
+        for name, value in results["volumes_ml"].items()
+    ]
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:

@@ -32,6 +32,11 @@ class Command(BaseCommand):
                 volumes = run.measurement.volumes_ml if run and hasattr(run, "measurement") else {}
                 self.stdout.write(
                     f"  {visit.acquired_on}  {assessment.category}{confirmed:<12}  "
-                    f"WT {volumes.get('WT', 0):6.1f} mL  ET {volumes.get('ET', 0):5.1f} mL  "
+                    f"WT {_ml(volumes.get('WT', 0), 6)}  ET {_ml(volumes.get('ET', 0), 5)}  "
                     f"{assessment.reasons[0] if assessment.reasons else ''}"
                 )
+
+
+def _ml(value: float | None, width: int) -> str:
+    """A volume, or 'not measured' where the visit's sequences do not support it."""
+    return "not measured" if value is None else f"{value:{width}.1f} mL"

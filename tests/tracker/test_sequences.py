@@ -1,0 +1,360 @@
+"""Visits that lack sequences: an upload needs T1 post-contrast or FLAIR (a 400 names what is
+missing otherwise, and nothing is stored); what the sequences cannot support is shown as not
+measured, never as a number (API, pages, exports); a visit without T1 post-contrast gets an
+'indeterminate' assessment and is left out of the timeline the other visits are assessed on."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from tests.tracker.conftest import client_for, run_all_stages, upload_files
+from tests.tracker.factories import analysed_patient
+from tracker.models import (
+    AnalysisRun,
+    Assessment,
+    Lesion,
+    Measurement,
+    Patient,
+    Registration,
+    RunStatus,
+    Scan,
+    Stage,
+    TreatmentEvent,
+    Visit,
+)
+from tracker.services.assessments import patient_assess
+
+pytestmark = pytest.mark.django_db
+
+NEITHER = "cannot segment without T1 post-contrast or FLAIR: found T1, T2"
+FLAIR_ONLY = "FLAIR (T1, T1c, T2 missing): whole tumour measured; core and enhancing not measured"
+
+
+def _post_visit(client: Any, patient: Any, files: dict[str, Any], on: str = "2024-03-01") -> Any:
+    return client.post(
+        f"/api/patients/{patient.code}/visits/",
+        {"acquired_on": on, **files},
+        format="multipart",
+    )
+
+
+def _stored_files() -> list[Path]:
+    root = Path(settings.MEDIA_ROOT) / "visits"
+    return sorted(root.rglob("*.nii*")) if root.exists() else []
+
+
+# --- uploads -------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_an_upload_with_only_t1ce_and_flair_is_accepted(
+    teams: dict[str, Any], phantom_visits: list[Path], django_capture_on_commit_callbacks: Any
+) -> None:
+    files = upload_files(phantom_visits[0])
+    del files["t1"], files["t2"]
+    with django_capture_on_commit_callbacks(execute=False):
+        response = _post_visit(client_for(teams["alice"]), teams["patient"], files)
+    assert response.status_code == 201, response.content
+    visit = Visit.objects.get(code=response.json()["code"])
+    assert sorted(visit.scans.values_list("sequence", flat=True)) == ["flair", "t1c"]
+    assert response.json()["analysis"]["stage"] == "prepare"
+
+
+@pytest.mark.slow
+def test_an_upload_with_only_t1_and_t2_is_refused_naming_what_is_missing(
+    teams: dict[str, Any], phantom_visits: list[Path]
+) -> None:
+    files = upload_files(phantom_visits[0])
+    del files["t1ce"], files["flair"]
+    response = _post_visit(client_for(teams["alice"]), teams["patient"], files)
+    assert response.status_code == 400
+    assert response.json() == {"t1ce": [NEITHER], "flair": [NEITHER]}
+    assert Visit.objects.count() == 0 and AnalysisRun.objects.count() == 0
+    assert Scan.objects.count() == 0 and _stored_files() == []
+
+
+@pytest.mark.slow
+def test_a_zip_without_t1c_or_flair_is_refused_naming_what_is_missing(
+    teams: dict[str, Any], phantom_visits: list[Path]
+) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        for suffix in ("t1n", "t2w"):
+            path = next(phantom_visits[0].glob(f"*-{suffix}.nii.gz"))
+            bundle.write(path, f"visit/{path.name}")
+    archive = SimpleUploadedFile("visit.zip", buffer.getvalue())
+    response = _post_visit(client_for(teams["alice"]), teams["patient"], {"archive": archive})
+    assert response.status_code == 400
+    assert response.json() == {"archive": [NEITHER]}
+    assert Visit.objects.count() == 0 and _stored_files() == []
+
+
+def test_an_upload_form_without_t1c_or_flair_says_what_is_missing(teams: dict[str, Any]) -> None:
+    patient = teams["patient"]
+    web = Client()
+    web.force_login(teams["alice"])
+    response = web.post(f"/patients/{patient.code}/upload/", {"acquired_on": "2024-03-01"})
+    assert response.status_code == 400
+    text = response.content.decode()
+    assert "cannot segment without T1 post-contrast or FLAIR: found no sequence" in text
+    assert not Visit.objects.exists()
+
+
+@pytest.mark.slow
+def test_a_folder_import_takes_a_subset_and_skips_a_folder_without_t1c_or_flair(
+    teams: dict[str, Any], phantom_visits: list[Path], tmp_path: Path
+) -> None:
+    from tracker.services.imports import visit_create_from_folder
+    from tracker.services.uploads import UploadError
+
+    flair_only, t1_only = tmp_path / "flair-only", tmp_path / "t1-only"
+    for folder, suffix in ((flair_only, "t2f"), (t1_only, "t1n")):
+        folder.mkdir()
+        source = next(phantom_visits[0].glob(f"*-{suffix}.nii.gz"))
+        (folder / source.name).write_bytes(source.read_bytes())
+    patient = teams["patient"]
+    visit = visit_create_from_folder(patient=patient, acquired_on="2024-01-01", folder=flair_only)
+    assert list(visit.scans.values_list("sequence", flat=True)) == ["flair"]
+    with pytest.raises(UploadError) as caught:
+        visit_create_from_folder(patient=patient, acquired_on="2024-02-01", folder=t1_only)
+    assert caught.value.problems["flair"] == [
+        "cannot segment without T1 post-contrast or FLAIR: found T1"
+    ]
+    assert Visit.objects.count() == 1
+
+
+# --- what is shown -------------------------------------------------------------------------------
+
+
+def _make_flair_only(visit: Visit) -> AnalysisRun:
+    """The visit's current run as if it had been segmented from a FLAIR alone."""
+    run = visit.runs.get(is_current=True)
+    run.sequences_used, run.supported_regions = ["flair"], ["WT"]
+    run.save(update_fields=["sequences_used", "supported_regions"])
+    Measurement.objects.filter(run=run).update(
+        volumes_ml={"NCR": None, "ED": None, "ET": None, "TC": None, "WT": 14.0},
+        sum_of_products_mm2=None,
+    )
+    Lesion.objects.filter(run=run).delete()
+    Assessment.objects.filter(visit=visit).update(
+        category="indeterminate", reasons=["no T1 post-contrast at this visit"]
+    )
+    return run
+
+
+def test_a_flair_only_visit_shows_its_sequences_and_no_number_for_the_core(
+    teams: dict[str, Any],
+) -> None:
+    patient = analysed_patient(teams["team_a"], "GBM-FLAIR", 3)
+    visit = patient.visits.order_by("acquired_on")[1]
+    _make_flair_only(visit)
+    api = client_for(teams["alice"])
+    results = api.get(f"/api/visits/{visit.code}/").json()["results"]
+    assert results["sequences_used"] == ["flair"]
+    assert results["sequences_missing"] == ["t1", "t1c", "t2"]
+    assert results["supported_regions"] == ["WT"]
+    assert results["sequences"] == FLAIR_ONLY
+    assert results["volumes_ml"] == {"NCR": None, "ED": None, "ET": None, "TC": None, "WT": 14.0}
+    assert results["sum_of_products_mm2"] is None and results["lesions"] == []
+    assert set(results["not_measured"]) == {"ET", "TC", "NCR", "ED"}
+    assert results["not_measured"]["ET"] == (
+        "not measured: needs T1 post-contrast, which this visit lacks"
+    )
+    timeline = api.get(f"/api/patients/{patient.code}/timeline/").json()
+    assert timeline["visits"][1]["results"] == results
+    assert timeline["visits"][0]["results"]["sequences_used"] == ["t1", "t1c", "t2", "flair"]
+    web = Client()
+    web.force_login(teams["alice"])
+    page = web.get(f"/visits/{visit.code}/").content.decode()
+    assert f"Sequences: {FLAIR_ONLY}" in page
+    assert "not measured" in page and "Lesions not measured" in page
+    assert "14.00 mL" in page
+    timeline_page = web.get(f"/patients/{patient.code}/").content.decode()
+    assert FLAIR_ONLY in timeline_page and "not measured" in timeline_page
+    for kind in ("measurements.csv", "fhir.json", "report.pdf", "timeline.json"):
+        assert web.get(f"/patients/{patient.code}/export/{kind}").status_code == 200, kind
+    csv_text = web.get(f"/patients/{patient.code}/export/measurements.csv").content.decode()
+    row = next(line for line in csv_text.splitlines() if str(visit.code) in line)
+    assert "flair" in row and "ET: not measured: needs T1 post-contrast" in row
+
+
+# --- the assessment ------------------------------------------------------------------------------
+
+
+def _lesion_map(run: AnalysisRun) -> str:
+    """A small lesion map with lesion 1, and an identity registration to the first visit."""
+    values = np.zeros((20, 20, 20), np.uint8)
+    values[8:12, 8:12, 8:12] = 1
+    path = Path(settings.MEDIA_ROOT) / run.folder / "lesions.nii.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(sitk.GetImageFromArray(values), str(path))
+    return str(path.relative_to(settings.MEDIA_ROOT))
+
+
+def _analysed_visit(
+    patient: Patient,
+    on: str,
+    sequences: list[str],
+    regions: list[str],
+    *,
+    longest_mm: float,
+    first: Visit | None = None,
+) -> Visit:
+    visit = Visit.objects.create(patient=patient, acquired_on=on)
+    run = AnalysisRun.objects.create(
+        visit=visit,
+        stage=Stage.DONE,
+        status=RunStatus.DONE,
+        is_current=True,
+        sequences_used=sequences,
+        supported_regions=regions,
+    )
+    core = "TC" in regions
+    volumes = {
+        "NCR": 1.0 if core else None,
+        "ED": 10.0 if core and "WT" in regions else None,
+        "ET": 2.0 if core else None,
+        "TC": 3.0 if core else None,
+        "WT": 13.0 if "WT" in regions else None,
+    }
+    Measurement.objects.create(
+        run=run,
+        volumes_ml=volumes,
+        sum_of_products_mm2=longest_mm * 20.0 if core else None,
+        lesion_map=_lesion_map(run),
+        segmentation="x",
+    )
+    if core:
+        Lesion.objects.create(
+            run=run,
+            number=1,
+            volume_ml=3.0,
+            et_volume_ml=2.0,
+            longest_mm=longest_mm,
+            perpendicular_mm=20.0,
+            product_mm2=longest_mm * 20.0,
+            measurable=True,
+            target=True,
+            centroid_mm=[10.0, 10.0, 10.0],
+        )
+    if first is not None:
+        transform = Path(settings.MEDIA_ROOT) / run.folder / "to-first.tfm"
+        sitk.WriteTransform(sitk.Euler3DTransform(), str(transform))
+        Registration.objects.create(
+            run=run,
+            to_visit=first,
+            role="baseline",
+            transform=str(transform.relative_to(settings.MEDIA_ROOT)),
+            passed=True,
+        )
+    return visit
+
+
+def test_a_visit_without_t1c_is_indeterminate_and_left_out_of_the_assessed_timeline(
+    teams: dict[str, Any],
+) -> None:
+    patient = Patient.objects.create(team=teams["team_a"], label="GBM-SUBSET", setting="recurrent")
+    TreatmentEvent.objects.create(patient=patient, kind="antiangiogenic", started_on="2023-12-01")
+    full = ["t1", "t1c", "t2", "flair"]
+    first = _analysed_visit(patient, "2024-01-01", full, ["ET", "TC", "WT"], longest_mm=20.0)
+    flair = _analysed_visit(patient, "2024-03-01", ["flair"], ["WT"], longest_mm=0.0, first=first)
+    t1c = _analysed_visit(
+        patient, "2024-05-01", ["t1c"], ["ET", "TC"], longest_mm=40.0, first=first
+    )
+    patient_assess(patient)
+    current = {a.visit_id: a for a in Assessment.objects.filter(is_current=True)}
+    assert current[first.pk].category == "baseline"
+    left_out = current[flair.pk]
+    assert left_out.category == "indeterminate" and left_out.confirmed is None
+    assert left_out.reasons[0].startswith("no T1 post-contrast at this visit")
+    # The engine never saw the FLAIR-only visit: no burden was invented for it.
+    engine_input = current[t1c.pk].timeline_input
+    assert [v["id"] for v in engine_input["visits"]] == ["2024-01-01", "2024-05-01"]
+    assert engine_input["visits"][1]["non_enhancing_volume_ml"] is None  # no FLAIR or T2
+    progression = current[t1c.pk]
+    assert progression.category == "PD" and progression.reference_visit_id == first.pk
+    assert any("no FLAIR or T2 at this visit" in r for r in progression.reasons)
+    assert set(Lesion.objects.values_list("track", flat=True)) == {"L1"}
+
+
+def test_a_patient_with_only_a_flair_visit_is_indeterminate(teams: dict[str, Any]) -> None:
+    patient = teams["patient"]
+    visit = _analysed_visit(patient, "2024-01-01", ["flair", "t2"], ["WT"], longest_mm=0.0)
+    (assessment,) = patient_assess(patient)
+    assert assessment.visit_id == visit.pk and assessment.category == "indeterminate"
+
+
+def test_a_non_enhancing_tumour_without_flair_or_t2_is_indeterminate(
+    teams: dict[str, Any],
+) -> None:
+    patient = Patient.objects.create(
+        team=teams["team_a"], label="LGG-1", presentation="non-ce", setting="recurrent"
+    )
+    full = ["t1", "t1c", "t2", "flair"]
+    first = _analysed_visit(patient, "2024-01-01", full, ["ET", "TC", "WT"], longest_mm=20.0)
+    later = _analysed_visit(
+        patient, "2024-03-01", ["t1", "t1c"], ["ET", "TC"], longest_mm=20.0, first=first
+    )
+    patient_assess(patient)
+    assessment = Assessment.objects.get(visit=later, is_current=True)
+    assert assessment.category == "indeterminate"
+    assert assessment.reasons[0].startswith("no FLAIR or T2 at this visit")
+
+
+# --- the real chain ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_flair_only_follow_up_is_analysed_end_to_end(
+    teams: dict[str, Any], phantom_visits: list[Path], django_capture_on_commit_callbacks: Any
+) -> None:
+    """SYNTHETIC PHANTOM: a full baseline, then a follow-up with FLAIR alone, through every
+    stage in this process."""
+    import json
+
+    client = client_for(teams["alice"])
+    patient = teams["patient"]
+    for index, folder in enumerate(phantom_visits):
+        truth = json.loads((folder / "truth.json").read_text())
+        files = upload_files(folder)
+        if index == 1:
+            files = {"flair": files["flair"]}
+        with django_capture_on_commit_callbacks(execute=False):
+            response = _post_visit(client, patient, files, on=truth["acquired_on"])
+        assert response.status_code == 201, response.content
+        run_all_stages(AnalysisRun.objects.get(visit__code=response.json()["code"]))
+    visits = client.get(f"/api/patients/{patient.code}/timeline/").json()["visits"]
+    follow_up = visits[1]
+    assert follow_up["results"]["sequences_used"] == ["flair"]
+    assert follow_up["results"]["supported_regions"] == ["WT"]
+    assert follow_up["results"]["volumes_ml"]["ET"] is None
+    assert follow_up["results"]["volumes_ml"]["WT"] > 0
+    assert follow_up["results"]["sum_of_products_mm2"] is None
+    assert follow_up["assessment"]["category"] == "indeterminate"
+    assert visits[0]["assessment"]["category"] == "baseline"
+    run = AnalysisRun.objects.get(code=follow_up["results"]["run"])
+    segmentation = json.loads(
+        (Path(settings.MEDIA_ROOT) / run.folder / "segmentation" / "segmentation.json").read_text()
+    )
+    assert segmentation["sequences_used"] == ["flair"]
+    assert segmentation["volumes_ml"]["TC"]["volume_ml"] is None
+    web = Client()
+    web.force_login(teams["alice"])
+    page = web.get(f"/visits/{follow_up['code']}/").content.decode()
+    assert f"Sequences: {FLAIR_ONLY}" in page
+    assert '<option value="flair">' in page and '<option value="t1c">' not in page
+    assert 'data-volume="flair"' in page
+    slices = f"/visits/{follow_up['code']}/slices"
+    assert web.get(f"{slices}/flair/axial/10.png").status_code == 200
+    assert web.get(f"{slices}/t1c/axial/10.png").status_code == 404
+    assert web.get(f"/patients/{patient.code}/export/report.pdf").status_code == 200

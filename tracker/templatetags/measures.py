@@ -1,0 +1,22 @@
+"""Template filters for measurements: a volume the visit's sequences do not support is null,
+and is shown as words, never as a number."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+from django.template.defaultfilters import floatformat
+
+register = template.Library()
+
+NOT_MEASURED = "not measured"
+
+
+@register.filter
+def measured(value: Any, digits: int = 2) -> str:
+    """``floatformat`` of a number; 'not measured' for null (a region the sequences do not
+    support)."""
+    if value is None:
+        return NOT_MEASURED
+    return str(floatformat(value, digits))
