@@ -26,11 +26,15 @@ def test_import_visits_imports_good_folders_and_says_why_it_skipped_the_others(
     broken = tree / "week-006"
     shutil.copytree(phantom_visits[1], broken)
     next(broken.glob("*-t2f.nii.gz")).unlink()  # FLAIR missing
+    next(broken.glob("*-t1c.nii.gz")).unlink()  # and T1 post-contrast: nothing to segment
     out = StringIO()
     call_command("import_visits", str(tmp_path), "--team", "Neuro-A", stdout=out)
     text = out.getvalue()
     assert "imported 1 visit(s), skipped 1" in text
-    assert "Patient-007/week-006" in text and "FLAIR" in text
+    assert (
+        "skipped Patient-007/week-006: week-006: cannot segment without T1 post-contrast or "
+        "FLAIR: found T1 (PHANTOM-930001-001-t1n.nii.gz), T2 (PHANTOM-930001-001-t2w.nii.gz)"
+    ) in text
     patient = Patient.objects.get(label="Patient-007")
     assert list(patient.visits.values_list("acquired_on", flat=True)) == [dt.date(2024, 1, 1)]
 

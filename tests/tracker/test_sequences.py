@@ -114,8 +114,8 @@ def test_an_upload_form_without_t1c_or_flair_says_what_is_missing(teams: dict[st
 def test_a_folder_import_takes_a_subset_and_skips_a_folder_without_t1c_or_flair(
     teams: dict[str, Any], phantom_visits: list[Path], tmp_path: Path
 ) -> None:
+    from inference.errors import MissingSequenceError
     from tracker.services.imports import visit_create_from_folder
-    from tracker.services.uploads import UploadError
 
     flair_only, t1_only = tmp_path / "flair-only", tmp_path / "t1-only"
     for folder, suffix in ((flair_only, "t2f"), (t1_only, "t1n")):
@@ -125,11 +125,12 @@ def test_a_folder_import_takes_a_subset_and_skips_a_folder_without_t1c_or_flair(
     patient = teams["patient"]
     visit = visit_create_from_folder(patient=patient, acquired_on="2024-01-01", folder=flair_only)
     assert list(visit.scans.values_list("sequence", flat=True)) == ["flair"]
-    with pytest.raises(UploadError) as caught:
+    with pytest.raises(MissingSequenceError) as caught:
         visit_create_from_folder(patient=patient, acquired_on="2024-02-01", folder=t1_only)
-    assert caught.value.problems["flair"] == [
-        "cannot segment without T1 post-contrast or FLAIR: found T1"
-    ]
+    t1_name = next(t1_only.iterdir()).name
+    assert caught.value.message == (
+        f"t1-only: cannot segment without T1 post-contrast or FLAIR: found T1 ({t1_name})"
+    )
     assert Visit.objects.count() == 1
 
 

@@ -1,5 +1,7 @@
 """Visits from folders on disk (bulk import, the demo cohort): the same checks and storage as an
-upload. DICOM series are converted to NIfTI first (geometry kept)."""
+upload. DICOM series are converted to NIfTI first (geometry kept). A folder without T1
+post-contrast or FLAIR is refused before anything is converted (``MissingSequenceError`` naming
+the files or series it found)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any
 
 from django.core.files import File
 
-from inference.io import DicomSeries, find_visit_files, read_dicom_series, write_image
+from inference.io import DicomSeries, find_segmentable_files, read_dicom_series, write_image
 from tracker.models import Patient, Visit
 from tracker.services.uploads import FIELDS
 from tracker.services.visits import visit_create
@@ -22,7 +24,7 @@ _FIELD_OF = {sequence: name for name, sequence in FIELDS.items()}
 def visit_create_from_folder(
     *, patient: Patient, acquired_on: dt.date, folder: Path, by: Any = None, **fields: Any
 ) -> Visit:
-    files = find_visit_files(folder)
+    files = find_segmentable_files(folder)
     with tempfile.TemporaryDirectory(prefix="import-") as scratch, contextlib.ExitStack() as stack:
         uploads = {}
         for sequence, source in files.sequences.items():
