@@ -266,7 +266,8 @@ def _stamp(
     every = (np.round(points).astype(int)[:, None, :] + offsets[None]).reshape(-1, 3)
     every = every[np.all((every >= 0) & (every < np.array(target.shape)), axis=1)]
     out[tuple(every.T)] = True
-    return out & allowed
+    inside: np.ndarray = out & allowed
+    return inside
 
 
 def _random_walk(

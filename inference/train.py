@@ -156,7 +156,14 @@ def folder_case(folder: Path) -> Case:
     prepared = prepare_visit(visit)
     assert prepared.segmentation is not None
     mask = sitk.GetArrayFromImage(prepared.brain_mask) > 0
-    channels = np.stack([sitk.GetArrayFromImage(prepared.images[s]) for s in CHANNELS])
+    # A sequence the visit lacks is zero, as ``segment.py`` fills it (and sequence dropout does).
+    empty = np.zeros(mask.shape, np.float32)
+    channels = np.stack(
+        [
+            sitk.GetArrayFromImage(prepared.images[s]) if s in prepared.images else empty
+            for s in CHANNELS
+        ]
+    )
     labels = sitk.GetArrayFromImage(prepared.segmentation).astype(np.uint8)
     rng = np.random.default_rng(int(hashlib.sha256(folder.name.encode()).hexdigest()[:8], 16))
     return case_from_arrays(
