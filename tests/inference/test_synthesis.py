@@ -87,6 +87,14 @@ def test_what_is_bright_before_contrast_stays_bright_after_it() -> None:
             assert values[1] >= values[0] - 1e-6  # T1c = T1 * (1 + enhancement)
 
 
+def test_the_non_enhancing_core_stands_out_from_the_oedema_around_it() -> None:
+    for seed in range(50):
+        table = synthesis._contrast_table(np.random.default_rng(seed))
+        core, oedema = table[Tissue.NON_ENHANCING], table[Tissue.OEDEMA]
+        assert core[0] < oedema[0]  # darker on T1
+        assert core[3] > oedema[3] and core[2] > oedema[2]  # brighter on FLAIR and T2
+
+
 def test_a_non_enhancing_tumour_has_no_enhancing_label_and_a_glioblastoma_has_all_three() -> None:
     anatomy = np.array(synthesis.mni_anatomy())
     brain = anatomy != Tissue.OUTSIDE
