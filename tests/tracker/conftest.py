@@ -69,6 +69,23 @@ def upload_files(folder: Path) -> dict[str, SimpleUploadedFile]:
     return files
 
 
+def post_visit(client: Any, patient: Any, files: dict[str, Any], on: str = "2024-02-05") -> Any:
+    """Upload a visit through the API (multipart), as a client would."""
+    return client.post(
+        f"/api/patients/{patient.code}/visits/",
+        {"acquired_on": on, **files},
+        format="multipart",
+    )
+
+
+def stored_files() -> list[Path]:
+    """Every image the upload stored under the media root (to check a refusal stored nothing)."""
+    from django.conf import settings
+
+    root = Path(settings.MEDIA_ROOT) / "visits"
+    return sorted(root.rglob("*.nii*")) if root.exists() else []
+
+
 def zipped(folder: Path) -> SimpleUploadedFile:
     import zipfile
 

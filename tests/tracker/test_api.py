@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from tests.tracker.conftest import client_for, upload_files, zipped
+from tests.tracker.conftest import client_for, post_visit, stored_files, upload_files, zipped
 from tracker.models import AnalysisRun, Assessment, AuditEvent, Scan, Visit
 
 pytestmark = pytest.mark.django_db
@@ -117,26 +117,13 @@ def test_the_openapi_schema_and_docs_are_served(teams: dict[str, Any]) -> None:
 # --- uploads -----------------------------------------------------------------------------------
 
 
-def _post_visit(client: Any, patient: Any, files: dict[str, Any], on: str = "2024-02-05") -> Any:
-    return client.post(
-        f"/api/patients/{patient.code}/visits/",
-        {"acquired_on": on, **files},
-        format="multipart",
-    )
-
-
-def _stored_files() -> list[Path]:
-    root = Path(settings.MEDIA_ROOT) / "visits"
-    return sorted(root.rglob("*.nii*")) if root.exists() else []
-
-
 @pytest.mark.slow
 def test_a_good_visit_is_stored_with_its_checksums_and_queued(
     teams: dict[str, Any], phantom_visits: list[Path], django_capture_on_commit_callbacks: Any
 ) -> None:
     client = client_for(teams["alice"])
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = _post_visit(client, teams["patient"], upload_files(phantom_visits[0]))
+        response = post_visit(client, teams["patient"], upload_files(phantom_visits[0]))
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["analysis"]["stage"] == "prepare" and body["analysis"]["status"] == "queued"
@@ -155,7 +142,7 @@ def test_a_good_visit_is_stored_with_its_checksums_and_queued(
 @pytest.mark.slow
 def test_a_zip_archive_is_accepted(teams: dict[str, Any], phantom_visits: list[Path]) -> None:
     client = client_for(teams["alice"])
-    response = _post_visit(client, teams["patient"], {"archive": zipped(phantom_visits[0])})
+    response = post_visit(client, teams["patient"], {"archive": zipped(phantom_visits[0])})
     assert response.status_code == 201, response.content
     assert Scan.objects.count() == 4
 
@@ -169,14 +156,14 @@ def test_bad_files_are_each_named_and_nothing_is_stored(
     files["t1ce"] = SimpleUploadedFile("t1ce.nii.gz", whole[: len(whole) // 2])  # truncated
     files["flair"] = SimpleUploadedFile("flair.nii.gz", b"not an image at all")
     del files["t2"]  # a visit may lack T2: not a problem
-    response = _post_visit(client_for(teams["alice"]), teams["patient"], files)
+    response = post_visit(client_for(teams["alice"]), teams["patient"], files)
     assert response.status_code == 400
     problems = response.json()
     assert set(problems) == {"t1ce", "flair"}
     assert problems["flair"][0].startswith("not a readable NIfTI image"), problems["flair"]
     assert all("staging" not in m and ".nii" not in m for m in problems["flair"])
     assert Visit.objects.count() == 0 and AnalysisRun.objects.count() == 0
-    assert _stored_files() == []
+    assert stored_files() == []
 
 
 @pytest.mark.slow
@@ -192,7 +179,7 @@ def test_nan_voxels_are_refused(
     path = tmp_path / "t2.nii.gz"
     sitk.WriteImage(broken, str(path))
     files["t2"] = SimpleUploadedFile("t2.nii.gz", path.read_bytes())
-    response = _post_visit(client_for(teams["alice"]), teams["patient"], files)
+    response = post_visit(client_for(teams["alice"]), teams["patient"], files)
     assert response.status_code == 400
     assert "NaN" in " ".join(response.json()["t2"]) or "finite" in " ".join(response.json()["t2"])
 
@@ -202,7 +189,7 @@ def test_zip_entries_that_escape_the_archive_are_refused(teams: dict[str, Any]) 
     with zipfile.ZipFile(buffer, "w") as bundle:
         bundle.writestr("../../etc/evil-t1n.nii.gz", gzip.compress(b"x" * 100))
     archive = SimpleUploadedFile("visit.zip", buffer.getvalue())
-    response = _post_visit(client_for(teams["alice"]), teams["patient"], {"archive": archive})
+    response = post_visit(client_for(teams["alice"]), teams["patient"], {"archive": archive})
     assert response.status_code == 400
     assert "outside the archive" in response.json()["archive"][0]
     assert Visit.objects.count() == 0
@@ -211,7 +198,7 @@ def test_zip_entries_that_escape_the_archive_are_refused(teams: dict[str, Any]) 
 def test_an_oversized_upload_is_refused(teams: dict[str, Any], settings: Any) -> None:
     settings.TRACKER_MAX_UPLOAD_MB = 0
     files = {"t1": SimpleUploadedFile("t1.nii.gz", b"x" * 2048)}
-    response = _post_visit(client_for(teams["alice"]), teams["patient"], files)
+    response = post_visit(client_for(teams["alice"]), teams["patient"], files)
     assert response.status_code == 400
     assert "more than 0" in response.json()["upload"][0]
 
@@ -219,7 +206,7 @@ def test_an_oversized_upload_is_refused(teams: dict[str, Any], settings: Any) ->
 def test_a_second_visit_on_the_same_day_is_a_conflict(teams: dict[str, Any]) -> None:
     _visit(teams["patient"], on="2024-02-05")
     files = {"t1": SimpleUploadedFile("t1.nii.gz", b"x")}
-    response = _post_visit(client_for(teams["alice"]), teams["patient"], files)
+    response = post_visit(client_for(teams["alice"]), teams["patient"], files)
     assert response.status_code == 409
 
 

@@ -17,7 +17,13 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from tests.tracker.conftest import client_for, run_all_stages, upload_files
+from tests.tracker.conftest import (
+    client_for,
+    post_visit,
+    run_all_stages,
+    stored_files,
+    upload_files,
+)
 from tests.tracker.factories import analysed_patient
 from tracker.models import (
     AnalysisRun,
@@ -40,19 +46,6 @@ NEITHER = "cannot segment without T1 post-contrast or FLAIR: found T1, T2"
 FLAIR_ONLY = "FLAIR (T1, T1c, T2 missing): whole tumour measured; core and enhancing not measured"
 
 
-def _post_visit(client: Any, patient: Any, files: dict[str, Any], on: str = "2024-03-01") -> Any:
-    return client.post(
-        f"/api/patients/{patient.code}/visits/",
-        {"acquired_on": on, **files},
-        format="multipart",
-    )
-
-
-def _stored_files() -> list[Path]:
-    root = Path(settings.MEDIA_ROOT) / "visits"
-    return sorted(root.rglob("*.nii*")) if root.exists() else []
-
-
 # --- uploads -------------------------------------------------------------------------------------
 
 
@@ -63,7 +56,7 @@ def test_an_upload_with_only_t1ce_and_flair_is_accepted(
     files = upload_files(phantom_visits[0])
     del files["t1"], files["t2"]
     with django_capture_on_commit_callbacks(execute=False):
-        response = _post_visit(client_for(teams["alice"]), teams["patient"], files)
+        response = post_visit(client_for(teams["alice"]), teams["patient"], files, on="2024-03-01")
     assert response.status_code == 201, response.content
     visit = Visit.objects.get(code=response.json()["code"])
     assert sorted(visit.scans.values_list("sequence", flat=True)) == ["flair", "t1c"]
@@ -76,11 +69,11 @@ def test_an_upload_with_only_t1_and_t2_is_refused_naming_what_is_missing(
 ) -> None:
     files = upload_files(phantom_visits[0])
     del files["t1ce"], files["flair"]
-    response = _post_visit(client_for(teams["alice"]), teams["patient"], files)
+    response = post_visit(client_for(teams["alice"]), teams["patient"], files, on="2024-03-01")
     assert response.status_code == 400
     assert response.json() == {"t1ce": [NEITHER], "flair": [NEITHER]}
     assert Visit.objects.count() == 0 and AnalysisRun.objects.count() == 0
-    assert Scan.objects.count() == 0 and _stored_files() == []
+    assert Scan.objects.count() == 0 and stored_files() == []
 
 
 @pytest.mark.slow
@@ -93,10 +86,12 @@ def test_a_zip_without_t1c_or_flair_is_refused_naming_what_is_missing(
             path = next(phantom_visits[0].glob(f"*-{suffix}.nii.gz"))
             bundle.write(path, f"visit/{path.name}")
     archive = SimpleUploadedFile("visit.zip", buffer.getvalue())
-    response = _post_visit(client_for(teams["alice"]), teams["patient"], {"archive": archive})
+    response = post_visit(
+        client_for(teams["alice"]), teams["patient"], {"archive": archive}, on="2024-03-01"
+    )
     assert response.status_code == 400
     assert response.json() == {"archive": [NEITHER]}
-    assert Visit.objects.count() == 0 and _stored_files() == []
+    assert Visit.objects.count() == 0 and stored_files() == []
 
 
 def test_an_upload_form_without_t1c_or_flair_says_what_is_missing(teams: dict[str, Any]) -> None:
@@ -331,7 +326,7 @@ def test_a_flair_only_follow_up_is_analysed_end_to_end(
         if index == 1:
             files = {"flair": files["flair"]}
         with django_capture_on_commit_callbacks(execute=False):
-            response = _post_visit(client, patient, files, on=truth["acquired_on"])
+            response = post_visit(client, patient, files, on=truth["acquired_on"])
         assert response.status_code == 201, response.content
         run_all_stages(AnalysisRun.objects.get(visit__code=response.json()["code"]))
     visits = client.get(f"/api/patients/{patient.code}/timeline/").json()["visits"]
