@@ -115,8 +115,11 @@ _CONTRASTS: dict[Tissue, tuple[tuple[float, float], ...]] = {
     Tissue.CAVITY: ((0.2, 0.5), (0.0, 0.05), (1.8, 3.0), (0.2, 1.2)),
     Tissue.SURGICAL_RIM: ((0.6, 0.95), (0.1, 0.6), (1.0, 1.8), (1.0, 1.8)),
     Tissue.BLOOD: ((1.2, 2.0), (0.0, 0.1), (0.3, 1.6), (0.7, 1.8)),
-    Tissue.OEDEMA: ((0.72, 0.95), (0.0, 0.04), (1.3, 2.0), (1.25, 2.0)),
-    Tissue.NECROSIS: ((0.25, 0.7), (0.0, 0.1), (1.2, 2.8), (0.5, 1.9)),
+    # Vasogenic oedema is often as dark on T1 as grey matter: without T1 and T2, a dark-on-T1c,
+    # bright-on-FLAIR region is oedema as often as tumour core, and only context tells them apart.
+    Tissue.OEDEMA: ((0.6, 0.95), (0.0, 0.04), (1.3, 2.0), (1.25, 2.1)),
+    # Necrosis is not always dark on T1c nor bright on FLAIR (haemorrhagic or proteinaceous).
+    Tissue.NECROSIS: ((0.25, 0.95), (0.0, 0.1), (0.9, 2.8), (0.5, 2.0)),
     Tissue.CYST: ((0.2, 0.5), (0.0, 0.05), (2.0, 3.0), (0.3, 1.3)),
     Tissue.NON_ENHANCING: ((0.45, 0.8), (0.0, 0.06), (1.5, 2.6), (1.4, 2.4)),
     Tissue.ENHANCING: ((0.6, 0.95), (0.25, 1.6), (1.05, 1.7), (1.05, 1.7)),
@@ -506,13 +509,14 @@ def _contrast_table(rng: np.random.Generator) -> dict[Tissue, np.ndarray]:
         if tissue in _ENHANCING:  # what enhances ends up brighter than white matter on T1c
             t1c = max(t1c, rng.uniform(1.1, 1.3))
         table[tissue] = np.array([t1, t1c, t2, flair], np.float32)
-    # Non-enhancing tumour is darker on T1 and brighter on T2/FLAIR than the oedema around it
-    # (how BraTS annotators tell the core from the surrounding hyperintensity).
+    # Non-enhancing tumour is darker on T1 and brighter on T2 than the oedema around it (how
+    # BraTS annotators tell the core from the surrounding hyperintensity, mostly on T2). On FLAIR
+    # either can be the brighter: FLAIR alone does not separate them.
     oedema, core = table[Tissue.OEDEMA], table[Tissue.NON_ENHANCING]
     for index, ratio in ((0, 0.95), (1, 0.95)):
         core[index] = min(core[index], oedema[index] * ratio)
-    for index in (2, 3):
-        core[index] = max(core[index], oedema[index] * rng.uniform(1.08, 1.3))
+    core[2] = max(core[2], oedema[2] * rng.uniform(1.08, 1.3))
+    core[3] = oedema[3] * rng.uniform(0.85, 1.25)
     return table
 
 
