@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -27,19 +27,25 @@ import numpy as np
 import SimpleITK as sitk
 
 from inference.errors import InputError
-from inference.labels import TumorLabel
+from inference.labels import REGION_LABELS, Region, TumorLabel
 
+# A display-only value: tumour whose sub-regions the visit's sequences cannot tell apart (FLAIR
+# without T1 post-contrast supports the whole tumour only). Never stored in a label map.
+WHOLE_TUMOUR = 9
 # Okabe-Ito colours, distinguishable with the common colour-vision deficiencies.
 LABEL_COLOURS: dict[int, tuple[int, int, int]] = {
     int(TumorLabel.NCR): (0x00, 0x72, 0xB2),  # blue
     int(TumorLabel.ED): (0xF0, 0xE4, 0x42),  # yellow
     int(TumorLabel.ET): (0xD5, 0x5E, 0x00),  # vermillion
+    WHOLE_TUMOUR: (0x00, 0x9E, 0x73),  # bluish green
 }
 LABEL_NAMES: dict[int, str] = {
     int(TumorLabel.NCR): "necrotic core (NCR)",
     int(TumorLabel.ED): "oedema (ED)",
     int(TumorLabel.ET): "enhancing tumour (ET)",
+    WHOLE_TUMOUR: "tumour, sub-regions not measured (no T1 post-contrast)",
 }
+TUMOUR_LABELS = (int(TumorLabel.NCR), int(TumorLabel.ED), int(TumorLabel.ET))
 # A perceptually uniform heat scale (viridis anchors), readable without red-green vision.
 _HEAT_ANCHORS = np.array(
     [
@@ -137,6 +143,35 @@ def _bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice]:
     return (box[0], box[1], box[2])
 
 
+def display_labels(supported_regions: Iterable[str] | None) -> dict[int, int]:
+    """What each stored tumour label is shown as, given the regions the visit's sequences
+    support (``inference.segment.sequence_support``): a label only a missing sequence could
+    tell apart is never shown as if measured. Without T1 post-contrast (FLAIR only) every
+    tumour label is one whole-tumour colour; without FLAIR, oedema is not shown; 0 hides."""
+    if supported_regions is None:
+        return {value: value for value in TUMOUR_LABELS}
+    supported = {Region(r) for r in supported_regions}
+    if not supported & {Region.TC, Region.ET}:
+        shown = WHOLE_TUMOUR if Region.WT in supported else 0
+        return dict.fromkeys(TUMOUR_LABELS, shown)
+    mapping = {}
+    for value in TUMOUR_LABELS:
+        regions = [r for r in Region if value in {int(v) for v in REGION_LABELS[r]}]
+        # The smallest region holding the label decides (ET for ET, TC for NCR, WT for ED).
+        smallest = min(regions, key=lambda r: len(REGION_LABELS[r]))
+        mapping[value] = value if smallest in supported else 0
+    return mapping
+
+
+def apply_display_labels(labels: np.ndarray, mapping: Mapping[int, int]) -> np.ndarray:
+    """``labels`` with each value replaced as ``mapping`` says (values not in it unchanged)."""
+    table = np.arange(256, dtype=np.uint8)
+    for value, shown in mapping.items():
+        table[value] = shown
+    out: np.ndarray = table[labels.astype(np.uint8)]
+    return out
+
+
 def key_slices(labels: np.ndarray) -> dict[str, int]:
     """Slices through the tumour's centre (of the enhancing part where there is one), else the
     middle of the volume."""
@@ -154,10 +189,14 @@ def display_volumes(
     brain_mask: sitk.Image,
     labels: sitk.Image,
     probabilities: sitk.Image | None = None,
+    *,
+    supported_regions: Iterable[str] | None = None,
 ) -> DisplayVolumes:
     """Window the prepared sequences and bring labels and tumour probability onto their grid,
     cropped to the brain (plus a margin). ``images`` maps sequences (``.value`` t1, t1c, t2,
-    flair) to prepared images on ``brain_mask``'s grid."""
+    flair) to prepared images on ``brain_mask``'s grid. Labels are shown as the visit's
+    ``supported_regions`` allow (``display_labels``)."""
+    mapping = display_labels(supported_regions)
     mask = sitk.GetArrayFromImage(brain_mask) > 0
     box = _bounding_box(mask)
     layers: dict[str, np.ndarray] = {}
@@ -167,7 +206,7 @@ def display_volumes(
         values = sitk.GetArrayFromImage(resample_onto(image, brain_mask)).astype(np.float32)
         layers[name], windows[name] = window(values[box], mask[box])
     label_values = sitk.GetArrayFromImage(resample_onto(labels, brain_mask, labels=True))
-    layers["labels"] = np.ascontiguousarray(label_values[box].astype(np.uint8))
+    layers["labels"] = np.ascontiguousarray(apply_display_labels(label_values[box], mapping))
     if probabilities is not None:
         heat = sitk.GetArrayFromImage(resample_onto(tumour_probability(probabilities), brain_mask))
         layers["tumour"] = np.clip(heat[box] * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -181,6 +220,7 @@ def display_volumes(
         },
         "windows": windows,
         "key_slices": key_slices(layers["labels"]),
+        "labels_shown": sorted({v for v in mapping.values() if v}),
     }
     return DisplayVolumes(layers, meta)
 
@@ -202,18 +242,22 @@ def prior_layers(
     prior_mask: sitk.Image,
     prior_labels: sitk.Image,
     prior_to_this: sitk.Transform,
+    *,
+    supported_regions: Iterable[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """The prior visit's T1c (or the image given) and labels on this visit's display grid, as
     layers ``prior-t1c`` and ``prior-labels``. ``prior_to_this`` maps the
     prior's physical space onto this visit's (the stored registration), so resampling uses its
-    inverse (this grid's points -> the prior's)."""
+    inverse (this grid's points -> the prior's). Labels as the prior's own
+    ``supported_regions`` allow."""
     grid = reference_grid(meta)
     inverse = prior_to_this.GetInverse()
     values = sitk.GetArrayFromImage(resample_onto(prior_image, grid, inverse)).astype(np.float32)
     inside = sitk.GetArrayFromImage(resample_onto(prior_mask, grid, inverse, labels=True)) > 0
     grey, _ = window(values, inside)
     labels = sitk.GetArrayFromImage(resample_onto(prior_labels, grid, inverse, labels=True))
-    return {"prior-t1c": grey, "prior-labels": labels.astype(np.uint8)}
+    shown = apply_display_labels(labels, display_labels(supported_regions))
+    return {"prior-t1c": grey, "prior-labels": shown}
 
 
 # --- storage ---------------------------------------------------------------------------------

@@ -43,12 +43,11 @@
       { url: base + "seg.nii.gz", name: "seg.nii.gz", opacity: 0.5 }
     ]).then(function () {
       var labels = viewer.volumes[1];
-      if (labels && labels.setColormapLabel) {
-        // Okabe-Ito: necrotic core blue, oedema yellow, enhancing tumour vermillion.
-        labels.setColormapLabel({
-          R: [0, 0, 240, 213], G: [0, 114, 228, 94], B: [0, 178, 66, 0], A: [0, 255, 255, 255],
-          I: [0, 1, 2, 3], labels: ["", "necrotic core", "oedema", "enhancing tumour"]
-        });
+      var colours = document.getElementById("niivue-labels");
+      if (labels && labels.setColormapLabel && colours) {
+        // The server's colours for this visit (Okabe-Ito; a visit without T1 post-contrast
+        // shows one whole-tumour colour, as in the slice viewer).
+        labels.setColormapLabel(JSON.parse(colours.textContent));
         viewer.updateGLVolume();
       }
       viewer.setSliceType(viewer.sliceTypeMultiplanar);

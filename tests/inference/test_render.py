@@ -71,6 +71,42 @@ def test_display_volumes_keep_label_values_and_centre_on_the_tumour(
     assert volumes.meta["key_slices"] == {"axial": 6, "coronal": 7, "sagittal": 4}
 
 
+@pytest.mark.parametrize(
+    ("supported", "expected"),
+    [
+        (None, {1: 1, 2: 2, 3: 3}),
+        (["ET", "TC", "WT"], {1: 1, 2: 2, 3: 3}),
+        (["WT"], {1: render.WHOLE_TUMOUR, 2: render.WHOLE_TUMOUR, 3: render.WHOLE_TUMOUR}),
+        (["ET", "TC"], {1: 1, 2: 0, 3: 3}),
+    ],
+)
+def test_labels_are_shown_only_as_the_visits_sequences_support(
+    supported: list[str] | None, expected: dict[int, int]
+) -> None:
+    assert render.display_labels(supported) == expected
+    stored = np.array([0, 1, 2, 3], np.uint8)
+    shown = render.apply_display_labels(stored, expected)
+    assert shown.tolist() == [0, expected[1], expected[2], expected[3]]
+
+
+def test_a_flair_only_visit_shows_one_tumour_colour_and_centres_on_it(
+    visit: dict[str, sitk.Image],
+) -> None:
+    labels = sitk.GetArrayFromImage(visit["labels"])
+    labels[2:4, 2:4, 10:13] = 2  # oedema elsewhere
+    volumes = render.display_volumes(
+        {"flair": visit["grey"]}, visit["mask"], _image(labels), supported_regions=["WT"]
+    )
+    assert set(np.unique(volumes.layers["labels"])) == {0, render.WHOLE_TUMOUR}
+    assert volumes.meta["labels_shown"] == [render.WHOLE_TUMOUR]
+    picture = render.labels_rgba(volumes.layers["labels"][6])
+    assert tuple(picture[7, 4, :3]) == render.LABEL_COLOURS[render.WHOLE_TUMOUR]
+    # No enhancing label is shown, so the key slices go through all of the tumour.
+    assert volumes.meta["key_slices"]["axial"] != 6
+    full = render.display_volumes({"t1c": visit["grey"]}, visit["mask"], _image(labels))
+    assert full.meta["labels_shown"] == [1, 2, 3]
+
+
 def test_a_finer_label_map_is_resampled_nearest_neighbour(visit: dict[str, sitk.Image]) -> None:
     fine = sitk.Resample(
         visit["labels"],

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
+from inference.render import WHOLE_TUMOUR, read_layer
 from tests.tracker.conftest import (
     client_for,
     post_visit,
@@ -38,7 +39,9 @@ from tracker.models import (
     TreatmentEvent,
     Visit,
 )
+from tracker.reports.pdf import _legend
 from tracker.services.assessments import patient_assess
+from tracker.services.display import display_folder
 
 pytestmark = pytest.mark.django_db
 
@@ -350,7 +353,25 @@ def test_a_flair_only_follow_up_is_analysed_end_to_end(
     assert f"Sequences: {FLAIR_ONLY}" in page
     assert '<option value="flair">' in page and '<option value="t1c">' not in page
     assert 'data-volume="flair"' in page
+    # Its segmentation is shown in one whole-tumour colour, here and in the 3-D viewer: the
+    # core and enhancing labels the model wrote are not measured, so not shown as such.
+    shown = np.unique(read_layer(display_folder(run), "labels"))
+    assert set(shown) == {0, WHOLE_TUMOUR}
+    assert "tumour, sub-regions not measured (no T1 post-contrast)" in page
+    colours = json.loads(page.split('id="niivue-labels" type="application/json">')[1].split("<")[0])
+    assert colours["I"] == [0, 1, 2, 3] and set(colours["G"][1:]) == {0x9E}
+    baseline = AnalysisRun.objects.get(code=visits[0]["results"]["run"])
+    assert set(np.unique(read_layer(display_folder(baseline), "labels"))) <= {0, 1, 2, 3}
     slices = f"/visits/{follow_up['code']}/slices"
     assert web.get(f"{slices}/flair/axial/10.png").status_code == 200
     assert web.get(f"{slices}/t1c/axial/10.png").status_code == 404
     assert web.get(f"/patients/{patient.code}/export/report.pdf").status_code == 200
+
+
+def test_the_report_legend_lists_the_colours_its_key_slices_use() -> None:
+    legend = _legend([{"labels_shown": [9]}, {"labels_shown": []}])
+    assert legend == [
+        {"name": "tumour, sub-regions not measured (no T1 post-contrast)", "colour": "#009E73"}
+    ]
+    names = [item["name"] for item in _legend([{"labels_shown": [1, 2, 3]}])]
+    assert names == ["necrotic core (NCR)", "oedema (ED)", "enhancing tumour (ET)"]

@@ -57,7 +57,7 @@ def key_visits(timeline: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _key_slices(timeline: dict[str, Any]) -> list[dict[str, Any]]:
-    from inference.render import key_slice_png  # noqa: PLC0415
+    from inference.render import key_slice_png, read_meta  # noqa: PLC0415
     from tracker.services.display import ensure_display  # noqa: PLC0415
 
     chosen = key_visits(timeline)
@@ -71,11 +71,23 @@ def _key_slices(timeline: dict[str, Any]) -> list[dict[str, Any]]:
     for name, visit in chosen:
         run = runs.get(visit["results"]["run"])
         folder = ensure_display(run) if run is not None else None
-        picture = None
+        picture, shown = None, []
         if folder is not None:
             picture = _data_uri(key_slice_png(folder, scale=1), "image/png")
-        slices.append({"name": name, "visit": visit, "picture": picture})
+            shown = read_meta(folder).get("labels_shown", [1, 2, 3])
+        slices.append({"name": name, "visit": visit, "picture": picture, "labels_shown": shown})
     return slices
+
+
+def _legend(key_slices: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The colours the key slices use (a visit without T1c: one whole-tumour colour)."""
+    from inference.render import LABEL_COLOURS, LABEL_NAMES  # noqa: PLC0415
+
+    shown = sorted({v for k in key_slices for v in k["labels_shown"]})
+    return [
+        {"name": LABEL_NAMES[v], "colour": "#{:02X}{:02X}{:02X}".format(*LABEL_COLOURS[v])}
+        for v in shown
+    ]
 
 
 def _state(confirmed: bool | None) -> str:
@@ -127,6 +139,7 @@ def progression_report(
         if visit["results"]
         for registration in visit["results"]["registrations"]
     ]
+    key_slices = _key_slices(timeline)
     html = render_to_string(
         "reports/progression.html",
         {
@@ -134,7 +147,8 @@ def progression_report(
             "timeline": timeline,
             "rows": _rows(timeline),
             "chart": _data_uri(chart.encode("utf-8"), "image/svg+xml"),
-            "key_slices": _key_slices(timeline),
+            "key_slices": key_slices,
+            "legend": _legend(key_slices),
             "models": models,
             "registrations": registrations,
             "generated_at": generated_at,

@@ -30,7 +30,9 @@ def build_display(run: AnalysisRun) -> Path:
     images, mask, _ = read_prepared(folder / "prepared")
     labels, _ = read_label_map(folder / "segmentation" / "seg.nii.gz")
     probabilities = read_probability_map(folder / "segmentation" / "prob.nii.gz")
-    volumes = render.display_volumes(images, mask, labels, probabilities)
+    volumes = render.display_volumes(
+        images, mask, labels, probabilities, supported_regions=run.supported_regions
+    )
     prior = _prior(run)
     if prior is not None:
         registration, prior_run = prior
@@ -43,6 +45,9 @@ def build_display(run: AnalysisRun) -> Path:
                 "run": str(prior_run.code),
                 "registration_passed": registration.passed,
                 "sequence": sequence,
+                "labels_shown": sorted(
+                    {v for v in render.display_labels(prior_run.supported_regions).values() if v}
+                ),
             }
         except Exception:
             # The prior's files may have been re-analysed away; this visit still shows.
@@ -78,7 +83,14 @@ def _prior_layers(
     labels, _ = read_label_map(folder / "segmentation" / "seg.nii.gz")
     sequence = reference_sequence(images)
     transform = load_transform(media(registration.transform))
-    layers = render.prior_layers(meta, images[sequence], mask, labels, transform)
+    layers = render.prior_layers(
+        meta,
+        images[sequence],
+        mask,
+        labels,
+        transform,
+        supported_regions=prior_run.supported_regions,
+    )
     return layers, sequence.value
 
 

@@ -367,9 +367,19 @@ def visit_detail(request: HttpRequest, code: str) -> HttpResponse:
     if run is not None:
         folder = ensure_display(run)
         if folder is not None:
-            from inference.render import LABEL_COLOURS, LABEL_NAMES, read_meta  # noqa: PLC0415
+            from inference.render import (  # noqa: PLC0415
+                LABEL_COLOURS,
+                LABEL_NAMES,
+                TUMOUR_LABELS,
+                display_labels,
+                read_meta,
+            )
 
             meta = read_meta(folder)
+            # The colours this visit and its prior use (a visit without T1c: one tumour colour).
+            labels_shown = set(meta.get("labels_shown", TUMOUR_LABELS))
+            labels_shown |= set((meta.get("prior") or {}).get("labels_shown", []))
+            mapping = display_labels(run.supported_regions)
             z, y, x = meta["grid"]["shape_zyx"]
             shown = [(value, name) for value, name in SEQUENCES if value in meta["windows"]]
             viewer = {
@@ -378,8 +388,10 @@ def visit_detail(request: HttpRequest, code: str) -> HttpResponse:
                 "prior": meta.get("prior"),
                 "legend": [
                     {"name": LABEL_NAMES[v], "colour": _hex(LABEL_COLOURS[v])}
-                    for v in sorted(LABEL_COLOURS)
+                    for v in sorted(labels_shown)
                 ],
+                # NiiVue colours the stored label map: each stored label as it is shown.
+                "niivue_labels": _niivue_colormap(mapping, LABEL_COLOURS, LABEL_NAMES),
                 # Only the sequences the visit has; NiiVue shows T1c, else FLAIR.
                 "sequences": shown,
                 "volume": "t1c" if "t1c" in meta["windows"] else "flair",
@@ -419,6 +431,25 @@ def _volume_rows(results: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 def _hex(rgb: tuple[int, int, int]) -> str:
     return "#" + "".join(f"{c:02x}" for c in rgb)
+
+
+def _niivue_colormap(
+    mapping: dict[int, int],
+    colours: dict[int, tuple[int, int, int]],
+    names: dict[int, str],
+) -> dict[str, list[Any]]:
+    """A NiiVue label colormap (``setColormapLabel``) for the stored labels 0-3, each coloured
+    as it is shown (``inference.render.display_labels``); a hidden label is transparent."""
+    table: dict[str, list[Any]] = {"R": [0], "G": [0], "B": [0], "A": [0], "I": [0], "labels": [""]}
+    for value in sorted(mapping):
+        shown = mapping[value]
+        r, g, b = colours.get(shown, (0, 0, 0))
+        for key, item in zip(("R", "G", "B"), (r, g, b), strict=True):
+            table[key].append(item)
+        table["A"].append(255 if shown else 0)
+        table["I"].append(value)
+        table["labels"].append(names.get(shown, "").split(" (")[0] if shown else "")
+    return table
 
 
 @login_required
