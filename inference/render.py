@@ -46,6 +46,16 @@ LABEL_NAMES: dict[int, str] = {
     WHOLE_TUMOUR: "tumour, sub-regions not measured (no T1 post-contrast)",
 }
 TUMOUR_LABELS = (int(TumorLabel.NCR), int(TumorLabel.ED), int(TumorLabel.ET))
+
+
+def legend(values: Iterable[int]) -> list[dict[str, str]]:
+    """Legend entries (name, CSS hex colour) for displayed label values, in value order."""
+    return [
+        {"name": LABEL_NAMES[v], "colour": "#{:02x}{:02x}{:02x}".format(*LABEL_COLOURS[v])}
+        for v in sorted(set(values))
+    ]
+
+
 # A perceptually uniform heat scale (viridis anchors), readable without red-green vision.
 _HEAT_ANCHORS = np.array(
     [

@@ -371,7 +371,7 @@ def test_a_flair_only_follow_up_is_analysed_end_to_end(
 def test_the_report_legend_lists_the_colours_its_key_slices_use() -> None:
     legend = _legend([{"labels_shown": [9]}, {"labels_shown": []}])
     assert legend == [
-        {"name": "tumour, sub-regions not measured (no T1 post-contrast)", "colour": "#009E73"}
+        {"name": "tumour, sub-regions not measured (no T1 post-contrast)", "colour": "#009e73"}
     ]
     names = [item["name"] for item in _legend([{"labels_shown": [1, 2, 3]}])]
     assert names == ["necrotic core (NCR)", "oedema (ED)", "enhancing tumour (ET)"]

@@ -81,13 +81,9 @@ def _key_slices(timeline: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _legend(key_slices: list[dict[str, Any]]) -> list[dict[str, str]]:
     """The colours the key slices use (a visit without T1c: one whole-tumour colour)."""
-    from inference.render import LABEL_COLOURS, LABEL_NAMES  # noqa: PLC0415
+    from inference.render import legend  # noqa: PLC0415
 
-    shown = sorted({v for k in key_slices for v in k["labels_shown"]})
-    return [
-        {"name": LABEL_NAMES[v], "colour": "#{:02X}{:02X}{:02X}".format(*LABEL_COLOURS[v])}
-        for v in shown
-    ]
+    return legend(v for k in key_slices for v in k["labels_shown"])
 
 
 def _state(confirmed: bool | None) -> str:

@@ -372,6 +372,7 @@ def visit_detail(request: HttpRequest, code: str) -> HttpResponse:
                 LABEL_NAMES,
                 TUMOUR_LABELS,
                 display_labels,
+                legend,
                 read_meta,
             )
 
@@ -386,10 +387,7 @@ def visit_detail(request: HttpRequest, code: str) -> HttpResponse:
                 "counts": {"axial": z, "coronal": y, "sagittal": x},
                 "start": meta["key_slices"],
                 "prior": meta.get("prior"),
-                "legend": [
-                    {"name": LABEL_NAMES[v], "colour": _hex(LABEL_COLOURS[v])}
-                    for v in sorted(labels_shown)
-                ],
+                "legend": legend(labels_shown),
                 # NiiVue colours the stored label map: each stored label as it is shown.
                 "niivue_labels": _niivue_colormap(mapping, LABEL_COLOURS, LABEL_NAMES),
                 # Only the sequences the visit has; NiiVue shows T1c, else FLAIR.
@@ -427,10 +425,6 @@ def _volume_rows(results: dict[str, Any] | None) -> list[dict[str, Any]]:
         {"name": name, "value": value, "reason": reasons.get(name, "")}
         for name, value in results["volumes_ml"].items()
     ]
-
-
-def _hex(rgb: tuple[int, int, int]) -> str:
-    return "#" + "".join(f"{c:02x}" for c in rgb)
 
 
 def _niivue_colormap(
