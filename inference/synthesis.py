@@ -388,7 +388,12 @@ def _tumour_centre(
     brain: np.ndarray, tissue: np.ndarray, radius: float, rng: np.random.Generator
 ) -> np.ndarray | None:
     depth = ndimage.distance_transform_edt(brain)
-    inner = brain & (depth > max(radius * 0.6, 6.0)) & (tissue != Tissue.CSF)
+    if rng.random() < 0.35:  # gliomas often reach the cortex and abut the dura
+        least = rng.uniform(3.0, 6.0)
+        inner = (depth > least) & (depth < least + 5.0)
+    else:
+        inner = depth > max(radius * 0.6, 6.0)
+    inner &= brain & (tissue != Tissue.CSF)
     picked = _pick(inner, rng)
     return picked[0] if len(picked) else None
 
@@ -510,13 +515,13 @@ def _contrast_table(rng: np.random.Generator) -> dict[Tissue, np.ndarray]:
             t1c = max(t1c, rng.uniform(1.1, 1.3))
         table[tissue] = np.array([t1, t1c, t2, flair], np.float32)
     # Non-enhancing tumour is darker on T1 and brighter on T2 than the oedema around it (how
-    # BraTS annotators tell the core from the surrounding hyperintensity, mostly on T2). On FLAIR
-    # either can be the brighter: FLAIR alone does not separate them.
+    # BraTS annotators tell the core from the surrounding hyperintensity, mostly on T2), and
+    # mostly a little darker on FLAIR: free water in oedema is what FLAIR shows brightest.
     oedema, core = table[Tissue.OEDEMA], table[Tissue.NON_ENHANCING]
     for index, ratio in ((0, 0.95), (1, 0.95)):
         core[index] = min(core[index], oedema[index] * ratio)
     core[2] = max(core[2], oedema[2] * rng.uniform(1.08, 1.3))
-    core[3] = oedema[3] * rng.uniform(0.85, 1.25)
+    core[3] = oedema[3] * rng.uniform(0.75, 1.05)
     return table
 
 
