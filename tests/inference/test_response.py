@@ -223,7 +223,9 @@ def test_confirmed_progression_is_dated_back_to_the_preliminary_scan():
     result = out["visits"]
     assert [r["category"] for r in result[2:]] == ["PD", "PD", "PD"]
     assert [r["confirmed"] for r in result[2:]] == [False, True, None]
-    assert result[3]["reference_visit"] == "up"
+    # Confirmed progression is reported against the nadir (the baseline here), dated back.
+    assert result[3]["reference_visit"] == "base"
+    assert result[3]["relative_change"] == pytest.approx(16250 / 10000 - 1)
     assert out["progression_visit"] == "up"
 
 
@@ -359,13 +361,14 @@ def test_several_target_lesions_sum_the_three_largest_measurable_products():
         lesion("L4", 15, 12),  # 180: measurable, but a fourth: non-target
         lesion("L5", 9, 8),  # not measurable: non-target
     )
-    # Targets shrink to 1,100 of 2,200 (-50 %) while the non-targets grow: still a PR.
+    # Targets shrink to 1,100 of 2,200 (-50 %) while a non-target grows, short of the
+    # non-target threshold (252 -> 269.1 mm2, +6.8 %): still a PR.
     follow = visit(
         42,
         lesion("L1", 30, 20),
         lesion("L2", 20, 15),
         lesion("L3", 20, 10),
-        lesion("L4", 20, 20),
+        lesion("L4", 15, 12),
         lesion("L5", 9.9, 9),
     )
     result = rows(timeline(base, follow))
@@ -492,11 +495,11 @@ def _bad(change) -> dict[str, Any]:
         ),
         (
             lambda d: d["visits"][1]["lesions"].clear(),
-            "visit v1: field 'lesions' lacks L1, tracked since baseline v0",
+            "visit v1: field 'lesions' lacks L1, tracked since v0",
         ),
         (
             lambda d: d["visits"][1]["lesions"].append(lesion("L9", 20, 20)),
-            "visit v1: field 'lesions' lists L9, which is not at baseline v0",
+            "visit v1: field 'lesions' lists L9, which is not tracked before",
         ),
         (
             lambda d: d["visits"][1]["lesions"].append(lesion("L1", 20, 20)),
