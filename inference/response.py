@@ -818,6 +818,7 @@ class _Engine:
             p.component: (self.non_target(p, baseline), baseline.id) for p in self.parts
         }
         self.responses: list[tuple[Category, VisitInput]] = []  # the current run of responses
+        self.cr_confirmed = False
         self.pending_pd: _PendingProgression | None = None
         self.progressed: VisitInput | None = None
         self.flagged_since: VisitInput | None = None  # consecutive 'new_lesion' flags from
@@ -877,12 +878,12 @@ class _Engine:
         return visit.new_lesion is not None or bool(self._new_lesions(visit))
 
     def _disease_present(self, part: _Part, visit: VisitInput) -> bool:
-        """Any disease of the component at this scan; for a non-enhancing component any
+        """Any disease of the component at this scan; for a non-enhancing tumour any
         enhancing disease too (a complete response of a non-enhancing tumour needs no
         enhancement [RANO-LGG, RANO2])."""
         components = {part.component}
-        if part.component is Component.NON_ENHANCING:
-            components.add(Component.ENHANCING)
+        if self.timeline.presentation is Presentation.NON_ENHANCING:
+            components.add(Component.ENHANCING)  # a mixed tumour's enhancing part has its own
         if any(x.present for x in visit.lesions if x.component in components):
             return True
         if part.component is Component.NON_ENHANCING and visit.non_enhancing_volume_ml:
@@ -942,7 +943,11 @@ class _Engine:
                     f"at {_percent(self.thresholds.progression)})"
                 )
                 findings.grew.append(part.component)
-            elif nadir == 0 and any(x.measurable for x in self._measured(visit, set(part.targets))):
+            elif (
+                nadir == 0
+                and any(x.measurable for x in self._measured(visit, set(part.targets)))
+                and not self._complete_response_was_missed(vs_base)
+            ):
                 findings.size.append(
                     f"{part.label} disease is back after it disappeared on {nadir_on} "
                     f"({nadir_id}): {measure} {_number(burden, unit)}"
@@ -953,7 +958,7 @@ class _Engine:
             first = min((self.new_since[self.root[x.track]] for x in new), key=_on)
             findings.other.append(
                 f"a new measurable lesion ({new[0].track}, {_mm(new[0].longest_mm)} x "
-                f"{_mm(new[0].perpendicular_mm)} mm; first seen on {first.acquired_on}, {first.id})"
+                f"{_mm(new[0].perpendicular_mm)} mm; first seen {_scan(first)})"
             )
         elif visit.new_lesion is True:
             findings.other.append("a new measurable lesion")
@@ -970,6 +975,17 @@ class _Engine:
         if _no_radiotherapy_date(self.timeline) and (findings.imaging or findings.clinical):
             findings.notes.append(_NO_WINDOW)
         return findings
+
+    def _complete_response_was_missed(self, vs_base: Fraction | None) -> bool:
+        """Disease measured again after a preliminary, unconfirmed CR, still a partial response
+        from the baseline: the CR missed residual disease and this is a PR, not a return
+        [RANO2010, RECIST 1.1 as adopted: a PR after a preliminary CR confirms a PR]."""
+        return (
+            not self.cr_confirmed
+            and any(c is Category.CR for c, _ in self.responses)
+            and vs_base is not None
+            and vs_base <= self.thresholds.partial
+        )
 
     def _non_target_findings(self, visit: VisitInput, findings: _Findings) -> None:
         """Non-target disease, flagged by the reader (``non_target``) and measured from the
@@ -1188,7 +1204,7 @@ class _Engine:
         ]
         gone = not self._disease_present(part, visit) and visit.non_target is NonTarget.ABSENT
         enhancing_left = (
-            part.component is Component.NON_ENHANCING
+            self.timeline.presentation is Presentation.NON_ENHANCING
             and not gone
             and any(x.present for x in visit.lesions if x.component is Component.ENHANCING)
         )
@@ -1277,6 +1293,7 @@ class _Engine:
             _, since = good[0]
             days = (visit.acquired_on - since.acquired_on).days
             row.confirmed = True
+            self.cr_confirmed = self.cr_confirmed or category is Category.CR
             row.reasons.append(
                 f"confirms the {category.value}: {since.id} ({days} days earlier) showed "
                 f"{'the same response' if good[0][0] is category else 'a better response'}"
@@ -1310,6 +1327,12 @@ class _Engine:
             self.non_enhancing_nadir is None or volume < self.non_enhancing_nadir[0]
         ):
             self.non_enhancing_nadir = (volume, visit.id)
+
+
+def _scan(visit: VisitInput) -> str:
+    """'on 2024-02-12 (v1)', or the date alone where it is the id."""
+    on = visit.acquired_on.isoformat()
+    return f"on {on}" if visit.id == on else f"on {on} ({visit.id})"
 
 
 def _on(visit: VisitInput) -> dt.date:

@@ -324,6 +324,7 @@ class Category(models.TextChoices):
     SD = "SD", "stable disease"
     PD = "PD", "progressive disease"
     INDETERMINATE = "indeterminate", "indeterminate"
+    NOT_EVALUABLE = "NE", "not evaluable"
 
 
 class Assessment(models.Model):

@@ -391,12 +391,13 @@ def test_no_measurable_disease_at_baseline_allows_only_stable_or_progression():
 
 
 def test_disease_back_after_a_complete_response_is_progression():
+    gone = lesion("L1", 0, 0)
     data = timeline(
-        visit(0, BASE_2D), visit(42, lesion("L1", 0, 0)), visit(84, lesion("L1", 12, 10))
+        visit(0, BASE_2D), visit(42, gone), visit(84, gone), visit(126, lesion("L1", 12, 10))
     )
     result = rows(data)
-    assert [r["category"] for r in result] == ["baseline", "CR", "PD"]
-    assert "back after it disappeared" in result[2]["reasons"][0]
+    assert [r["category"] for r in result] == ["baseline", "CR", "CR", "PD"]
+    assert "back after it disappeared" in result[3]["reasons"][0]
 
 
 def test_new_measurable_enhancement_in_a_non_enhancing_tumour_is_progression():

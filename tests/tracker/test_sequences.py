@@ -1,7 +1,7 @@
 """Visits that lack sequences: an upload needs T1 post-contrast or FLAIR (a 400 names what is
 missing otherwise, and nothing is stored); what the sequences cannot support is shown as not
-measured, never as a number (API, pages, exports); a visit without T1 post-contrast gets an
-'indeterminate' assessment and is left out of the timeline the other visits are assessed on."""
+measured, never as a number (API, pages, exports); a visit without T1 post-contrast is 'NE' (not
+evaluable): never a baseline or a nadir, and confirmation windows run across it."""
 
 from __future__ import annotations
 
@@ -259,7 +259,7 @@ def _analysed_visit(
     return visit
 
 
-def test_a_visit_without_t1c_is_indeterminate_and_left_out_of_the_assessed_timeline(
+def test_a_visit_without_t1c_is_not_evaluable_and_never_a_nadir(
     teams: dict[str, Any],
 ) -> None:
     patient = Patient.objects.create(team=teams["team_a"], label="GBM-SUBSET", setting="recurrent")
@@ -274,26 +274,28 @@ def test_a_visit_without_t1c_is_indeterminate_and_left_out_of_the_assessed_timel
     current = {a.visit_id: a for a in Assessment.objects.filter(is_current=True)}
     assert current[first.pk].category == "baseline"
     left_out = current[flair.pk]
-    assert left_out.category == "indeterminate" and left_out.confirmed is None
-    assert left_out.reasons[0].startswith("no T1 post-contrast at this visit")
-    # The engine never saw the FLAIR-only visit: no burden was invented for it.
+    assert left_out.category == "NE" and left_out.confirmed is None
+    assert left_out.reasons[0].startswith("not evaluable: no T1 post-contrast at this visit")
+    # The engine saw the FLAIR-only visit as not evaluable: no burden was invented for it.
     engine_input = current[t1c.pk].timeline_input
-    assert [v["id"] for v in engine_input["visits"]] == ["2024-01-01", "2024-05-01"]
-    assert engine_input["visits"][1]["non_enhancing_volume_ml"] is None  # no FLAIR or T2
+    assert [v["id"] for v in engine_input["visits"]] == ["2024-01-01", "2024-03-01", "2024-05-01"]
+    assert engine_input["visits"][1]["not_evaluable"].startswith("no T1 post-contrast")
+    assert engine_input["visits"][1]["lesions"] == []
+    assert engine_input["visits"][2]["non_enhancing_volume_ml"] is None  # no FLAIR or T2
     progression = current[t1c.pk]
     assert progression.category == "PD" and progression.reference_visit_id == first.pk
     assert any("no FLAIR or T2 at this visit" in r for r in progression.reasons)
     assert set(Lesion.objects.values_list("track", flat=True)) == {"L1"}
 
 
-def test_a_patient_with_only_a_flair_visit_is_indeterminate(teams: dict[str, Any]) -> None:
+def test_a_patient_with_only_a_flair_visit_is_not_evaluable(teams: dict[str, Any]) -> None:
     patient = teams["patient"]
     visit = _analysed_visit(patient, "2024-01-01", ["flair", "t2"], ["WT"], longest_mm=0.0)
     (assessment,) = patient_assess(patient)
-    assert assessment.visit_id == visit.pk and assessment.category == "indeterminate"
+    assert assessment.visit_id == visit.pk and assessment.category == "NE"
 
 
-def test_a_non_enhancing_tumour_without_flair_or_t2_is_indeterminate(
+def test_a_non_enhancing_tumour_without_flair_or_t2_is_not_evaluable(
     teams: dict[str, Any],
 ) -> None:
     patient = Patient.objects.create(
@@ -306,8 +308,8 @@ def test_a_non_enhancing_tumour_without_flair_or_t2_is_indeterminate(
     )
     patient_assess(patient)
     assessment = Assessment.objects.get(visit=later, is_current=True)
-    assert assessment.category == "indeterminate"
-    assert assessment.reasons[0].startswith("no FLAIR or T2 at this visit")
+    assert assessment.category == "NE"
+    assert assessment.reasons[0].startswith("not evaluable: no FLAIR or T2 at this visit")
 
 
 # --- the real chain ------------------------------------------------------------------------------
@@ -339,7 +341,7 @@ def test_a_flair_only_follow_up_is_analysed_end_to_end(
     assert follow_up["results"]["volumes_ml"]["ET"] is None
     assert follow_up["results"]["volumes_ml"]["WT"] > 0
     assert follow_up["results"]["sum_of_products_mm2"] is None
-    assert follow_up["assessment"]["category"] == "indeterminate"
+    assert follow_up["assessment"]["category"] == "NE"
     assert visits[0]["assessment"]["category"] == "baseline"
     run = AnalysisRun.objects.get(code=follow_up["results"]["run"])
     segmentation = json.loads(

@@ -94,6 +94,7 @@ RANO_DISPLAY = {
     "SD": "Stable disease",
     "PD": "Progressive disease",
     "indeterminate": "Indeterminate",
+    "NE": "Not evaluable",
 }
 
 _IMAGING_CATEGORY = [

@@ -7,8 +7,9 @@ brought into the first analysed visit's space (its stored registration, or a new
 first visit changed), so adding, editing or removing an earlier visit gives consistent tracks.
 
 A visit whose sequences cannot support the assessment (no T1 post-contrast; no FLAIR or T2 for a
-non-enhancing or mixed tumour) is left out of the engine's timeline and stored as
-'indeterminate' with the reason (``unassessable_reasons``).
+non-enhancing or mixed tumour) goes to the engine as not evaluable, with the reason
+(``unassessable_reasons``): it is stored as 'NE', is never a baseline or a nadir, and the
+confirmation windows run across it.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from inference.labels import Region
+from inference.lesions import TrackEntry
 from inference.response import assess, baseline_index, parse_timeline
 from tracker.models import (
     AnalysisRun,
     Assessment,
-    Category,
     Patient,
     Presentation,
     TreatmentKind,
@@ -41,8 +42,9 @@ def _analysed_runs(patient: Patient) -> list[AnalysisRun]:
     )
 
 
-def _tracks(runs: list[AnalysisRun]) -> list[dict[int, str]]:
-    """For each run, lesion number -> track id (L1, L2, ...), tracked in the first run's space."""
+def _tracks(runs: list[AnalysisRun]) -> list[list[TrackEntry]]:
+    """For each run, every track seen so far (L1, L2, ...; present or not, split from or merged
+    into another), tracked in the first run's space."""
     from inference.io import read_image  # noqa: PLC0415
     from inference.lesions import track_lesions  # noqa: PLC0415
     from inference.register import load_transform, resample  # noqa: PLC0415
@@ -66,11 +68,12 @@ def _tracks(runs: list[AnalysisRun]) -> list[dict[int, str]]:
         transform = load_transform(media(registration.transform))
         lesion_map = read_image(media(run.measurement.lesion_map))
         maps.append(resample(lesion_map, reference, transform, labels=True))
-    history = track_lesions(maps)
-    return [
-        {entry.component: entry.track for entry in entries if entry.present and entry.component}
-        for entries in history
-    ]
+    return track_lesions(maps)
+
+
+def _numbers(entries: list[TrackEntry]) -> dict[int, str]:
+    """Lesion number -> track id at one visit."""
+    return {e.component: e.track for e in entries if e.present and e.component is not None}
 
 
 def _radiotherapy_end(patient: Patient) -> dt.date | None:
@@ -91,9 +94,20 @@ def _component(patient: Patient, et_volume_ml: float) -> str:
 
 
 def timeline_input(
-    patient: Patient, runs: list[AnalysisRun], tracks: list[dict[int, str]]
+    patient: Patient,
+    runs: list[AnalysisRun],
+    history: list[list[TrackEntry]],
+    not_evaluable: dict[int, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """The ``assess`` input (DESIGN.md) for the analysed visits and their lesion tracks."""
+    """The ``assess`` input (DESIGN.md) for the analysed visits and their lesion tracks.
+
+    ``history`` holds the tracks of the evaluable runs in order; a run in ``not_evaluable``
+    (run pk -> reasons) goes in as a not-evaluable visit. After the baseline every track seen
+    since is listed at every visit (a vanished one as 0 x 0, with the component it last had); a
+    fragment names the track it split from; a lesion merged into another is listed 0 x 0 with
+    ``merged_into`` for as long as the two stay one; a track that first shows after the baseline
+    is a new lesion (``new_lesion``, measurable when any such lesion is)."""
+    not_evaluable = not_evaluable or {}
     radiotherapy_end = _radiotherapy_end(patient)
     top: dict[str, Any] = {
         "criteria": patient.criteria,
@@ -106,61 +120,93 @@ def timeline_input(
             t.kind == TreatmentKind.ANTIANGIOGENIC for t in patient.treatments.all()
         ),
     }
-    visits = [_visit_entry(run.visit) for run in runs]
+    visits = [_visit_entry(run.visit, not_evaluable.get(run.pk)) for run in runs]
     index = baseline_index(parse_timeline({**top, "visits": visits}))[0]
-    lesions_by_run = [
-        {tracks[i].get(lesion.number, f"?{lesion.number}"): lesion for lesion in run.lesions.all()}
-        for i, run in enumerate(runs)
-    ]
-    baseline_tracks = sorted(lesions_by_run[index]) if index is not None else []
-    for i, (run, entry) in enumerate(zip(runs, visits, strict=True)):
-        lesions = lesions_by_run[i]
-        if index is None or i <= index:
-            listed = sorted(lesions)
-            new = None
-        else:
-            listed = baseline_tracks
-            added = [lesions[t] for t in lesions if t not in baseline_tracks]
-            new = {"measurable": any(x.measurable for x in added)} if added else None
-        entry["lesions"] = [_lesion_entry(patient, track, lesions.get(track)) for track in listed]
-        entry["new_lesion"] = new
+    entries = iter(history)
+    listed: list[str] = []  # tracks listed at every visit after the baseline
+    component: dict[str, str] = {}  # track -> the component it last had
+    merged: dict[str, str] = {}  # track -> the track it is measured with
+    for position, (run, entry) in enumerate(zip(runs, visits, strict=True)):
+        if run.pk in not_evaluable:
+            continue
+        tracks = next(entries)
+        by_track = {e.track: e for e in tracks}
+        numbers = _numbers(tracks)
+        lesions = {numbers[x.number]: x for x in run.lesions.all() if x.number in numbers}
+        for track, lesion in lesions.items():
+            component[track] = _component(patient, lesion.et_volume_ml)
+        if index is None or position <= index:
+            entry["lesions"] = [_lesion_entry(t, component[t], lesions[t]) for t in sorted(lesions)]
+            listed = sorted(lesions) if position == index else listed
+            continue
+        new_tracks = [t for t in sorted(lesions) if t not in listed]
+        for track, e in by_track.items():
+            if e.merged_into is not None and track in listed:
+                merged[track] = e.merged_into
+        for track in [t for t in merged if t in lesions]:
+            del merged[track]  # measured on its own again
+        rows = []
+        for track in [*listed, *new_tracks]:
+            row = _lesion_entry(track, component.get(track, "ce"), lesions.get(track))
+            into = _measured_with(track, merged)
+            if into is not None and into in lesions and track not in lesions:
+                row["merged_into"] = into
+            parent = by_track[track].split_from if track in by_track else None
+            if track in new_tracks and parent in listed:
+                row["split_from"] = parent
+            rows.append(row)
+        entry["lesions"] = rows
+        appeared = [lesions[t] for t in new_tracks if by_track[t].split_from not in listed]
+        entry["new_lesion"] = (
+            {"measurable": any(x.measurable for x in appeared)} if appeared else None
+        )
+        listed = [*listed, *new_tracks]
+    for run, entry in zip(runs, visits, strict=True):
         volumes = run.measurement.volumes_ml
         whole, enhancing = volumes.get("WT"), volumes.get("ET")
         entry["non_enhancing_volume_ml"] = (
-            None  # no FLAIR or T2: not measured, and not invented
-            if whole is None or enhancing is None
+            None  # no FLAIR or T2 (or not evaluable): not measured, and not invented
+            if whole is None or enhancing is None or run.pk in not_evaluable
             else round(max(whole - enhancing, 0.0), 4)
         )
     return {**top, "visits": visits}
+
+
+def _measured_with(track: str, merged: dict[str, str]) -> str | None:
+    """The track a merged lesion is measured with, following merges of merges."""
+    seen = {track}
+    into = merged.get(track)
+    while into is not None and into in merged and into not in seen:
+        seen.add(into)
+        into = merged[into]
+    return into
 
 
 def unassessable_reasons(patient: Patient, run: AnalysisRun) -> list[str]:
     """Why a visit's sequences cannot give a RANO 2.0 assessment (empty when they can).
 
     Choice: lesions, their products and enhancing volumes come from the tumour core, which needs
-    T1 post-contrast; a visit without it is left out of the timeline the engine assesses (no
-    burden is invented for it, so it can be neither a nadir nor a progression) and gets its own
-    'indeterminate' row saying why. Non-enhancing and mixed tumours are assessed on their
-    T2/FLAIR disease too, which needs FLAIR or T2.
+    T1 post-contrast; a visit without it goes to the engine as not evaluable (no burden is
+    invented for it, so it can be neither a nadir nor a progression) and its 'NE' row says why.
+    Non-enhancing and mixed tumours are assessed on their T2/FLAIR disease too, which needs
+    FLAIR or T2.
     """
     supported = set(run.supported_regions)
     if Region.TC.value not in supported:
         return [
             "no T1 post-contrast at this visit: the enhancing tumour and the tumour core (and so "
-            "the RANO lesion measurements) cannot be measured, so RANO 2.0 is not assessed here; "
-            "the visit is left out of the timeline the other visits are assessed on"
+            "the RANO lesion measurements) cannot be measured"
         ]
     if patient.presentation != Presentation.ENHANCING and Region.WT.value not in supported:
         return [
             "no FLAIR or T2 at this visit: the non-enhancing (T2/FLAIR) disease of a "
-            f"{patient.get_presentation_display()} tumour cannot be measured, so RANO 2.0 is not "
-            "assessed here; the visit is left out of the timeline the other visits are assessed on"
+            f"{patient.get_presentation_display()} tumour cannot be measured"
         ]
     return []
 
 
-def _visit_entry(visit: Visit) -> dict[str, Any]:
-    return {
+def _visit_entry(visit: Visit, not_evaluable: list[str] | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {
         # A patient has one visit per day (a constraint), so the date is a unique id, and it
         # is what a tumour board reads in the reasons ("over nadir ... (2024-03-02)").
         "id": visit.acquired_on.isoformat(),
@@ -172,13 +218,16 @@ def _visit_entry(visit: Visit) -> dict[str, Any]:
         "clinical_status": visit.clinical_status,
         "steroid_dose_mg": float(visit.steroid_dose_mg),
     }
+    if not_evaluable:
+        entry["not_evaluable"] = "; ".join(not_evaluable)
+    return entry
 
 
-def _lesion_entry(patient: Patient, track: str, lesion: Any) -> dict[str, Any]:
-    if lesion is None:  # tracked since baseline, gone now
+def _lesion_entry(track: str, component: str, lesion: Any) -> dict[str, Any]:
+    if lesion is None:  # tracked, gone now
         return {
             "track": track,
-            "component": _component(patient, 0.0),
+            "component": component,
             "longest_mm": 0.0,
             "perpendicular_mm": 0.0,
             "et_volume_ml": 0.0,
@@ -186,7 +235,7 @@ def _lesion_entry(patient: Patient, track: str, lesion: Any) -> dict[str, Any]:
     longest = round(lesion.longest_mm, 3)
     return {
         "track": track,
-        "component": _component(patient, lesion.et_volume_ml),
+        "component": component,
         "longest_mm": longest,
         "perpendicular_mm": min(round(lesion.perpendicular_mm, 3), longest),
         "et_volume_ml": round(lesion.et_volume_ml, 4),
@@ -210,10 +259,11 @@ def patient_assess(patient: Patient) -> list[Assessment]:
         if not runs:
             return []
         left_out = {run.pk: unassessable_reasons(patient, run) for run in runs}
-        assessed = [run for run in runs if not left_out[run.pk]]
-        tracks = _tracks(assessed)
-        data = timeline_input(patient, assessed, tracks) if assessed else {}
-        result = assess(parse_timeline(data)).as_dict() if assessed else {"visits": []}
+        left_out = {pk: reasons for pk, reasons in left_out.items() if reasons}
+        assessed = [run for run in runs if run.pk not in left_out]
+        history = _tracks(assessed)
+        data = timeline_input(patient, runs, history, left_out)
+        result = assess(parse_timeline(data)).as_dict()
         runs_by_id = {run.visit.acquired_on.isoformat(): run for run in runs}
         visits = {key: run.visit for key, run in runs_by_id.items()}
         versions = sorted({f"{r.model_name} {r.model_version}".strip() for r in runs})
@@ -241,23 +291,11 @@ def patient_assess(patient: Patient) -> list[Assessment]:
                     model_versions=versions,
                 )
             )
-        left = [run for run in runs if left_out[run.pk]]
-        for run in left:
-            stored.append(
-                Assessment.objects.create(
-                    visit=run.visit,
-                    category=Category.INDETERMINATE,
-                    confirmed=None,
-                    reasons=left_out[run.pk],
-                    criteria=patient.criteria,
-                    timeline_input=data,
-                    model_versions=versions,
-                )
-            )
-        # The visits left out are not tracked: their lesions (if any) carry no track.
-        for run, run_tracks in zip([*assessed, *left], [*tracks, *[{}] * len(left)], strict=True):
+        # The visits not evaluable are not tracked: their lesions (if any) carry no track.
+        numbers = dict(zip([r.pk for r in assessed], map(_numbers, history), strict=True))
+        for run in runs:
             for lesion in run.lesions.all():
-                track = run_tracks.get(lesion.number, "")
+                track = numbers.get(run.pk, {}).get(lesion.number, "")
                 if lesion.track != track:
                     lesion.track = track
                     lesion.save(update_fields=["track"])
