@@ -303,25 +303,55 @@ def _crossing(positions: np.ndarray, values: np.ndarray, i: int, j: int) -> floa
 
 
 def bidimensional(mask: np.ndarray, image: sitk.Image) -> Bidimensional:
-    """RANO bidimensional measurement of one lesion (``mask`` in LPS (z, y, x) order)."""
-    spacing_x, spacing_y, _ = image.GetSpacing()
+    """RANO bidimensional measurement of one lesion (``mask`` in LPS (z, y, x) order).
+
+    The slice with the longest diameter is the measured one; its diameters are then brought to
+    the lesion's largest cross-section between slices (``_through_plane_scale``), so that thick
+    or thin slices give the same size of the same lesion."""
+    spacing_x, spacing_y, spacing_z = image.GetSpacing()
     spacing_rc = (spacing_y, spacing_x)  # rows are y, columns are x
-    best: tuple[float, int, np.ndarray, np.ndarray] | None = None
+    lengths: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}
     for index in np.nonzero(mask.any(axis=(1, 2)))[0]:
         field = _boundary_field(mask[index], SMOOTHING_PX)
         points = _boundary_points(field) * np.array(spacing_rc)
-        length, a, b = _longest_diameter(points)
-        if best is None or length > best[0]:
-            best = (length, int(index), a, b)
-    assert best is not None
-    length, z, a, b = best
+        lengths[int(index)] = _longest_diameter(points)
+    z = max(lengths, key=lambda k: (lengths[k][0], -k))
+    length, a, b = lengths[z]
     perpendicular = _perpendicular_chord(_boundary_field(mask[z], SMOOTHING_PX), spacing_rc, a, b)
+    scale = _through_plane_scale({k: v[0] for k, v in lengths.items()}, z, spacing_z)
     endpoints = [
         list(image.TransformContinuousIndexToPhysicalPoint([p[1] / spacing_x, p[0] / spacing_y, z]))
         for p in (a, b)
     ]
     position = image.TransformContinuousIndexToPhysicalPoint([0.0, 0.0, float(z)])[2]
-    return Bidimensional(length, perpendicular, z, float(position), endpoints)
+    return Bidimensional(length * scale, perpendicular * scale, z, float(position), endpoints)
+
+
+def _through_plane_scale(lengths: dict[int, float], best: int, spacing_z: float) -> float:
+    """How much larger the lesion's largest axial cross-section is than the measured slice's.
+
+    The cross-sections of an ellipsoid by parallel planes are similar ellipses whose squared
+    size is a parabola in z, peaking between slices unless the equator falls on one; on slices
+    5 mm apart the slice nearest the equator is on average 3 % smaller in product (up to 10 %
+    for a small lesion). A parabola fitted to the squared longest diameter of the slices round
+    the measured one (2 either side on thin slices, 1 on slices over 2 mm) gives the peak; the
+    measured diameters are scaled up to it (never down: a diameter is never reported shorter
+    than the one drawn on the measured slice). No correction (1.0) without a slice on both sides (a lesion on one or two thick
+    slices keeps the sampling loss: about -2.5 % in product under 18 mm on 5 mm slices) or when
+    the profile is not a peak; the peak is looked for within half a slice of the measured one.
+    """
+    reach = 1 if spacing_z > 2.0 else 2
+    window = [k for k in range(best - reach, best + reach + 1) if lengths.get(k, 0.0) > 0]
+    if best - 1 not in window or best + 1 not in window:
+        return 1.0
+    z = np.array([(k - best) * spacing_z for k in window])
+    y = np.array([lengths[k] ** 2 for k in window])
+    curvature, slope, height = np.polyfit(z, y, 2)
+    if curvature >= 0:
+        return 1.0
+    peak_z = float(np.clip(-slope / (2 * curvature), -spacing_z / 2, spacing_z / 2))
+    peak = curvature * peak_z**2 + slope * peak_z + height
+    return float(np.sqrt(max(peak, lengths[best] ** 2)) / lengths[best])
 
 
 def measure(
