@@ -5,7 +5,10 @@
 - Soft (partial-volume) volumes from a probability map: the sum of each class's probability.
 - Lesions: connected components of the tumour core (configurable connectivity; components
   smaller than ``min_lesion_ml`` are left out of the lesion list, not out of the volumes). Each
-  has a centroid (mm), volume, enhancing volume and the RANO bidimensional measurement.
+  has a centroid (mm), volume, enhancing volume and the RANO bidimensional measurement. The
+  same for the whole T2/FLAIR abnormality (``t2_flair_lesions``: components of the whole
+  tumour), on which RANO-LGG and RANO 2.0 measure a non-enhancing tumour or the non-enhancing
+  component of a mixed one.
 - Bidimensional measurement, computed geometrically on the label map's continuous boundary (the
   0.5 level of its bilinear interpolation, i.e. half-way between an inside and an outside voxel
   centre) rather than by counting voxels: on each axial slice the longest diameter between
@@ -117,6 +120,12 @@ class Measurements:
     spacing_mm: tuple[float, ...]
     # lesion ids on the (LPS-ordered) grid of the label map: the input of lesion tracking
     lesion_map: sitk.Image | None = None
+    t2_flair_lesions: list[Lesion] = field(default_factory=list)
+    t2_flair_lesion_map: sitk.Image | None = None
+
+    @property
+    def t2_flair_sum_of_products_mm2(self) -> float:
+        return sum(x.bidimensional.product_mm2 for x in self.t2_flair_lesions if x.target)
 
     @property
     def sum_of_products_mm2(self) -> float:
@@ -135,6 +144,8 @@ class Measurements:
             "lesion_count": len(self.lesions),
             "measurable_count": sum(1 for x in self.lesions if x.bidimensional.measurable),
             "sum_of_products_mm2": round(self.sum_of_products_mm2, 2),
+            "t2_flair_lesions": [lesion.as_dict() for lesion in self.t2_flair_lesions],
+            "t2_flair_sum_of_products_mm2": round(self.t2_flair_sum_of_products_mm2, 2),
             "small_components_left_out": self.small_components_left_out,
             "spacing_mm": list(self.spacing_mm),
             "settings": asdict(self.settings),
@@ -336,9 +347,10 @@ def _through_plane_scale(lengths: dict[int, float], best: int, spacing_z: float)
     for a small lesion). A parabola fitted to the squared longest diameter of the slices round
     the measured one (2 either side on thin slices, 1 on slices over 2 mm) gives the peak; the
     measured diameters are scaled up to it (never down: a diameter is never reported shorter
-    than the one drawn on the measured slice). No correction (1.0) without a slice on both sides (a lesion on one or two thick
-    slices keeps the sampling loss: about -2.5 % in product under 18 mm on 5 mm slices) or when
-    the profile is not a peak; the peak is looked for within half a slice of the measured one.
+    than the one drawn on the measured slice). No correction (1.0) without a slice on both
+    sides (a lesion on one or two thick slices keeps the sampling loss: about -2.5 % in product
+    under 18 mm on 5 mm slices) or when the profile is not a peak; the peak is looked for
+    within half a slice of the measured one.
     """
     reach = 1 if spacing_z > 2.0 else 2
     window = [k for k in range(best - reach, best + reach + 1) if lengths.get(k, 0.0) > 0]
@@ -379,9 +391,31 @@ def measure(
         "WT": float(region_mask(values, Region.WT).sum()) * voxel_ml,
     }
     diameters = {name: equivalent_diameter_mm(v) for name, v in volumes.items()}
-    core = region_mask(values, Region.TC)
+    lesions, lesion_map, left_out = _lesions(values, Region.TC, labels, settings)
+    t2_lesions, t2_map, _ = _lesions(values, Region.WT, labels, settings)
+    return Measurements(
+        volumes_ml=volumes,
+        equivalent_diameter_mm=diameters,
+        lesions=lesions,
+        soft_volumes_ml=soft,
+        settings=settings,
+        small_components_left_out=left_out,
+        spacing_mm=tuple(labels.GetSpacing()),
+        lesion_map=lesion_map,
+        t2_flair_lesions=t2_lesions,
+        t2_flair_lesion_map=t2_map,
+    )
+
+
+def _lesions(
+    values: np.ndarray, region: Region, labels: sitk.Image, settings: MeasureSettings
+) -> tuple[list[Lesion], sitk.Image, int]:
+    """The region's connected components as lesions, largest first and numbered 1.., their map,
+    and how many were too small to list; targets are the measurable ones with the largest
+    products, up to ``max_targets``."""
+    voxel_ml = float(np.prod(labels.GetSpacing())) / 1000.0
     structure = ndimage.generate_binary_structure(3, CONNECTIVITY[settings.connectivity])
-    components, _ = ndimage.label(core, structure=structure)
+    components, _ = ndimage.label(region_mask(values, region), structure=structure)
     lesions = []
     left_out = 0
     for index, box in enumerate(ndimage.find_objects(components), start=1):
@@ -417,16 +451,7 @@ def measure(
     measurable.sort(key=lambda x: x.bidimensional.product_mm2, reverse=True)
     for lesion in measurable[: settings.max_targets]:
         lesion.target = True
-    return Measurements(
-        volumes_ml=volumes,
-        equivalent_diameter_mm=diameters,
-        lesions=lesions,
-        soft_volumes_ml=soft,
-        settings=settings,
-        small_components_left_out=left_out,
-        spacing_mm=tuple(labels.GetSpacing()),
-        lesion_map=_image_like(renumbered, labels),
-    )
+    return lesions, _image_like(renumbered, labels), left_out
 
 
 def _image_like(array: np.ndarray, like: sitk.Image) -> sitk.Image:

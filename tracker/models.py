@@ -272,14 +272,26 @@ class Measurement(models.Model):
         null=True, help_text="null when the core cannot be measured (no T1 post-contrast)"
     )
     lesion_map = models.CharField(max_length=300)  # media path of the lesion-id map
+    # media path of the T2/FLAIR lesion-id map (components of the whole tumour); blank when
+    # the run's sequences hold neither FLAIR nor T2
+    t2_flair_lesion_map = models.CharField(max_length=300, blank=True)
     segmentation = models.CharField(max_length=300)  # media path of seg.nii.gz
     probabilities = models.CharField(max_length=300, blank=True)
     details = models.JSONField(default=dict)
 
 
+class LesionKind(models.TextChoices):
+    CORE = "core", "tumour core (T1 post-contrast)"
+    T2_FLAIR = "t2flair", "T2/FLAIR abnormality"
+
+
 class Lesion(models.Model):
+    """A lesion of one run: a component of the tumour core (enhancing disease is measured on
+    it) or of the whole T2/FLAIR abnormality (non-enhancing disease, RANO-LGG and RANO 2.0)."""
+
     run = models.ForeignKey(AnalysisRun, on_delete=models.CASCADE, related_name="lesions")
-    number = models.PositiveIntegerField(help_text="component id in this run's lesion map")
+    kind = models.CharField(max_length=10, choices=LesionKind.choices, default=LesionKind.CORE)
+    number = models.PositiveIntegerField(help_text="component id in its kind's lesion map")
     track = models.CharField(max_length=20, blank=True)
     volume_ml = models.FloatField()
     et_volume_ml = models.FloatField()
@@ -292,13 +304,15 @@ class Lesion(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["run", "number"], name="one_lesion_number_per_run"),
+            models.UniqueConstraint(
+                fields=["run", "kind", "number"], name="one_lesion_number_per_run_and_kind"
+            ),
             models.CheckConstraint(
                 condition=Q(perpendicular_mm__lte=models.F("longest_mm") + 1e-6),
                 name="perpendicular_not_longer",
             ),
         ]
-        ordering = ["number"]
+        ordering = ["kind", "number"]
 
 
 class Registration(models.Model):

@@ -203,3 +203,28 @@ def test_it_rejects_bad_probability_maps() -> None:
     elsewhere = sitk.GetImageFromArray(np.full((3, 4, 5, 4), 0.25, np.float32), isVector=True)
     with pytest.raises(GeometryMismatchError, match="not on the same grid"):
         measure(labels, probabilities=elsewhere)
+
+
+def test_t2_flair_lesions_are_components_of_the_whole_abnormality() -> None:
+    """RANO-LGG and RANO 2.0 measure non-enhancing disease on T2/FLAIR: the whole tumour's
+    components, oedema included, beside the core lesions (which stay as they were)."""
+    values = np.zeros((12, 60, 60), np.uint8)
+    values[2:10, 5:35, 5:29] = 2  # a non-enhancing abnormality, 30 x 24 mm, no core at all
+    values[2:10, 40:56, 40:56] = 2  # a second abnormality ...
+    values[4:8, 44:52, 44:52] = 3  # ... around a small enhancing core, 8 x 8 mm
+    m = measure(image_from_array(values, spacing=(1.0, 1.0, 1.0)))
+    assert [len(m.lesions), len(m.t2_flair_lesions)] == [1, 2]
+    big, small = m.t2_flair_lesions
+    assert big.et_volume_ml == 0 and small.et_volume_ml > 0
+    assert 30 < big.bidimensional.longest_mm <= math.hypot(30, 24)  # corners rounded
+    assert big.bidimensional.perpendicular_mm < big.bidimensional.longest_mm
+    assert big.target and small.target
+    assert not m.lesions[0].bidimensional.measurable  # the 8 mm core
+    assert m.t2_flair_sum_of_products_mm2 == pytest.approx(
+        big.bidimensional.product_mm2 + small.bidimensional.product_mm2
+    )
+    t2_map = sitk.GetArrayFromImage(m.t2_flair_lesion_map)
+    assert set(np.unique(t2_map)) == {0, 1, 2}
+    assert m.as_dict()["t2_flair_lesions"][0]["longest_mm"] == pytest.approx(
+        big.bidimensional.longest_mm, abs=1e-3
+    )

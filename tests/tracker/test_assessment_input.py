@@ -14,8 +14,9 @@ from tracker.models import AnalysisRun, Lesion, Measurement, Patient, RunStatus,
 from tracker.services.assessments import timeline_input
 
 
-def _run(patient: Patient, on: str, *lesions: tuple[int, float, float, float]) -> AnalysisRun:
-    """An analysed visit whose lesions are (number, longest, perpendicular, enhancing mL)."""
+def _run(patient: Patient, on: str, *lesions: tuple[Any, ...]) -> AnalysisRun:
+    """An analysed visit whose lesions are (number, longest, perpendicular, enhancing mL) of
+    the tumour core, or with a fifth item "t2flair", of the T2/FLAIR abnormality."""
     visit = Visit.objects.create(patient=patient, acquired_on=on)
     run = AnalysisRun.objects.create(
         visit=visit,
@@ -30,11 +31,13 @@ def _run(patient: Patient, on: str, *lesions: tuple[int, float, float, float]) -
         volumes_ml={"ET": 2.0, "TC": 3.0, "WT": 13.0, "NCR": 1.0, "ED": 10.0},
         sum_of_products_mm2=0.0,
         lesion_map="x",
+        t2_flair_lesion_map="x",
         segmentation="x",
     )
-    for number, longest, perpendicular, et in lesions:
+    for number, longest, perpendicular, et, *kind in lesions:
         Lesion.objects.create(
             run=run,
+            kind=kind[0] if kind else "core",
             number=number,
             volume_ml=3.0,
             et_volume_ml=et,
@@ -52,11 +55,18 @@ def _at(track: str, component: int | None, **marks: Any) -> TrackEntry:
     return TrackEntry(track, present, component, 1.0 if present else 0.0, None, **marks)
 
 
-def _input(patient: Patient, runs: list[AnalysisRun], history: list[list[TrackEntry]], **kw: Any):
+def _input(
+    patient: Patient,
+    runs: list[AnalysisRun],
+    history: list[list[TrackEntry]],
+    t2_flair: list[list[TrackEntry]] | None = None,
+    **kw: Any,
+):
     runs = list(
         AnalysisRun.objects.filter(pk__in=[r.pk for r in runs]).order_by("visit__acquired_on")
     )
-    return timeline_input(patient, runs, history, **kw)
+    histories = {"core": history} if t2_flair is None else {"core": history, "t2flair": t2_flair}
+    return timeline_input(patient, runs, histories, **kw)
 
 
 def test_new_split_and_merged_lesions_reach_the_engine_as_tracks(teams: dict[str, Any]) -> None:
@@ -109,20 +119,48 @@ def test_new_split_and_merged_lesions_reach_the_engine_as_tracks(teams: dict[str
     assert out["progression_visit"] == "2024-02-12"
 
 
-def test_a_vanished_enhancing_lesion_of_a_mixed_tumour_stays_enhancing(
+def test_a_mixed_tumour_is_measured_on_its_core_and_its_t2_flair_abnormality(
     teams: dict[str, Any],
 ) -> None:
     patient = Patient.objects.create(
         team=teams["team_a"], label="MIXED-1", presentation="mixed", setting="recurrent"
     )
     runs = [
-        _run(patient, "2024-01-01", (1, 30, 30, 4.0), (2, 40, 40, 0.0)),
-        _run(patient, "2024-02-12", (2, 40, 40, 0.0)),
+        # an enhancing core lesion, a necrotic-only one (not enhancing disease), and the
+        # T2/FLAIR abnormality around both
+        _run(patient, "2024-01-01", (1, 30, 30, 4.0), (2, 12, 11, 0.0), (1, 60, 50, 0, "t2flair")),
+        _run(patient, "2024-02-12", (1, 12, 11, 0.0), (1, 60, 50, 0, "t2flair")),
     ]
-    history = [[_at("L1", 1), _at("L2", 2)], [_at("L1", None), _at("L2", 1)]]
-    data = _input(patient, runs, history)
-    gone = data["visits"][1]["lesions"][0]
-    assert (gone["track"], gone["component"], gone["longest_mm"]) == ("L1", "ce", 0.0)
+    core = [[_at("L1", 1), _at("L2", 2)], [_at("L1", None), _at("L2", 1)]]
+    t2_flair = [[_at("N1", 1)], [_at("N1", 1)]]
+    data = _input(patient, runs, core, t2_flair)
+    first, second = data["visits"]
+    assert [(x["track"], x["component"]) for x in first["lesions"]] == [
+        ("L1", "ce"),
+        ("N1", "non-ce"),
+    ]
+    assert [(x["track"], x["component"], x["longest_mm"]) for x in second["lesions"]] == [
+        ("L1", "ce", 0.0),  # the enhancement is gone; the necrotic remnant is not enhancing
+        ("N1", "non-ce", 60.0),
+    ]
+    # Enhancing CR with stable non-enhancing disease: SD (RANO 2.0 combination)
+    assert [r["category"] for r in assess_json(data)["visits"]] == ["baseline", "SD"]
+
+
+def test_a_non_enhancing_tumour_is_measured_on_its_t2_flair_abnormality(
+    teams: dict[str, Any],
+) -> None:
+    patient = Patient.objects.create(
+        team=teams["team_a"], label="LGG-T2", presentation="non-ce", setting="recurrent"
+    )
+    runs = [
+        _run(patient, "2024-01-01", (1, 50, 40, 0, "t2flair")),
+        _run(patient, "2024-03-01", (1, 34, 29, 0, "t2flair")),  # 986 of 2,000 mm2: -50.7 %
+    ]
+    t2_flair = [[_at("N1", 1)], [_at("N1", 1)]]
+    data = _input(patient, runs, [[], []], t2_flair)
+    assert data["visits"][0]["lesions"][0]["component"] == "non-ce"
+    assert [r["category"] for r in assess_json(data)["visits"]] == ["baseline", "PR"]
 
 
 def test_a_visit_the_sequences_cannot_support_goes_in_as_not_evaluable(

@@ -13,6 +13,7 @@ from tracker.models import (
     Category,
     ClinicalStatus,
     Lesion,
+    LesionKind,
     Patient,
     Registration,
     Review,
@@ -143,6 +144,7 @@ class LesionOutput(serializers.ModelSerializer):
     class Meta:
         model = Lesion
         fields = [
+            "kind",
             "number",
             "track",
             "volume_ml",
@@ -249,7 +251,8 @@ class VisitOutput(serializers.ModelSerializer):
             "volumes_ml": measurement.volumes_ml,
             "volume_intervals_ml": measurement.volume_intervals_ml,
             "sum_of_products_mm2": measurement.sum_of_products_mm2,
-            "lesions": LesionOutput(run.lesions.all(), many=True).data,
+            "lesions": LesionOutput(_of_kind(run, LesionKind.CORE), many=True).data,
+            "t2_flair_lesions": LesionOutput(_of_kind(run, LesionKind.T2_FLAIR), many=True).data,
             "registrations": RegistrationOutput(run.registrations.all(), many=True).data,
         }
 
@@ -288,8 +291,13 @@ def run_dict(run: AnalysisRun) -> dict[str, Any]:
     }
 
 
+def _of_kind(run: Any, kind: str) -> list[Lesion]:
+    return [x for x in run.lesions.all() if x.kind == kind]
+
+
 def lesion_dict(lesion: Lesion) -> dict[str, Any]:
     return {
+        "kind": lesion.kind,
         "number": lesion.number,
         "track": lesion.track,
         "volume_ml": lesion.volume_ml,
@@ -320,7 +328,8 @@ def visit_dict(visit: Visit) -> dict[str, Any]:
             "volumes_ml": measurement.volumes_ml,
             "volume_intervals_ml": measurement.volume_intervals_ml,
             "sum_of_products_mm2": measurement.sum_of_products_mm2,
-            "lesions": [lesion_dict(x) for x in run.lesions.all()],
+            "lesions": [lesion_dict(x) for x in _of_kind(run, LesionKind.CORE)],
+            "t2_flair_lesions": [lesion_dict(x) for x in _of_kind(run, LesionKind.T2_FLAIR)],
             "registrations": [
                 {
                     "role": r.role,

@@ -26,6 +26,7 @@ from inference.response import assess, baseline_index, parse_timeline
 from tracker.models import (
     AnalysisRun,
     Assessment,
+    LesionKind,
     Patient,
     Presentation,
     TreatmentKind,
@@ -42,17 +43,24 @@ def _analysed_runs(patient: Patient) -> list[AnalysisRun]:
     )
 
 
-def _tracks(runs: list[AnalysisRun]) -> list[list[TrackEntry]]:
-    """For each run, every track seen so far (L1, L2, ...; present or not, split from or merged
-    into another), tracked in the first run's space."""
+def _tracks(runs: list[AnalysisRun], kind: str = LesionKind.CORE) -> list[list[TrackEntry]]:
+    """For each run, every track of one lesion kind seen so far (L1, L2, ... for the core, N1,
+    N2, ... for the T2/FLAIR abnormality; present or not, split from or merged into another),
+    tracked in the first run's space."""
     from inference.io import read_image  # noqa: PLC0415
     from inference.lesions import track_lesions  # noqa: PLC0415
     from inference.register import load_transform, resample  # noqa: PLC0415
     from tracker.services.pipeline import media, register_runs  # noqa: PLC0415
 
+    def path(run: AnalysisRun) -> str:
+        measurement = run.measurement
+        return (
+            measurement.lesion_map if kind == LesionKind.CORE else measurement.t2_flair_lesion_map
+        )
+
     if not runs:
         return []
-    reference = read_image(media(runs[0].measurement.lesion_map))
+    reference = read_image(media(path(runs[0])))
     maps = [reference]
     for run in runs[1:]:
         registration = next(
@@ -66,14 +74,35 @@ def _tracks(runs: list[AnalysisRun]) -> list[list[TrackEntry]]:
         if registration is None:
             registration = register_runs(runs[0], run, "baseline")
         transform = load_transform(media(registration.transform))
-        lesion_map = read_image(media(run.measurement.lesion_map))
+        lesion_map = read_image(media(path(run)))
         maps.append(resample(lesion_map, reference, transform, labels=True))
-    return track_lesions(maps)
+    history = track_lesions(maps)
+    if kind == LesionKind.T2_FLAIR:
+        for entries in history:
+            for entry in entries:
+                entry.track = _t2_track(entry.track)
+                entry.split_from = entry.split_from and _t2_track(entry.split_from)
+                entry.merged_into = entry.merged_into and _t2_track(entry.merged_into)
+    return history
+
+
+def _t2_track(track: str) -> str:
+    return f"N{track[1:]}"
 
 
 def _numbers(entries: list[TrackEntry]) -> dict[int, str]:
     """Lesion number -> track id at one visit."""
     return {e.component: e.track for e in entries if e.present and e.component is not None}
+
+
+def lesion_kinds(patient: Patient) -> dict[str, str]:
+    """Which lesions the engine is given, as which component [RANO2, RANO-LGG]: an enhancing
+    tumour's lesions are components of the tumour core; a non-enhancing tumour's, and the
+    non-enhancing component of a mixed one, are components of the whole T2/FLAIR abnormality,
+    and their enhancing disease the core components that enhance."""
+    if patient.presentation == Presentation.ENHANCING:
+        return {LesionKind.CORE: "ce"}
+    return {LesionKind.CORE: "ce", LesionKind.T2_FLAIR: "non-ce"}
 
 
 def _radiotherapy_end(patient: Patient) -> dt.date | None:
@@ -96,17 +125,18 @@ def _component(patient: Patient, et_volume_ml: float) -> str:
 def timeline_input(
     patient: Patient,
     runs: list[AnalysisRun],
-    history: list[list[TrackEntry]],
+    histories: dict[str, list[list[TrackEntry]]],
     not_evaluable: dict[int, list[str]] | None = None,
 ) -> dict[str, Any]:
     """The ``assess`` input (DESIGN.md) for the analysed visits and their lesion tracks.
 
-    ``history`` holds the tracks of the evaluable runs in order; a run in ``not_evaluable``
-    (run pk -> reasons) goes in as a not-evaluable visit. After the baseline every track seen
-    since is listed at every visit (a vanished one as 0 x 0, with the component it last had); a
-    fragment names the track it split from; a lesion merged into another is listed 0 x 0 with
-    ``merged_into`` for as long as the two stay one; a track that first shows after the baseline
-    is a new lesion (``new_lesion``, measurable when any such lesion is)."""
+    ``histories`` holds, per lesion kind the presentation uses (``lesion_kinds``), the tracks
+    of the evaluable runs in order; a run in ``not_evaluable`` (run pk -> reasons) goes in as a
+    not-evaluable visit. After the baseline every track seen since is listed at every visit (a
+    vanished one as 0 x 0); a fragment names the track it split from; a lesion merged into
+    another is listed 0 x 0 with ``merged_into`` for as long as the two stay one; a track that
+    first shows after the baseline is a new lesion (``new_lesion``, measurable when any such
+    lesion is)."""
     not_evaluable = not_evaluable or {}
     radiotherapy_end = _radiotherapy_end(patient)
     top: dict[str, Any] = {
@@ -122,45 +152,31 @@ def timeline_input(
     }
     visits = [_visit_entry(run.visit, not_evaluable.get(run.pk)) for run in runs]
     index = baseline_index(parse_timeline({**top, "visits": visits}))[0]
-    entries = iter(history)
-    listed: list[str] = []  # tracks listed at every visit after the baseline
-    component: dict[str, str] = {}  # track -> the component it last had
-    merged: dict[str, str] = {}  # track -> the track it is measured with
-    for position, (run, entry) in enumerate(zip(runs, visits, strict=True)):
-        if run.pk in not_evaluable:
-            continue
-        tracks = next(entries)
-        by_track = {e.track: e for e in tracks}
-        numbers = _numbers(tracks)
-        lesions = {numbers[x.number]: x for x in run.lesions.all() if x.number in numbers}
-        for track, lesion in lesions.items():
-            component[track] = _component(patient, lesion.et_volume_ml)
-        if index is None or position <= index:
-            entry["lesions"] = [_lesion_entry(t, component[t], lesions[t]) for t in sorted(lesions)]
-            listed = sorted(lesions) if position == index else listed
-            continue
-        new_tracks = [t for t in sorted(lesions) if t not in listed]
-        for track, e in by_track.items():
-            if e.merged_into is not None and track in listed:
-                merged[track] = e.merged_into
-        for track in [t for t in merged if t in lesions]:
-            del merged[track]  # measured on its own again
-        rows = []
-        for track in [*listed, *new_tracks]:
-            row = _lesion_entry(track, component.get(track, "ce"), lesions.get(track))
-            into = _measured_with(track, merged)
-            if into is not None and into in lesions and track not in lesions:
-                row["merged_into"] = into
-            parent = by_track[track].split_from if track in by_track else None
-            if track in new_tracks and parent in listed:
-                row["split_from"] = parent
-            rows.append(row)
-        entry["lesions"] = rows
-        appeared = [lesions[t] for t in new_tracks if by_track[t].split_from not in listed]
-        entry["new_lesion"] = (
+    evaluable = [
+        (position, run, entry)
+        for position, (run, entry) in enumerate(zip(runs, visits, strict=True))
+        if run.pk not in not_evaluable
+    ]
+    new_at: dict[int, list[Any]] = {}  # visit position -> its new lesions
+    for kind, component in lesion_kinds(patient).items():
+        tracks = histories.get(kind, [])
+        if len(tracks) != len(evaluable):
+            raise ValueError(f"{kind} tracks for {len(tracks)} of {len(evaluable)} visits")
+        enhancing_only = kind == LesionKind.CORE and patient.presentation != Presentation.ENHANCING
+        state = _KindState(component)
+        for (position, run, entry), history in zip(evaluable, tracks, strict=True):
+            lesions = state.lesions(run, kind, history, enhancing_only)
+            if index is None or position <= index:
+                entry["lesions"] += [state.row(t, lesions[t]) for t in sorted(lesions)]
+                state.listed = sorted(lesions) if position == index else state.listed
+                continue
+            rows, appeared = state.follow_up(lesions, history)
+            entry["lesions"] += rows
+            new_at.setdefault(position, []).extend(appeared)
+    for position, appeared in new_at.items():
+        visits[position]["new_lesion"] = (
             {"measurable": any(x.measurable for x in appeared)} if appeared else None
         )
-        listed = [*listed, *new_tracks]
     for run, entry in zip(runs, visits, strict=True):
         volumes = run.measurement.volumes_ml
         whole, enhancing = volumes.get("WT"), volumes.get("ET")
@@ -170,6 +186,57 @@ def timeline_input(
             else round(max(whole - enhancing, 0.0), 4)
         )
     return {**top, "visits": visits}
+
+
+class _KindState:
+    """One lesion kind's tracks across the visits, as the engine input lists them."""
+
+    def __init__(self, component: str) -> None:
+        self.component = component
+        self.listed: list[str] = []  # tracks listed at every visit after the baseline
+        self.merged: dict[str, str] = {}  # track -> the track it is measured with
+
+    def lesions(
+        self, run: AnalysisRun, kind: str, history: list[TrackEntry], enhancing_only: bool
+    ) -> dict[str, Any]:
+        numbers = _numbers(history)
+        return {
+            numbers[x.number]: x
+            for x in run.lesions.all()
+            if x.kind == kind and x.number in numbers and (x.et_volume_ml > 0 or not enhancing_only)
+        }
+
+    def row(self, track: str, lesion: Any) -> dict[str, Any]:
+        return _lesion_entry(track, self.component, lesion)
+
+    def follow_up(
+        self, lesions: dict[str, Any], history: list[TrackEntry]
+    ) -> tuple[list[dict[str, Any]], list[Any]]:
+        """The rows of one visit after the baseline, and its new lesions (not fragments)."""
+        by_track = {e.track: e for e in history}
+        new_tracks = [t for t in sorted(lesions) if t not in self.listed]
+        for track, e in by_track.items():
+            if e.merged_into is not None and track in self.listed:
+                self.merged[track] = e.merged_into
+        for track in [t for t in self.merged if t in lesions]:
+            del self.merged[track]  # measured on its own again
+        rows = []
+        for track in [*self.listed, *new_tracks]:
+            row = self.row(track, lesions.get(track))
+            into = _measured_with(track, self.merged)
+            if into is not None and into in lesions and track not in lesions:
+                row["merged_into"] = into
+            parent = by_track[track].split_from if track in by_track else None
+            if track in new_tracks and parent in self.listed:
+                row["split_from"] = parent
+            rows.append(row)
+        appeared = [
+            lesions[t]
+            for t in new_tracks
+            if t not in by_track or by_track[t].split_from not in self.listed
+        ]
+        self.listed = [*self.listed, *new_tracks]
+        return rows, appeared
 
 
 def _measured_with(track: str, merged: dict[str, str]) -> str | None:
@@ -197,7 +264,13 @@ def unassessable_reasons(patient: Patient, run: AnalysisRun) -> list[str]:
             "no T1 post-contrast at this visit: the enhancing tumour and the tumour core (and so "
             "the RANO lesion measurements) cannot be measured"
         ]
-    if patient.presentation != Presentation.ENHANCING and Region.WT.value not in supported:
+    non_enhancing = patient.presentation != Presentation.ENHANCING
+    if non_enhancing and Region.WT.value in supported and not run.measurement.t2_flair_lesion_map:
+        return [
+            "measured before T2/FLAIR lesions were recorded: the non-enhancing disease has no "
+            "lesions to assess; analyse the visit again"
+        ]
+    if non_enhancing and Region.WT.value not in supported:
         return [
             "no FLAIR or T2 at this visit: the non-enhancing (T2/FLAIR) disease of a "
             f"{patient.get_presentation_display()} tumour cannot be measured"
@@ -224,6 +297,7 @@ def _visit_entry(visit: Visit, not_evaluable: list[str] | None = None) -> dict[s
 
 
 def _lesion_entry(track: str, component: str, lesion: Any) -> dict[str, Any]:
+    """One lesion as the engine reads it; a track not present now is 0 x 0."""
     if lesion is None:  # tracked, gone now
         return {
             "track": track,
@@ -261,8 +335,8 @@ def patient_assess(patient: Patient) -> list[Assessment]:
         left_out = {run.pk: unassessable_reasons(patient, run) for run in runs}
         left_out = {pk: reasons for pk, reasons in left_out.items() if reasons}
         assessed = [run for run in runs if run.pk not in left_out]
-        history = _tracks(assessed)
-        data = timeline_input(patient, runs, history, left_out)
+        histories = {kind: _tracks(assessed, kind) for kind in lesion_kinds(patient)}
+        data = timeline_input(patient, runs, histories, left_out)
         result = assess(parse_timeline(data)).as_dict()
         runs_by_id = {run.visit.acquired_on.isoformat(): run for run in runs}
         visits = {key: run.visit for key, run in runs_by_id.items()}
@@ -292,10 +366,14 @@ def patient_assess(patient: Patient) -> list[Assessment]:
                 )
             )
         # The visits not evaluable are not tracked: their lesions (if any) carry no track.
-        numbers = dict(zip([r.pk for r in assessed], map(_numbers, history), strict=True))
+        numbers = {
+            (kind, run.pk): _numbers(entries)
+            for kind, history in histories.items()
+            for run, entries in zip(assessed, history, strict=True)
+        }
         for run in runs:
             for lesion in run.lesions.all():
-                track = numbers.get(run.pk, {}).get(lesion.number, "")
+                track = numbers.get((lesion.kind, run.pk), {}).get(lesion.number, "")
                 if lesion.track != track:
                     lesion.track = track
                     lesion.save(update_fields=["track"])

@@ -31,6 +31,7 @@ from tracker.models import (
     STAGE_ORDER,
     AnalysisRun,
     Lesion,
+    LesionKind,
     Measurement,
     Patient,
     Registration,
@@ -302,13 +303,20 @@ def stage_measure(run: AnalysisRun) -> None:
     labels, _ = read_label_map(folder / "seg.nii.gz")
     probabilities = read_probability_map(folder / "prob.nii.gz")
     result = measure(labels, probabilities=probabilities)
-    assert result.lesion_map is not None
+    assert result.lesion_map is not None and result.t2_flair_lesion_map is not None
     lesion_map = write_image(result.lesion_map, run_folder(run) / "lesions.nii.gz")
     report = json.loads((folder / "segmentation.json").read_text())
     unmeasured = set(sequence_support(run.sequences_used).not_measured())
     # Lesions are components of the tumour core, measured on it: without the core (no T1
-    # post-contrast) there are no lesions, products or sum to report.
+    # post-contrast) there are no lesions, products or sum to report. T2/FLAIR lesions are
+    # components of the whole tumour: without FLAIR or T2 there are none.
     core = Region.TC.value not in unmeasured
+    whole = Region.WT.value not in unmeasured
+    t2_flair_map = (
+        write_image(result.t2_flair_lesion_map, run_folder(run) / "lesions-t2flair.nii.gz")
+        if whole
+        else None
+    )
     with transaction.atomic():
         Measurement.objects.filter(run=run).delete()
         Lesion.objects.filter(run=run).delete()
@@ -318,6 +326,9 @@ def stage_measure(run: AnalysisRun) -> None:
             volume_intervals_ml=report.get("volumes_ml", {}),
             sum_of_products_mm2=result.sum_of_products_mm2 if core else None,
             lesion_map=str(lesion_map.relative_to(settings.MEDIA_ROOT)),
+            t2_flair_lesion_map=""
+            if t2_flair_map is None
+            else str(t2_flair_map.relative_to(settings.MEDIA_ROOT)),
             segmentation=str((folder / "seg.nii.gz").relative_to(settings.MEDIA_ROOT)),
             probabilities=str((folder / "prob.nii.gz").relative_to(settings.MEDIA_ROOT)),
             details=_measured_only(result.as_dict(), unmeasured),
@@ -325,6 +336,7 @@ def stage_measure(run: AnalysisRun) -> None:
         Lesion.objects.bulk_create(
             Lesion(
                 run=run,
+                kind=kind,
                 number=lesion.id,
                 volume_ml=lesion.volume_ml,
                 et_volume_ml=lesion.et_volume_ml,
@@ -337,7 +349,11 @@ def stage_measure(run: AnalysisRun) -> None:
                 target=lesion.target,
                 centroid_mm=lesion.centroid_mm,
             )
-            for lesion in (result.lesions if core else [])
+            for kind, lesions in (
+                (LesionKind.CORE, result.lesions if core else []),
+                (LesionKind.T2_FLAIR, result.t2_flair_lesions if whole else []),
+            )
+            for lesion in lesions
         )
     _display(run)
 
@@ -352,6 +368,8 @@ def _measured_only(details: dict[str, Any], unmeasured: set[str]) -> dict[str, A
             out[key] = {k: None if k in unmeasured else v for k, v in out[key].items()}
     if Region.TC.value in unmeasured:
         out.update(lesions=[], lesion_count=None, measurable_count=None, sum_of_products_mm2=None)
+    if Region.WT.value in unmeasured:
+        out.update(t2_flair_lesions=[], t2_flair_sum_of_products_mm2=None)
     out["not_measured"] = sorted(unmeasured)
     return out
 
