@@ -175,8 +175,12 @@ def test_two_phantom_visits_are_analysed_tracked_and_assessed(
         assert measured == pytest.approx(truth["volumes_ml"]["WT"], rel=0.1)
     follow_up = visits[1]["results"]
     assert follow_up["registrations"][0]["passed"] is True
-    tracks = set(Lesion.objects.values_list("track", flat=True))
+    tracks = set(Lesion.objects.filter(kind="core").values_list("track", flat=True))
     assert tracks == {"L1"}
+    # T2/FLAIR lesions are recorded too; an enhancing tumour is not assessed on them (untracked)
+    t2_flair = Lesion.objects.filter(kind="t2flair")
+    assert t2_flair.count() >= 2 and set(t2_flair.values_list("track", flat=True)) == {""}
+    assert follow_up["t2_flair_lesions"][0]["longest_mm"] > follow_up["lesions"][0]["longest_mm"]
     _check_the_pictures(teams, visits)
     # Editing an earlier input re-assesses: clinical deterioration at the follow-up is PD.
     second = Visit.objects.get(code=visits[1]["code"])
