@@ -16,15 +16,25 @@ Sources, cited in each rule below:
 - [RANO-LGG] van den Bent MJ, Wefel JS, Schiff D, et al. Response assessment in neuro-oncology
   (a report of the RANO group): assessment of outcome in trials of diffuse low-grade gliomas.
   Lancet Oncol 2011;12:583-93.
+- [RECIST 1.1] Eisenhauer EA, Therasse P, Bogaerts J, et al. New response evaluation criteria in
+  solid tumours: revised RECIST guideline (version 1.1). Eur J Cancer 2009;45:228-47 (split and
+  merged lesions, not-evaluable time points; RANO leaves both unsaid).
 
 Rules (the module's functions say which they implement):
 
 - Baseline [RANO2]: newly diagnosed tumours are measured from the first scan after radiotherapy
   (the post-radiotherapy scan, not the post-operative one); recurrent tumours from the scan before
   the new treatment (the first visit given). Scans before the baseline are ``pre_baseline``.
+- Not evaluable (Choice, after RECIST 1.1): a scan marked ``not_evaluable`` is ``NE``; it is
+  never the baseline or a nadir, and confirmation windows run across it.
 - Measurable [RANO2010, RANO2]: both perpendicular diameters >= 10 mm on the axial plane.
-- Target lesions [RANO2]: up to 3 measurable lesions, the largest products at baseline, followed
-  by track; every other listed lesion is non-target.
+- Target lesions [RANO2]: up to 3 measurable lesions (2 enhancing + 2 non-enhancing for a mixed
+  tumour), the largest products at baseline, followed by track; every other listed lesion is
+  non-target. A lesion that splits is summed with its fragments; lesions that merge are measured
+  as one [RECIST 1.1]. A lesion that appears later has a track of its own.
+- Mixed tumours [RANO2]: the enhancing and non-enhancing components are assessed separately
+  and combined: PD in either is PD; CR with SD/MR/PR is that SD/MR/PR; MR/PR with SD is that
+  MR/PR; the row reports the component that decided it.
 - Burden: sum of target products (``rano2-2d``) or of target enhancing volumes
   (``rano2-volumetric``); for non-enhancing tumours the T2/FLAIR lesions' products or the
   non-enhancing volume [RANO2, RANO-LGG].
@@ -34,20 +44,25 @@ Rules (the module's functions say which they implement):
   [RANO-LGG]), PD >= +25 %; volumetric PR <= -65 %, MR <= -40 %, PD >= +40 %. Compared exactly:
   each input number is the decimal it is written as; products, sums and ratios are fractions.
 - CR [RANO2010, RANO2]: no enhancing disease (measurable or not), no new lesion, off
-  corticosteroids (physiological replacement allowed), clinically stable or improved.
+  corticosteroids (physiological replacement allowed), clinically stable or improved; for a
+  non-enhancing tumour no T2/FLAIR disease and no enhancement either [RANO-LGG].
 - PR/MR [RANO2010, RANO2]: the decrease above, no new lesion, no non-target progression,
   corticosteroids not above the baseline dose, clinically stable or improved.
 - Confirmation of response [RANO2010, RANO2]: CR, PR and MR are preliminary until a scan at
-  least 4 weeks later shows the same or a better response.
+  least 4 weeks later shows a response at least as good after one (a CR confirms an earlier PR;
+  a PR after a preliminary CR is a confirmed PR).
 - PD [RANO2]: the increase above over the nadir; a new measurable lesion; unequivocal
-  progression of non-target disease; clinical deterioration not attributable to other causes. A
-  corticosteroid increase alone is not progression: with stable imaging it is ``indeterminate``.
-- Confirmation of progression [RANO2, mRANO]: within 12 weeks after the end of radiotherapy
-  (and whenever the trial asks, ``confirm_pd``) imaging progression is preliminary; a scan at least
-  4 weeks later confirms it with a further increase of the PD threshold over the preliminary
-  scan, a new measurable lesion or clinical deterioration; when that scan is no longer
-  progression over the nadir it was pseudoprogression and the row gets its own category.
-  Confirmed progression is dated back to the preliminary scan.
+  progression of non-target disease (flagged, or measured: non-target products +25 % over their
+  nadir with a measurable lesion); clinical deterioration not attributable to other causes. A
+  corticosteroid increase alone is not progression: with stable imaging it is ``indeterminate``,
+  and a progression that follows is dated to the first scan of the increase.
+- Confirmation of progression [RANO2, mRANO]: within 12 weeks after the end of chemoradiotherapy
+  of a newly diagnosed tumour (and whenever the trial asks, ``confirm_pd``; not otherwise in the
+  recurrent setting) imaging progression is preliminary; a scan at least 4 weeks later confirms
+  it by any progression criterion (a further increase of the PD threshold over the preliminary
+  scan, a new measurable lesion, non-target progression that persists), clinical deterioration
+  at any time; when that scan is no longer progression over the nadir it was pseudoprogression.
+  Confirmed progression is dated back to the preliminary scan and reported against the nadir.
 - New lesions [RANO2010]: a new non-measurable lesion is not progression by itself but rules out
   CR and PR; when it becomes measurable, progression is dated back to the scan where it first
   appeared.
@@ -672,7 +687,7 @@ def assess(timeline: Timeline) -> Assessment:
 def _not_evaluable_row(visit: VisitInput) -> Row:
     """A scan that cannot be assessed (missing sequence, motion, wrong protocol): category NE,
     never the baseline or a nadir, and the confirmation windows run across it (Choice: RANO 2.0
-    names no such category; RECIST 1.1's 'not evaluable' is followed)."""
+    names no such category; [RECIST 1.1]'s 'not evaluable' is followed)."""
     return Row(
         visit.id,
         Category.NOT_EVALUABLE,
@@ -830,7 +845,7 @@ class _Engine:
     # -- measuring ------------------------------------------------------------------------
 
     def _measured(self, visit: VisitInput, tracks: set[str]) -> list[LesionInput]:
-        """The lesions measured for ``tracks`` at ``visit`` [RECIST 1.1 as adopted by RANO]: each
+        """The lesions measured for ``tracks`` at ``visit`` [RECIST 1.1]: each
         track, the fragments it split into (their products summed into it), and for a lesion
         merged into another, that other lesion, once."""
         chosen: dict[str, LesionInput] = {}
@@ -979,7 +994,7 @@ class _Engine:
     def _complete_response_was_missed(self, vs_base: Fraction | None) -> bool:
         """Disease measured again after a preliminary, unconfirmed CR, still a partial response
         from the baseline: the CR missed residual disease and this is a PR, not a return
-        [RANO2010, RECIST 1.1 as adopted: a PR after a preliminary CR confirms a PR]."""
+        [RANO2010, RECIST 1.1: a PR after a preliminary CR confirms a PR]."""
         return (
             not self.cr_confirmed
             and any(c is Category.CR for c, _ in self.responses)
