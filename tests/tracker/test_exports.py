@@ -291,6 +291,7 @@ def test_it_writes_one_row_per_lesion_of_each_analysed_visit() -> None:
         "patient_label",
         "visit_code",
         "acquired_on",
+        "kind",
         "track",
         "number",
         "volume_ml",
@@ -588,3 +589,24 @@ def test_resources_share_no_objects(bundle: dict[str, Any]) -> None:
 
     assert second["subject"]["reference"] == bundle["entry"][0]["fullUrl"]
     assert second["category"][0]["coding"][0]["code"] == "imaging"
+
+
+def test_t2_flair_lesions_and_not_evaluable_visits_are_exported() -> None:
+    timeline = make_timeline()
+    first = timeline["visits"][0]["results"]
+    first["t2_flair_lesions"] = [{**first["lesions"][0], "track": "N1", "longest_mm": 41.0}]
+    timeline["visits"].append(visit("v5", "2024-09-01", assessment=assessment("NE")))
+
+    lesions = read_csv(lesions_csv(timeline))
+    measurements = read_csv(measurements_csv(timeline))
+    bundle = fhir_bundle(timeline, generated_at=GENERATED_AT)
+
+    assert [(r["visit_code"], r["kind"], r["track"]) for r in lesions[:3]] == [
+        ("v1", "core", "L1"),
+        ("v1", "core", "L2"),
+        ("v1", "t2flair", "N1"),
+    ]
+    assert measurements[-1]["response_category"] == "NE"
+    validate_fhir_bundle(bundle)
+    status = [o for o in resources(bundle, "Observation") if is_disease_status(o)][-1]
+    assert status["valueCodeableConcept"]["coding"][0]["display"] == "Not evaluable"

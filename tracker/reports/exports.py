@@ -49,6 +49,7 @@ LESION_COLUMNS = [
     "patient_label",
     "visit_code",
     "acquired_on",
+    "kind",
     "track",
     "number",
     "volume_ml",
@@ -219,20 +220,23 @@ def measurements_csv(timeline: Mapping[str, Any]) -> str:
 
 
 def lesions_csv(timeline: Mapping[str, Any]) -> str:
-    """One row per lesion per analysed visit (visits without results give no rows)."""
+    """One row per lesion per analysed visit (visits without results give no rows): the tumour
+    core's lesions (``kind`` core), then the T2/FLAIR abnormality's (``t2flair``)."""
     label = timeline["patient"]["label"]
     rows = []
     for visit in timeline.get("visits") or []:
-        results = visit.get("results")
-        for lesion in (results or {}).get("lesions") or []:
-            rows.append(
-                {
-                    "patient_label": label,
-                    "visit_code": visit.get("code"),
-                    "acquired_on": visit.get("acquired_on"),
-                    **{key: lesion.get(key) for key in LESION_COLUMNS[3:]},
-                }
-            )
+        results = visit.get("results") or {}
+        for kind, key in (("core", "lesions"), ("t2flair", "t2_flair_lesions")):
+            for lesion in results.get(key) or []:
+                rows.append(
+                    {
+                        "patient_label": label,
+                        "visit_code": visit.get("code"),
+                        "acquired_on": visit.get("acquired_on"),
+                        **{column: lesion.get(column) for column in LESION_COLUMNS[3:]},
+                        "kind": kind,
+                    }
+                )
     return _write_csv(LESION_COLUMNS, rows)
 
 
