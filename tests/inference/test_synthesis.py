@@ -93,8 +93,7 @@ def test_the_non_enhancing_core_stands_out_from_the_oedema_around_it() -> None:
         table = synthesis._contrast_table(np.random.default_rng(seed))
         core, oedema = table[Tissue.NON_ENHANCING], table[Tissue.OEDEMA]
         assert core[0] < oedema[0]  # darker on T1
-        assert core[2] > oedema[2]  # brighter on T2
-        assert core[3] <= 1.05 * oedema[3] + 1e-6  # on FLAIR no brighter than just about
+        assert core[2] > oedema[2]  # brighter on T2 (FLAIR may go either way)
 
 
 def test_a_non_enhancing_tumour_has_no_enhancing_label_and_a_glioblastoma_has_all_three() -> None:
