@@ -419,4 +419,3 @@ def test_a_split_at_the_baseline_is_refused():
     data = timeline(visit(0, ce("L1", 100, 100), ce("L2", 20, 20, split_from="L1"), id="v0"))
     with pytest.raises(TimelineError, match="visit v0, lesion L2: field 'split_from' is set"):
         parse_timeline(data)
-
