@@ -388,12 +388,7 @@ def _tumour_centre(
     brain: np.ndarray, tissue: np.ndarray, radius: float, rng: np.random.Generator
 ) -> np.ndarray | None:
     depth = ndimage.distance_transform_edt(brain)
-    if rng.random() < 0.35:  # gliomas often reach the cortex and abut the dura
-        least = rng.uniform(3.0, 6.0)
-        inner = (depth > least) & (depth < least + 5.0)
-    else:
-        inner = depth > max(radius * 0.6, 6.0)
-    inner &= brain & (tissue != Tissue.CSF)
+    inner = brain & (depth > max(radius * 0.6, 6.0)) & (tissue != Tissue.CSF)
     picked = _pick(inner, rng)
     return picked[0] if len(picked) else None
 
@@ -516,9 +511,7 @@ def _contrast_table(rng: np.random.Generator) -> dict[Tissue, np.ndarray]:
         table[tissue] = np.array([t1, t1c, t2, flair], np.float32)
     # Non-enhancing tumour is darker on T1 and brighter on T2 than the oedema around it (how
     # BraTS annotators tell the core from the surrounding hyperintensity, mostly on T2). On FLAIR
-    # either can be the brighter: FLAIR alone does not separate them. (Drawing the core darker
-    # than the oedema on FLAIR, 0.75-1.05x, was tried and made the real-scan core worse: TC
-    # over-called, median Dice 0.44 against 0.69; bench/results/segment_real.json, 2026-12-06.)
+    # either can be the brighter: FLAIR alone does not separate them.
     oedema, core = table[Tissue.OEDEMA], table[Tissue.NON_ENHANCING]
     for index, ratio in ((0, 0.95), (1, 0.95)):
         core[index] = min(core[index], oedema[index] * ratio)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from inference import synthesis
 from inference.labels import Sequence, TumorLabel
@@ -166,16 +165,3 @@ def test_sequence_dropout_zeroes_whole_channels_in_training_batches() -> None:
     assert np.all(~present.all(axis=1))  # every patch lost at least one sequence
     plain, _ = sample_batch([case], rng, batch=8, patch=32, augmented=False, dropout=0.0)
     assert np.all(np.abs(plain).reshape(8, -1, 4).max(axis=1) > 0)
-
-
-def test_some_tumours_reach_the_brain_surface_and_none_start_outside_it() -> None:
-    anatomy = np.array(synthesis.mni_anatomy())
-    brain = anatomy != Tissue.OUTSIDE
-    depth = ndimage.distance_transform_edt(brain)
-    rng = np.random.default_rng(11)
-    depths = [
-        float(depth[tuple(synthesis._tumour_centre(brain, anatomy, 20.0, rng))]) for _ in range(30)
-    ]
-    assert min(depths) > 3.0
-    assert sum(d <= 8.0 for d in depths) >= 5  # superficial, abutting the cortex and the dura
-    assert sum(d > 12.0 for d in depths) >= 10  # and deep ones
