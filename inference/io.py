@@ -535,6 +535,20 @@ def _read_checked(path: Path, limits: ImageLimits) -> sitk.Image:
         ) from error
 
 
+def read_lesion_map(path: Path | str, *, limits: ImageLimits | None = None) -> sitk.Image:
+    """Read a lesion-id map (0 background, 1..n lesions, as ``measure`` writes it). All zero is
+    a valid map: no tumour left, a complete response; only MRI images are refused for being
+    constant."""
+    path = Path(path)
+    image = _read_label_image(path, limits)
+    values = sitk.GetArrayViewFromImage(image)
+    if values.size and (values.min() < 0 or not np.array_equal(values, np.rint(values))):
+        raise UnreadableFileError(
+            f"{path.name}: not a lesion map (values must be non-negative integers)", path=path
+        )
+    return sitk.Cast(image, sitk.sitkUInt16)
+
+
 def _read_label_image(path: Path, limits: ImageLimits | None) -> sitk.Image:
     limits = limits or ImageLimits()
     image = _read_checked(path, limits)

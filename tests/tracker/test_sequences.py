@@ -190,10 +190,10 @@ def test_a_flair_only_visit_shows_its_sequences_and_no_number_for_the_core(
 # --- the assessment ------------------------------------------------------------------------------
 
 
-def _lesion_map(run: AnalysisRun) -> str:
-    """A small lesion map with lesion 1, and an identity registration to the first visit."""
+def _lesion_map(run: AnalysisRun, *, gone: bool = False) -> str:
+    """A small lesion map with lesion 1 (all zero when the tumour is gone)."""
     values = np.zeros((20, 20, 20), np.uint8)
-    values[8:12, 8:12, 8:12] = 1
+    values[8:12, 8:12, 8:12] = 0 if gone else 1
     path = Path(settings.MEDIA_ROOT) / run.folder / "lesions.nii.gz"
     path.parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(sitk.GetImageFromArray(values), str(path))
@@ -208,6 +208,7 @@ def _analysed_visit(
     *,
     longest_mm: float,
     first: Visit | None = None,
+    gone: bool = False,
 ) -> Visit:
     visit = Visit.objects.create(patient=patient, acquired_on=on)
     run = AnalysisRun.objects.create(
@@ -230,10 +231,10 @@ def _analysed_visit(
         run=run,
         volumes_ml=volumes,
         sum_of_products_mm2=longest_mm * 20.0 if core else None,
-        lesion_map=_lesion_map(run),
+        lesion_map=_lesion_map(run, gone=gone),
         segmentation="x",
     )
-    if core:
+    if core and not gone:
         Lesion.objects.create(
             run=run,
             number=1,
@@ -377,3 +378,16 @@ def test_the_report_legend_lists_the_colours_its_key_slices_use() -> None:
     ]
     names = [item["name"] for item in _legend([{"labels_shown": [1, 2, 3]}])]
     assert names == ["necrotic core (NCR)", "oedema (ED)", "enhancing tumour (ET)"]
+
+
+def test_a_follow_up_with_no_tumour_left_is_assessed(teams: dict[str, Any]) -> None:
+    """An all-zero lesion map is a complete response, not an unreadable image."""
+    patient = Patient.objects.create(team=teams["team_a"], label="GBM-CR", setting="recurrent")
+    full = ["t1", "t1c", "t2", "flair"]
+    first = _analysed_visit(patient, "2024-01-01", full, ["ET", "TC", "WT"], longest_mm=20.0)
+    later = _analysed_visit(
+        patient, "2024-03-01", full, ["ET", "TC", "WT"], longest_mm=0.0, first=first, gone=True
+    )
+    patient_assess(patient)
+    assessment = Assessment.objects.get(visit=later, is_current=True)
+    assert assessment.category == "CR" and assessment.confirmed is False

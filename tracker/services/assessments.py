@@ -47,7 +47,7 @@ def _tracks(runs: list[AnalysisRun], kind: str = LesionKind.CORE) -> list[list[T
     """For each run, every track of one lesion kind seen so far (L1, L2, ... for the core, N1,
     N2, ... for the T2/FLAIR abnormality; present or not, split from or merged into another),
     tracked in the first run's space."""
-    from inference.io import read_image  # noqa: PLC0415
+    from inference.io import read_lesion_map  # noqa: PLC0415
     from inference.lesions import track_lesions  # noqa: PLC0415
     from inference.register import load_transform, resample  # noqa: PLC0415
     from tracker.services.pipeline import media, register_runs  # noqa: PLC0415
@@ -60,7 +60,7 @@ def _tracks(runs: list[AnalysisRun], kind: str = LesionKind.CORE) -> list[list[T
 
     if not runs:
         return []
-    reference = read_image(media(path(runs[0])))
+    reference = read_lesion_map(media(path(runs[0])))
     maps = [reference]
     for run in runs[1:]:
         registration = next(
@@ -74,7 +74,7 @@ def _tracks(runs: list[AnalysisRun], kind: str = LesionKind.CORE) -> list[list[T
         if registration is None:
             registration = register_runs(runs[0], run, "baseline")
         transform = load_transform(media(registration.transform))
-        lesion_map = read_image(media(path(run)))
+        lesion_map = read_lesion_map(media(path(run)))
         maps.append(resample(lesion_map, reference, transform, labels=True))
     history = track_lesions(maps)
     if kind == LesionKind.T2_FLAIR:
