@@ -232,6 +232,61 @@ def test_exports_carry_the_numbers_and_each_is_audited(
     } <= actions
 
 
+def test_a_patient_label_cannot_restyle_the_report_or_make_it_fetch_anything(
+    teams: dict[str, Any], analysed: Patient, tmp_path: Any
+) -> None:
+    """The label once sat in a CSS string: this one closed it, fetched an outside URL and
+    removed the notices. Now it is HTML-escaped text, and the report reads no resource but
+    its own embedded images."""
+    import http.server
+    import threading
+
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    outside = f"http://127.0.0.1:{server.server_port}"
+    # a newline ends a CSS string (HTML escaping does not touch it)
+    analysed.label = (
+        f"P\n}}}}body{{background:url({outside}/b)}}.notice,table{{display:none}}@page{{"
+    )
+    analysed.save(update_fields=["label"])
+    try:
+        response = _web(teams["alice"]).get(f"/patients/{analysed.code}/export/report.pdf")
+    finally:
+        server.shutdown()
+    assert response.status_code == 200 and response.content.startswith(b"%PDF")
+    assert len(analysed.label) <= 100 and hits == []
+    if shutil.which("pdftotext"):
+        path = tmp_path / "report.pdf"
+        path.write_bytes(response.content)
+        text = subprocess.run(
+            ["pdftotext", str(path), "-"], capture_output=True, encoding="utf-8", check=True
+        ).stdout
+        text = " ".join(text.split())
+        assert "Not for diagnostic use" in text and "NOT FOR DIAGNOSTIC USE" in text
+        assert "background:url(" in text  # the label, shown as text
+
+
+def test_the_report_fetcher_serves_only_its_own_embedded_images() -> None:
+    from tracker.reports.pdf import _url_fetcher
+
+    fetcher = _url_fetcher()
+    for url in ("file:///etc/passwd", "http://127.0.0.1:9/x", "data:text/css,body{}"):
+        with pytest.raises(ValueError, match="refused"):
+            fetcher.fetch(url)
+    assert fetcher.fetch("data:image/png;base64,iVBORw0KGgo=") is not None
+
+
 @pytest.mark.skipif(shutil.which("pdftotext") is None, reason="needs pdftotext (poppler-utils)")
 def test_the_tumour_board_report_is_a_pdf_with_the_history_and_the_notice(
     teams: dict[str, Any], analysed: Patient, tmp_path: Any

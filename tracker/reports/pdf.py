@@ -13,6 +13,24 @@ from tracker.models import AnalysisRun, Category, Patient
 CATEGORY_NAMES: dict[str, str] = dict(Category.choices)
 
 
+_OWN_IMAGES = ("data:image/png;base64,", "data:image/svg+xml;base64,")
+
+
+def _url_fetcher() -> Any:
+    """WeasyPrint's fetcher, serving only the images this module embeds (PNG and SVG data
+    URIs) and refusing everything else: no file:, http: or other data: resource is ever read
+    while a report is built, whatever text a report holds."""
+    from weasyprint.urls import URLFetcher  # noqa: PLC0415
+
+    class OwnImagesOnly(URLFetcher):  # type: ignore[misc]
+        def fetch(self, url: str, headers: Any = None) -> Any:
+            if not url.startswith(_OWN_IMAGES):
+                raise ValueError(f"the report reads no outside resource ({url[:60]!r} refused)")
+            return super().fetch(url, headers)
+
+    return OwnImagesOnly(allowed_protocols=("data",), allow_redirects=False)
+
+
 def _data_uri(content: bytes, kind: str) -> str:
     return f"data:{kind};base64,{base64.b64encode(content).decode('ascii')}"
 
@@ -151,5 +169,5 @@ def progression_report(
             "generated_by": getattr(by, "username", ""),
         },
     )
-    pdf: bytes = HTML(string=html).write_pdf()
+    pdf: bytes = HTML(string=html, url_fetcher=_url_fetcher()).write_pdf()
     return pdf
