@@ -371,8 +371,34 @@ def _check_readable(path: Path, limits: ImageLimits) -> None:
         raise UnreadableFileError(f"{path.name}: the file is empty", path=path)
 
 
-def _check_nifti_payload(path: Path) -> None:
-    """A NIfTI file must hold as many bytes as its header promises (gzip checked end to end)."""
+MAX_EXTRA_VOLUMES = 16  # 4th and later dimensions: probability maps hold 4, an MRI 1
+
+
+def nifti_payload_bytes(name: str, header: Any, limits: ImageLimits) -> int:
+    """The bytes a NIfTI file holds by its header (offset plus voxel data), after checking its
+    dimensions against the limits: called before anything is decompressed, so a small file
+    whose header promises gigabytes is refused at once instead of expanded."""
+    shape = [int(s) for s in header.get_data_shape()]
+    volume = int(np.prod(shape[:3], dtype=np.int64))
+    extra = int(np.prod(shape[3:], dtype=np.int64)) if len(shape) > 3 else 1
+    shown = " x ".join(map(str, shape))
+    if volume > limits.max_voxels:
+        raise FileTooLargeError(
+            f"{name}: image of {shown} = {volume:,} voxels is larger than the limit of "
+            f"{limits.max_voxels:,} voxels (INFERENCE_MAX_VOXELS); refused on its header, "
+            "nothing was decompressed"
+        )
+    if extra > MAX_EXTRA_VOLUMES:
+        raise FileTooLargeError(
+            f"{name}: its header describes {shown} voxels, {extra:,} volumes of more than the "
+            f"{MAX_EXTRA_VOLUMES} a file may hold; refused on its header, nothing was decompressed"
+        )
+    return int(header.get_data_offset()) + volume * extra * int(header.get_data_dtype().itemsize)
+
+
+def _check_nifti_payload(path: Path, limits: ImageLimits) -> None:
+    """A NIfTI file must hold as many bytes as its header promises (gzip checked end to end,
+    and never decompressed past that)."""
     compressed = path.name.lower().endswith(".gz")
     if compressed:
         with open(path, "rb") as stream:
@@ -388,10 +414,7 @@ def _check_nifti_payload(path: Path) -> None:
         raise UnreadableFileError(
             f"{path.name}: not a readable NIfTI image ({_short(error)})", path=path
         ) from error
-    shape = header.get_data_shape()
-    expected = int(header.get_data_offset()) + int(np.prod(shape, dtype=np.int64)) * int(
-        header.get_data_dtype().itemsize
-    )
+    expected = nifti_payload_bytes(path.name, header, limits)
     if compressed:
         actual = 0
         try:
@@ -442,7 +465,7 @@ def read_image(path: Path | str, *, limits: ImageLimits | None = None) -> sitk.I
         raise UnreadableFileError(
             f"{path.name}: not a NIfTI file (.nii or .nii.gz expected)", path=path
         )
-    _check_nifti_payload(path)
+    _check_nifti_payload(path, limits)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -526,7 +549,7 @@ def read_label_map(
 def _read_checked(path: Path, limits: ImageLimits) -> sitk.Image:
     """A NIfTI file read whole, after the file-level checks (readable, size, complete)."""
     _check_readable(path, limits)
-    _check_nifti_payload(path)
+    _check_nifti_payload(path, limits)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as error:

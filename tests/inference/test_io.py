@@ -303,3 +303,32 @@ def test_find_visit_files_lists_unrecognised_images(tmp_path: Path) -> None:
     _write_visit(tmp_path, {T1: "a_t1.nii.gz"})
     write_image(head(), tmp_path / "a_dwi.nii.gz")
     assert find_visit_files(tmp_path).ignored == ["a_dwi.nii.gz (name matches no sequence)"]
+
+
+def _header_bytes(shape: tuple[int, ...]) -> bytes:
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.uint8)
+    header.set_zooms((1.0,) * len(shape))
+    header["vox_offset"] = 352
+    return header.binaryblock + b"\0" * 4
+
+
+def test_a_gzip_whose_header_promises_too_many_voxels_is_refused_before_expanding(
+    tmp_path: Path,
+) -> None:
+    """A decompression bomb: a small .nii.gz whose header describes 4000^3 voxels and whose
+    stream is 64 MB of zeros. It is refused on the header, naming the limit, instead of being
+    expanded first (which then reported it as truncated)."""
+    import gzip
+
+    from inference.errors import FileTooLargeError
+
+    path = tmp_path / "bomb_t1c.nii.gz"
+    with gzip.open(path, "wb", compresslevel=9) as stream:
+        stream.write(_header_bytes((4000, 4000, 4000)))
+        for _ in range(64):
+            stream.write(bytes(1 << 20))
+    assert path.stat().st_size < 200_000
+    with pytest.raises(FileTooLargeError, match="nothing was decompressed"):
+        read_image(path)

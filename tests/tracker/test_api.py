@@ -195,6 +195,32 @@ def test_zip_entries_that_escape_the_archive_are_refused(teams: dict[str, Any]) 
     assert Visit.objects.count() == 0
 
 
+def test_a_zip_entry_larger_than_its_header_is_not_extracted(teams: dict[str, Any]) -> None:
+    """A small archive whose uncompressed NIfTI entry says 64^3 voxels (262 KB) but holds 48 MB:
+    extraction stops at what the header describes and the upload is refused."""
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((64, 64, 64))
+    header.set_data_dtype(np.uint8)
+    header["vox_offset"] = 352
+    buffer = io.BytesIO()
+    with (
+        zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as bundle,
+        bundle.open("visit-t1c.nii", "w") as entry,
+    ):
+        entry.write(header.binaryblock + bytes(4))
+        for _ in range(48):
+            entry.write(bytes(1 << 20))
+    assert len(buffer.getvalue()) < 200_000
+    archive = SimpleUploadedFile("visit.zip", buffer.getvalue())
+    response = post_visit(client_for(teams["alice"]), teams["patient"], {"archive": archive})
+    assert response.status_code == 400
+    assert "more than the 262,496 bytes its header describes" in response.json()["archive"][0]
+    assert Visit.objects.count() == 0
+    assert not any((Path(settings.MEDIA_ROOT) / "staging").glob("upload-*"))
+
+
 def test_an_oversized_upload_is_refused(teams: dict[str, Any], settings: Any) -> None:
     settings.TRACKER_MAX_UPLOAD_MB = 0
     files = {"t1": SimpleUploadedFile("t1.nii.gz", b"x" * 2048)}

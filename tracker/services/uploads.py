@@ -6,12 +6,16 @@ Files are copied into a private staging folder under names of our own (never the
 name), read and validated by ``inference`` (headers, truncation, dimensions, NaN voxels,
 spacing, one head), and each problem is reported against the field it came from. Zip entries are
 checked before extraction: no absolute or parent paths, no links, at most
-``TRACKER_ZIP_MAX_ENTRIES`` entries and ``TRACKER_MAX_UPLOAD_MB`` uncompressed.
+``TRACKER_ZIP_MAX_ENTRIES`` entries and ``TRACKER_MAX_UPLOAD_MB`` uncompressed; an uncompressed
+NIfTI entry is extracted only as far as its header says it reaches (its dimensions checked
+first), so a small archive cannot fill the disk. A gzip-compressed NIfTI is never expanded past
+what its header describes either (``inference.io``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 import tempfile
 import zipfile
@@ -23,9 +27,9 @@ from django.conf import settings
 from django.core.files import File
 
 from inference.errors import InputError, VisitInputError
-from inference.io import classify_filename, read_image, read_visit
+from inference.io import classify_filename, nifti_payload_bytes, read_image, read_visit
 from inference.labels import Sequence
-from inference.validate import SEGMENTABLE, check_segmentable
+from inference.validate import SEGMENTABLE, ImageLimits, check_segmentable
 
 FIELDS = {"t1": Sequence.T1, "t1ce": Sequence.T1C, "t2": Sequence.T2, "flair": Sequence.FLAIR}
 _STAGED = {
@@ -87,6 +91,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class _Refused(Exception):
+    """An archive refused as a whole, with the reason."""
+
+
 def _unzip(archive: File[Any], folder: Path) -> tuple[dict[Sequence, Path], dict[str, list[str]]]:
     problems: dict[str, list[str]] = {}
     files: dict[Sequence, Path] = {}
@@ -94,20 +102,18 @@ def _unzip(archive: File[Any], folder: Path) -> tuple[dict[Sequence, Path], dict
         with zipfile.ZipFile(archive) as bundle:
             entries = [e for e in bundle.infolist() if not e.is_dir()]
             if len(entries) > settings.TRACKER_ZIP_MAX_ENTRIES:
-                return {}, {
-                    "archive": [
-                        f"{len(entries)} entries, more than {settings.TRACKER_ZIP_MAX_ENTRIES}"
-                    ]
-                }
+                raise _Refused(
+                    f"{len(entries)} entries, more than {settings.TRACKER_ZIP_MAX_ENTRIES}"
+                )
             total = sum(e.file_size for e in entries)
             if total > _limit_bytes():
-                return {}, {"archive": [f"{total} bytes uncompressed, more than {_limit_bytes()}"]}
+                raise _Refused(f"{total} bytes uncompressed, more than {_limit_bytes()}")
             for entry in entries:
                 name = PurePosixPath(entry.filename.replace("\\", "/"))
                 if name.is_absolute() or ".." in name.parts:
-                    return {}, {"archive": [f"entry {entry.filename!r} points outside the archive"]}
+                    raise _Refused(f"entry {entry.filename!r} points outside the archive")
                 if (entry.external_attr >> 16) & 0o170000 == 0o120000:
-                    return {}, {"archive": [f"entry {entry.filename!r} is a link"]}
+                    raise _Refused(f"entry {entry.filename!r} is a link")
                 role = classify_filename(name.name)
                 if not isinstance(role, Sequence):
                     continue  # segmentations, masks, notes: not part of an upload
@@ -120,11 +126,53 @@ def _unzip(archive: File[Any], folder: Path) -> tuple[dict[Sequence, Path], dict
                     _STAGED[role] + (".nii.gz" if name.name.lower().endswith(".gz") else ".nii")
                 )
                 with bundle.open(entry) as source, target.open("wb") as out:
-                    shutil.copyfileobj(source, out, _CHUNK)
+                    problem = _extract(source, out, name.name)
+                if problem:
+                    raise _Refused(problem)
                 files[role] = target
+    except _Refused as refused:
+        return {}, {"archive": [str(refused)]}
     except (zipfile.BadZipFile, EOFError, OSError) as error:
         return {}, {"archive": [f"not a readable zip archive ({error})"]}
     return files, problems
+
+
+_SLACK = 1 << 20  # bytes an uncompressed entry may hold past what its header describes
+
+
+def _extract(source: Any, out: Any, name: str) -> str:
+    """Copy one zip entry; '' when done, else the problem. A gzip-compressed entry is copied as
+    it is (the zip's own sizes bound it); an uncompressed NIfTI entry only as far as its header
+    says, after checking the header's dimensions against the voxel limit."""
+    if name.lower().endswith(".gz"):
+        shutil.copyfileobj(source, out, _CHUNK)
+        return ""
+    import nibabel as nib  # noqa: PLC0415
+
+    head = source.read(544)
+    out.write(head)
+    try:
+        kind = (
+            nib.Nifti2Header
+            if head[:4] in (b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c")
+            else nib.Nifti1Header
+        )
+        header = kind.from_fileobj(io.BytesIO(head))
+        allowed = nifti_payload_bytes(name, header, ImageLimits()) + _SLACK
+    except InputError as error:
+        return error.message
+    except Exception as error:  # nibabel raises many types for a bad header
+        return f"{name}: not a readable NIfTI header ({error})"
+    written = len(head)
+    while chunk := source.read(_CHUNK):
+        written += len(chunk)
+        if written > allowed:
+            return (
+                f"{name}: holds more than the {allowed - _SLACK:,} bytes its header describes; "
+                "extraction stopped"
+            )
+        out.write(chunk)
+    return ""
 
 
 def stage_upload(files: dict[str, File[Any]], archive: File[Any] | None) -> StagedVisit:
