@@ -300,3 +300,28 @@ def test_the_patient_list_is_searchable_filterable_and_paginated(teams: dict[str
     assert page["count"] == 56 and len(page["results"]) == 50 and page["next"]
     assert client.get("/api/patients/?presentation=ce").json()["count"] == 1
     assert client.get("/api/patients/?search=lgg-00").json()["count"] == 10
+
+
+@pytest.mark.parametrize(
+    ("on", "message"), [("2999-01-01", "is in the future"), ("1975-06-01", "is before 1980")]
+)
+def test_a_scan_date_no_scan_can_have_is_refused(
+    teams: dict[str, Any], phantom_visits: list[Path], on: str, message: str
+) -> None:
+    files = upload_files(phantom_visits[0])
+    response = post_visit(client_for(teams["alice"]), teams["patient"], files, on=on)
+    assert response.status_code == 400
+    assert message in response.json()["acquired_on"][0]
+    assert Visit.objects.count() == 0
+
+
+def test_the_same_file_as_two_sequences_is_refused(
+    teams: dict[str, Any], phantom_visits: list[Path]
+) -> None:
+    files = upload_files(phantom_visits[0])
+    files["flair"] = SimpleUploadedFile("flair.nii.gz", files["t1ce"].read())
+    files["t1ce"].seek(0)
+    response = post_visit(client_for(teams["alice"]), teams["patient"], files)
+    assert response.status_code == 400
+    assert "the same file as t1ce (identical content)" in response.json()["flair"][0]
+    assert Visit.objects.count() == 0 and stored_files() == []

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
+from django.utils import timezone
 from rest_framework import serializers
 
 from tracker import selectors
@@ -82,6 +84,9 @@ class TreatmentOutput(serializers.ModelSerializer):
         fields = ["code", "kind", "started_on", "ended_on", "dose_mg", "notes"]
 
 
+EARLIEST_SCAN = dt.date(1980, 1, 1)
+
+
 class VisitInput(serializers.Serializer):
     acquired_on = serializers.DateField()
     t1 = serializers.FileField(required=False)
@@ -97,6 +102,17 @@ class VisitInput(serializers.Serializer):
         choices=["absent", "stable", "improved", "worse"], default="absent"
     )
     notes = serializers.CharField(required=False, default="", allow_blank=True)
+
+    def validate_acquired_on(self, value: dt.date) -> dt.date:
+        """A scan date a visit can have: not in the future, not before MRI was in use."""
+        today = timezone.localdate()
+        if value > today:
+            raise serializers.ValidationError(f"{value} is in the future (today is {today})")
+        if value < EARLIEST_SCAN:
+            raise serializers.ValidationError(
+                f"{value} is before {EARLIEST_SCAN}: not a date of a digital MRI scan"
+            )
+        return value
 
 
 class VisitUpdateInput(serializers.Serializer):

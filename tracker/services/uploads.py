@@ -202,6 +202,11 @@ def stage_upload(files: dict[str, File[Any]], archive: File[Any] | None) -> Stag
                     continue
                 path, digest = _copy(files[name], folder / _STAGED[sequence])
                 staged[sequence], sha[sequence], field_of[sequence] = path, digest, name
+        for sequence, other in _same_content(sha):
+            problems.setdefault(field_of[sequence], []).append(
+                f"the same file as {field_of[other]} (identical content): each sequence is a "
+                "scan of its own"
+            )
         if not problems.get("archive"):
             try:
                 check_segmentable(list(staged))
@@ -237,6 +242,18 @@ def stage_upload(files: dict[str, File[Any]], archive: File[Any] | None) -> Stag
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def _same_content(sha: dict[Sequence, str]) -> list[tuple[Sequence, Sequence]]:
+    """(sequence, the earlier sequence with the same bytes) for every repeat."""
+    first: dict[str, Sequence] = {}
+    repeats = []
+    for sequence, digest in sha.items():
+        if digest in first:
+            repeats.append((sequence, first[digest]))
+        else:
+            first[digest] = sequence
+    return repeats
 
 
 def _plain(message: str, path: Path | None) -> str:
