@@ -325,3 +325,15 @@ def test_the_same_file_as_two_sequences_is_refused(
     assert response.status_code == 400
     assert "the same file as t1ce (identical content)" in response.json()["flair"][0]
     assert Visit.objects.count() == 0 and stored_files() == []
+
+
+def test_a_reviewed_visit_is_kept_with_the_reason(teams: dict[str, Any]) -> None:
+    from tests.tracker.factories import analysed_patient
+
+    patient = analysed_patient(teams["team_a"], "GBM-REVIEWED", 2, reviewer=teams["alice"])
+    visit = patient.visits.order_by("acquired_on").last()
+    assert visit is not None and visit.reviews.exists()
+    response = client_for(teams["alice"]).delete(f"/api/visits/{visit.code}/")
+    assert response.status_code == 409
+    assert "reviewed by alice" in response.json()["detail"]
+    assert Visit.objects.filter(pk=visit.pk).exists()

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Prefetch
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -144,11 +144,18 @@ class VisitDetailApi(APIView):
         visit_update(visit=visit, by=request.user, **data.validated_data)
         return Response(s.visit_dict(_visits_with_results().get(pk=visit.pk)))
 
-    @extend_schema(request=None, responses={204: None})
+    @extend_schema(
+        request=None,
+        responses={204: None, 409: OpenApiResponse(description="reviewed: kept, reason in detail")},
+    )
     def delete(self, request: Request, code: str) -> Response:
-        """Removes the visit and its results; the patient's timeline is assessed again."""
+        """Removes the visit and its results; the patient's timeline is assessed again. A visit
+        whose assessment a clinician reviewed is kept: 409 with the reason."""
         visit = selectors.visit_get_for_user(code, request.user)
-        visit_delete(visit=visit, by=request.user)
+        try:
+            visit_delete(visit=visit, by=request.user)
+        except ConflictError as error:
+            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

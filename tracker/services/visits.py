@@ -167,10 +167,18 @@ def visit_update(*, visit: Visit, by: Any = None, **fields: Any) -> Visit:
 
 def visit_delete(*, visit: Visit, by: Any = None) -> None:
     """Removes the visit and its results (originals are kept on disk under the visit's code for
-    the record) and reassesses the patient."""
+    the record) and reassesses the patient. A visit a clinician has reviewed is not deleted
+    (``ConflictError``): the review is part of the record."""
     from tracker.services.pipeline import reassess_patient  # noqa: PLC0415
 
     patient = visit.patient
+    review = visit.reviews.order_by("-reviewed_at").select_related("reviewer").first()
+    if review is not None:
+        raise ConflictError(
+            f"this visit's assessment was reviewed by {review.reviewer} on "
+            f"{review.reviewed_at:%Y-%m-%d}; a reviewed visit is kept for the record (correct "
+            "its details or analyse it again instead)"
+        )
     with transaction.atomic():
         audit(user=by, action="delete_visit", patient=patient, code=str(visit.code))
         visit.delete()
