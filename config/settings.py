@@ -69,6 +69,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # An upload over the limit is refused on its Content-Length, before the body is read.
+    "tracker.middleware.UploadSizeLimit",
     # Static files (the pages' CSS and JavaScript, vendored) from the app server itself.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -337,3 +337,20 @@ def test_a_reviewed_visit_is_kept_with_the_reason(teams: dict[str, Any]) -> None
     assert response.status_code == 409
     assert "reviewed by alice" in response.json()["detail"]
     assert Visit.objects.filter(pk=visit.pk).exists()
+
+
+def test_a_body_over_the_limit_is_refused_on_its_content_length(
+    teams: dict[str, Any], settings: Any
+) -> None:
+    """Refused before the body is read: it was once written to disk whole, then checked."""
+    settings.TRACKER_MAX_UPLOAD_MB = 5
+    client = client_for(teams["alice"])
+    response = client.post(
+        f"/api/patients/{teams['patient'].code}/visits/",
+        {"acquired_on": "2024-02-05", "t1ce": SimpleUploadedFile("t1ce.nii.gz", b"x" * 10)},
+        format="multipart",
+        CONTENT_LENGTH=str(200 * 1024 * 1024),
+    )
+    assert response.status_code == 413
+    assert "larger than the upload limit of 5 MB" in response.json()["detail"]
+    assert Visit.objects.count() == 0

@@ -34,8 +34,16 @@ def _queues(command: list[str]) -> set[str]:
 
 
 def test_the_compose_file_has_every_service_with_a_health_check_where_it_matters() -> None:
-    assert set(SERVICES) == {"postgres", "redis", "web", "worker-cpu", "worker-gpu", "beat"}
-    for name in ("postgres", "redis", "web", "worker-cpu", "worker-gpu"):
+    assert set(SERVICES) == {
+        "postgres",
+        "redis",
+        "web",
+        "proxy",
+        "worker-cpu",
+        "worker-gpu",
+        "beat",
+    }
+    for name in ("postgres", "redis", "web", "proxy", "worker-cpu", "worker-gpu"):
         assert "healthcheck" in SERVICES[name], name
     assert set(COMPOSE["volumes"]) >= {"pgdata", "media"}
     for name in ("web", "worker-cpu", "worker-gpu", "beat"):
@@ -74,3 +82,23 @@ def test_the_web_service_migrates_then_serves_the_wsgi_app() -> None:
     command = " ".join(SERVICES["web"]["command"])
     assert "migrate" in command and "exec gunicorn config.wsgi" in command  # signals reach it
     assert settings.WSGI_APPLICATION == "config.wsgi.application"
+
+
+def test_only_the_proxy_faces_clients_and_it_shields_the_workers_from_slow_ones() -> None:
+    """Three idle sockets sending partial headers once held every sync gunicorn worker: now
+    nginx buffers whole requests, drops stalled clients and refuses oversized bodies, and
+    gunicorn's threaded workers sit behind it, unpublished."""
+    web, proxy = SERVICES["web"], SERVICES["proxy"]
+    assert "ports" not in web and web["expose"] == ["8000"]
+    assert proxy["ports"] == ["8000:80"]
+    assert "./deploy/nginx.conf:/etc/nginx/conf.d/default.conf:ro" in proxy["volumes"]
+    command = " ".join(web["command"])
+    assert "--worker-class gthread" in command and "--threads" in command
+    conf = (REPO / "deploy" / "nginx.conf").read_text()
+    directives = dict(re.findall(r"^\s*([a-z_]+)\s+([^;#{}\n]+);", conf, flags=re.MULTILINE))
+    assert directives["proxy_pass"] == "http://tracker_web"
+    assert directives["proxy_request_buffering"] == "on"
+    for name in ("client_header_timeout", "client_body_timeout", "send_timeout"):
+        assert int(directives[name].rstrip("s")) <= 60, name
+    body_mb = int(directives["client_max_body_size"].rstrip("m"))
+    assert body_mb == settings.TRACKER_MAX_UPLOAD_MB + 1
