@@ -354,3 +354,21 @@ def test_a_body_over_the_limit_is_refused_on_its_content_length(
     assert response.status_code == 413
     assert "larger than the upload limit of 5 MB" in response.json()["detail"]
     assert Visit.objects.count() == 0
+
+
+def test_stale_staging_folders_are_cleaned_by_the_sweeper() -> None:
+    """A web worker killed mid-upload left its staging folder forever."""
+    import os
+    import time
+
+    from tracker import tasks
+
+    root = Path(settings.MEDIA_ROOT) / "staging"
+    old, fresh = root / "upload-killed", root / "upload-in-progress"
+    for folder in (old, fresh):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "upload-t1c.nii.gz").write_bytes(b"x" * 100)
+    hours_ago = time.time() - 2 * 3600
+    os.utime(old, (hours_ago, hours_ago))
+    tasks.sweep()
+    assert not old.exists() and fresh.exists()

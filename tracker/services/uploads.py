@@ -268,6 +268,30 @@ def _plain(message: str, path: Path | None) -> str:
     return text.removeprefix("the file: ")
 
 
+STAGING_KEPT_S = 3600  # no upload is checked for longer than this
+
+
+def clean_stale_staging(*, older_than_s: int = STAGING_KEPT_S) -> int:
+    """Remove staging folders a killed web worker left behind (untouched for ``older_than_s``);
+    run when the web server starts and by the sweeper. Returns how many were removed."""
+    import time  # noqa: PLC0415
+
+    root = Path(settings.MEDIA_ROOT) / "staging"
+    if not root.is_dir():
+        return 0
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for folder in root.glob("upload-*"):
+        try:
+            stale = folder.is_dir() and folder.stat().st_mtime < cutoff
+        except FileNotFoundError:
+            continue
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 def _staging_root() -> Path:
     root = Path(settings.MEDIA_ROOT) / "staging"
     root.mkdir(parents=True, exist_ok=True)
