@@ -8,9 +8,11 @@ and ``CELERY_BROKER_URL`` switch to PostgreSQL and Redis.
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from tracker.queues import Queue
 
@@ -44,12 +46,36 @@ def env_int(name: str, default: int) -> int:
 
 VAR_DIR = Path(env("TRACKER_VAR_DIR", str(BASE_DIR / "var")))
 DEBUG = env_bool("DEBUG", False)
+# Keys that are public (the example file's placeholder, an earlier built-in default).
+KNOWN_KEYS = {"change-me-to-a-long-random-string", "embedded-default-not-for-deployment"}
+
+
+def checkout_secret_key(path: Path) -> str:
+    """The embedded default's key: made once per checkout (random, 0600) and kept in ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(handle, "w") as out:
+        out.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
 SECRET_KEY = env("SECRET_KEY", "")
+if SECRET_KEY in KNOWN_KEYS or 0 < len(SECRET_KEY) < 32:
+    raise ImproperlyConfigured(
+        "SECRET_KEY is a published placeholder or shorter than 32 characters: set a long random "
+        "one (python -c 'import secrets; print(secrets.token_urlsafe(50))')"
+    )
 if not SECRET_KEY:
-    if not DEBUG and env_bool("TRACKER_REQUIRE_SECRET_KEY", False):
-        raise RuntimeError("SECRET_KEY (or SECRET_KEY_FILE) must be set")
-    # Embedded default: a key for this checkout only, never for a shared deployment.
-    SECRET_KEY = "embedded-default-not-for-deployment"
+    if env_bool("TRACKER_REQUIRE_SECRET_KEY", False):
+        raise ImproperlyConfigured(
+            "SECRET_KEY (or SECRET_KEY_FILE) must be set: TRACKER_REQUIRE_SECRET_KEY says this is "
+            "a deployment"
+        )
+    # Embedded default: a key of this checkout's own, never a built-in one.
+    SECRET_KEY = checkout_secret_key(VAR_DIR / "secret_key")
 ALLOWED_HOSTS = [h.strip() for h in env("ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o for o in env("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 

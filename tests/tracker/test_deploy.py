@@ -3,10 +3,14 @@ variables, health checks, volumes."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from django.conf import settings
 
@@ -102,3 +106,48 @@ def test_only_the_proxy_faces_clients_and_it_shields_the_workers_from_slow_ones(
         assert int(directives[name].rstrip("s")) <= 60, name
     body_mb = int(directives["client_max_body_size"].rstrip("m"))
     assert body_mb == settings.TRACKER_MAX_UPLOAD_MB + 1
+
+
+def _secret_key(tmp_path: Path, **environment: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"SECRET_KEY", "SECRET_KEY_FILE", "TRACKER_REQUIRE_SECRET_KEY", "DEBUG"}
+    }
+    env |= {"TRACKER_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "config.settings"}
+    env |= environment
+    return subprocess.run(
+        [sys.executable, "-c", "from django.conf import settings; print(settings.SECRET_KEY)"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "environment",
+    [
+        {"SECRET_KEY": "change-me-to-a-long-random-string"},  # the .env.example placeholder
+        {"SECRET_KEY": "embedded-default-not-for-deployment"},  # the old built-in key
+        {"SECRET_KEY": "short"},
+        {"TRACKER_REQUIRE_SECRET_KEY": "true"},  # a deployment without a key
+        {"TRACKER_REQUIRE_SECRET_KEY": "true", "DEBUG": "true"},
+    ],
+)
+def test_a_known_short_or_missing_key_stops_the_service(
+    tmp_path: Path, environment: dict[str, str]
+) -> None:
+    result = _secret_key(tmp_path, **environment)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and "SECRET_KEY" in result.stderr
+
+
+def test_the_embedded_default_makes_a_key_of_its_own_and_keeps_it(tmp_path: Path) -> None:
+    first, second = _secret_key(tmp_path), _secret_key(tmp_path)
+    assert first.returncode == 0 and first.stdout == second.stdout
+    key = first.stdout.strip()
+    assert len(key) >= 50 and key == (tmp_path / "secret_key").read_text().strip()
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+    assert _secret_key(tmp_path / "other").stdout.strip() != key
