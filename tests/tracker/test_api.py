@@ -372,3 +372,38 @@ def test_stale_staging_folders_are_cleaned_by_the_sweeper() -> None:
     os.utime(old, (hours_ago, hours_ago))
     tasks.sweep()
     assert not old.exists() and fresh.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_reanalyse_requests_start_one_run() -> None:
+    """Six requests at once once started two full runs of the same visit."""
+    import threading
+
+    from django.contrib.auth.models import User
+    from django.db import connection
+
+    from tracker.models import CareTeam, Membership, Patient
+
+    user = User.objects.create_user("racer", password="racer-password-1")
+    team = CareTeam.objects.create(name="Race")
+    Membership.objects.create(team=team, user=user)
+    visit = _visit(Patient.objects.create(team=team, label="RACE-1"))
+    AnalysisRun.objects.create(visit=visit, status="failed", stage="prepare", error="a test")
+    barrier = threading.Barrier(6)
+    codes: list[int] = []
+
+    def request() -> None:
+        try:
+            client = client_for(user)
+            barrier.wait()
+            codes.append(client.post(f"/api/visits/{visit.code}/reanalyse/").status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=request) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(codes) == [202, 409, 409, 409, 409, 409]
+    assert visit.runs.filter(status__in=["queued", "running"]).count() == 1

@@ -166,11 +166,14 @@ class VisitReanalyseApi(APIView):
     @extend_schema(request=None, responses={202: s.RunOutput})
     def post(self, request: Request, code: str) -> Response:
         visit = selectors.visit_get_for_user(code, request.user)
-        busy = visit.runs.filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).first()
-        if busy is not None:
-            return Response(s.RunOutput(busy).data, status=status.HTTP_409_CONFLICT)
-        failed = visit.runs.filter(status=RunStatus.FAILED).order_by("-created_at").first()
         with transaction.atomic():
+            # One analysis in flight per visit: requests for one visit queue up on its row, and
+            # each sees the run the one before it started.
+            Visit.objects.select_for_update().filter(pk=visit.pk).first()
+            busy = visit.runs.filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).first()
+            if busy is not None:
+                return Response(s.RunOutput(busy).data, status=status.HTTP_409_CONFLICT)
+            failed = visit.runs.filter(status=RunStatus.FAILED).order_by("-created_at").first()
             run = run_retry(failed) if failed is not None else run_create(visit)
             audit(
                 user=request.user,
