@@ -14,6 +14,10 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+# Free text (notes, review reasons) is bounded (API, forms, admin), so no record can make a page
+# or the PDF unbounded; the PDF shows at most 500 characters of each.
+TEXT_MAX = 4000
+
 
 class CareTeam(models.Model):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
@@ -110,7 +114,7 @@ class TreatmentEvent(models.Model):
     started_on = models.DateField()
     ended_on = models.DateField(null=True, blank=True)
     dose_mg = models.DecimalField(max_digits=8, decimal_places=2, null=True, blank=True)
-    notes = models.TextField(blank=True)
+    notes = models.TextField(blank=True, max_length=TEXT_MAX)
 
     class Meta:
         constraints = [
@@ -145,7 +149,7 @@ class Visit(models.Model):
         choices=[(v, v) for v in ("absent", "stable", "improved", "worse")],
         help_text="disease outside the measured lesions, as the radiologist reads it",
     )
-    notes = models.TextField(blank=True)
+    notes = models.TextField(blank=True, max_length=TEXT_MAX)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -380,7 +384,7 @@ class Review(models.Model):
     assessment = models.ForeignKey(Assessment, on_delete=models.PROTECT, related_name="reviews")
     action = models.CharField(max_length=10, choices=Action.choices)
     category = models.CharField(max_length=20, choices=Category.choices, blank=True)
-    reason = models.TextField(blank=True)
+    reason = models.TextField(blank=True, max_length=TEXT_MAX)
     reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     reviewed_at = models.DateTimeField(auto_now_add=True)
 

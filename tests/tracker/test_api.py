@@ -407,3 +407,15 @@ def test_concurrent_reanalyse_requests_start_one_run() -> None:
         thread.join()
     assert sorted(codes) == [202, 409, 409, 409, 409, 409]
     assert visit.runs.filter(status__in=["queued", "running"]).count() == 1
+
+
+def test_free_text_is_bounded(teams: dict[str, Any]) -> None:
+    """A 9.5 MB treatment note once made the patient's PDF time out, for good."""
+    client = client_for(teams["alice"])
+    response = client.post(
+        f"/api/patients/{teams['patient'].code}/treatments/",
+        {"kind": "radiotherapy", "started_on": "2024-01-01", "notes": "x" * 4001},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "4000" in response.json()["notes"][0]

@@ -277,6 +277,23 @@ def test_a_patient_label_cannot_restyle_the_report_or_make_it_fetch_anything(
         assert "background:url(" in text  # the label, shown as text
 
 
+def test_a_long_note_stored_before_the_limit_keeps_the_report_bounded(
+    teams: dict[str, Any], analysed: Patient, tmp_path: Any
+) -> None:
+    from tracker.models import TreatmentEvent
+
+    TreatmentEvent.objects.filter(patient=analysed).update(notes="long note " * 100_000)
+    response = _web(teams["alice"]).get(f"/patients/{analysed.code}/export/report.pdf")
+    assert response.status_code == 200 and len(response.content) < 2_000_000
+    if shutil.which("pdftotext"):
+        path = tmp_path / "report.pdf"
+        path.write_bytes(response.content)
+        text = subprocess.run(
+            ["pdftotext", str(path), "-"], capture_output=True, encoding="utf-8", check=True
+        ).stdout
+        assert 0 < text.count("long note") <= 60
+
+
 def test_the_report_fetcher_serves_only_its_own_embedded_images() -> None:
     from tracker.reports.pdf import _url_fetcher
 

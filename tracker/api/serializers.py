@@ -10,6 +10,7 @@ from rest_framework import serializers
 
 from tracker import selectors
 from tracker.models import (
+    TEXT_MAX,
     AnalysisRun,
     Assessment,
     Category,
@@ -70,7 +71,7 @@ class TreatmentInput(serializers.Serializer):
     dose_mg = serializers.DecimalField(
         max_digits=8, decimal_places=2, required=False, allow_null=True, min_value=0
     )
-    notes = serializers.CharField(required=False, default="", allow_blank=True)
+    notes = serializers.CharField(required=False, default="", allow_blank=True, max_length=TEXT_MAX)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs.get("ended_on") and attrs["ended_on"] < attrs["started_on"]:
@@ -101,7 +102,7 @@ class VisitInput(serializers.Serializer):
     non_target = serializers.ChoiceField(
         choices=["absent", "stable", "improved", "worse"], default="absent"
     )
-    notes = serializers.CharField(required=False, default="", allow_blank=True)
+    notes = serializers.CharField(required=False, default="", allow_blank=True, max_length=TEXT_MAX)
 
     def validate_acquired_on(self, value: dt.date) -> dt.date:
         """A scan date a visit can have: not in the future, not before MRI was in use."""
@@ -123,13 +124,15 @@ class VisitUpdateInput(serializers.Serializer):
     non_target = serializers.ChoiceField(
         choices=["absent", "stable", "improved", "worse"], required=False
     )
-    notes = serializers.CharField(required=False, allow_blank=True)
+    notes = serializers.CharField(required=False, allow_blank=True, max_length=TEXT_MAX)
 
 
 class ReviewInput(serializers.Serializer):
     action = serializers.ChoiceField(choices=Review.Action.choices)
     category = serializers.ChoiceField(choices=Category.choices, required=False, default="")
-    reason = serializers.CharField(required=False, default="", allow_blank=True)
+    reason = serializers.CharField(
+        required=False, default="", allow_blank=True, max_length=TEXT_MAX
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs["action"] == "override" and (not attrs["category"] or not attrs["reason"].strip()):
