@@ -1,10 +1,57 @@
+"""The admin: patient data read there is audited like the pages; the audit log is read-only
+(append-only: no one edits or deletes a row); API tokens are shown by a fingerprint, never in
+clear."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from rest_framework.authtoken.admin import TokenAdmin
+from rest_framework.authtoken.models import TokenProxy
 
 from tracker import models
+from tracker.services.visits import audit
+
+
+def _patient_of(obj: Any) -> models.Patient | None:
+    if isinstance(obj, models.Patient):
+        return obj
+    if isinstance(obj, models.TreatmentEvent | models.Visit):
+        return obj.patient
+    if isinstance(obj, models.Scan | models.AnalysisRun | models.Assessment | models.Review):
+        return obj.visit.patient
+    return None
+
+
+class AuditedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Every list and record of patient data opened in the admin is an audit event."""
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        audit(
+            user=request.user,
+            action=f"admin_list_{self.model._meta.model_name}",
+            patient=None,
+            query=request.GET.urlencode()[:200],
+        )
+        return super().changelist_view(request, extra_context)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        obj = self.get_object(request, object_id)
+        audit(
+            user=request.user,
+            action=f"admin_read_{self.model._meta.model_name}",
+            patient=_patient_of(obj),
+            code=str(getattr(obj, "code", object_id)),
+        )
+        return super().change_view(request, object_id, form_url, extra_context)
+
 
 for model in (
-    models.CareTeam,
-    models.Membership,
     models.Patient,
     models.TreatmentEvent,
     models.Visit,
@@ -12,6 +59,40 @@ for model in (
     models.AnalysisRun,
     models.Assessment,
     models.Review,
-    models.AuditEvent,
 ):
-    admin.site.register(model)
+    admin.site.register(model, AuditedAdmin)
+
+admin.site.register(models.CareTeam)
+admin.site.register(models.Membership)
+
+
+@admin.register(models.AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Read-only: the audit log is appended to by the service and never edited or deleted."""
+
+    list_display = ("at", "user", "action", "patient", "object_code")
+    list_filter = ("action",)
+    actions = None
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+admin.site.unregister(TokenProxy)
+
+
+@admin.register(TokenProxy)
+class FingerprintTokenAdmin(TokenAdmin):  # type: ignore[misc]
+    """Tokens by the first 12 hex digits of their SHA-256, never the key itself."""
+
+    list_display = ("fingerprint", "user", "created")
+
+    @admin.display(description="fingerprint (SHA-256)")
+    def fingerprint(self, token: TokenProxy) -> str:
+        return hashlib.sha256(token.key.encode()).hexdigest()[:12]
