@@ -1,14 +1,23 @@
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.throttling import ScopedRateThrottle
+
+
+class ThrottledObtainAuthToken(ObtainAuthToken):  # type: ignore[misc]
+    """The token endpoint, throttled per address (``login`` rate) besides the lockout."""
+
+    throttle_classes = (ScopedRateThrottle,)
+    throttle_scope = "login"
+
 
 urlpatterns = [
     path("", include("tracker.web.urls")),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("api/", include("tracker.api.urls")),
-    path("api/token/", obtain_auth_token, name="api-token"),
+    path("api/token/", ThrottledObtainAuthToken.as_view(), name="api-token"),
     path("api-auth/", include("rest_framework.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
