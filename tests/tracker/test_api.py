@@ -419,3 +419,45 @@ def test_free_text_is_bounded(teams: dict[str, Any]) -> None:
     )
     assert response.status_code == 400
     assert "4000" in response.json()["notes"][0]
+
+
+@pytest.mark.parametrize(
+    ("kind", "content_type"),
+    [
+        ("measurements.csv", "text/csv; charset=utf-8"),
+        ("lesions.csv", "text/csv; charset=utf-8"),
+        ("timeline.json", "application/json"),
+        ("fhir.json", "application/fhir+json"),
+        ("report.pdf", "application/pdf"),
+    ],
+)
+def test_the_exports_are_in_the_api_with_a_token_and_audited(
+    teams: dict[str, Any], kind: str, content_type: str
+) -> None:
+    """An integration with a token once got the login page: the exports were page-only."""
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from tests.tracker.factories import analysed_patient
+
+    patient = analysed_patient(teams["team_a"], "GBM-API-EXPORT", 2)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=teams['alice'])}")
+    response = client.get(f"/api/patients/{patient.code}/export/{kind}")
+    assert response.status_code == 200 and response["Content-Type"] == content_type
+    assert AuditEvent.objects.filter(
+        action=f"export_{kind.replace('.', '_')}", patient=patient, user=teams["alice"]
+    ).exists()
+    other = APIClient()
+    other.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=teams['bob'])}")
+    assert other.get(f"/api/patients/{patient.code}/export/{kind}").status_code == 404
+
+
+def test_the_export_endpoint_is_in_the_schema_and_refuses_unknown_kinds(
+    teams: dict[str, Any],
+) -> None:
+    client = client_for(teams["alice"])
+    schema = client.get("/api/schema/?format=json").json()
+    assert "/api/patients/{code}/export/{kind}" in schema["paths"]
+    response = client.get(f"/api/patients/{teams['patient'].code}/export/secrets.txt")
+    assert response.status_code == 404 and "no such export" in response.json()["detail"]

@@ -16,6 +16,11 @@ urlpatterns = [
         views.PatientTimelineApi.as_view(),
         name="patient-timeline",
     ),
+    path(
+        "patients/<uuid:code>/export/<str:kind>",
+        views.PatientExportApi.as_view(),
+        name="patient-export",
+    ),
     path("visits/<uuid:code>/", views.VisitDetailApi.as_view(), name="visit-detail"),
     path(
         "visits/<uuid:code>/reanalyse/", views.VisitReanalyseApi.as_view(), name="visit-reanalyse"

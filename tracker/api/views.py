@@ -7,9 +7,16 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Prefetch
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -18,6 +25,7 @@ from rest_framework.views import APIView
 from tracker import selectors
 from tracker.api import serializers as s
 from tracker.models import AnalysisRun, Assessment, CareTeam, Review, RunStatus, Visit
+from tracker.services.exports import EXPORTS, export_response
 from tracker.services.pipeline import run_retry
 from tracker.services.uploads import UploadError
 from tracker.services.visits import (
@@ -216,3 +224,23 @@ class PatientTimelineApi(APIView):
         data = s.timeline_dict(patient)
         audit(user=request.user, action="read_timeline", patient=patient, code=str(patient.code))
         return Response(data)
+
+
+class PatientExportApi(APIView):
+    """The exports the pages offer, with token or session authentication: ``report.pdf`` (the
+    tumour-board report), ``measurements.csv``, ``lesions.csv``, ``timeline.json``,
+    ``fhir.json`` (FHIR R4 bundle). Each download is audited."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "kind", str, OpenApiParameter.PATH, enum=list(EXPORTS), description="the export"
+            )
+        ],
+        responses={(200, "*/*"): OpenApiTypes.BINARY},
+    )
+    def get(self, request: Request, code: str, kind: str) -> HttpResponse:
+        patient = selectors.patient_get_for_user(code, request.user)
+        if kind not in EXPORTS:
+            raise NotFound(f"no such export: {kind} (one of {', '.join(EXPORTS)})")
+        return export_response(patient, kind, by=request.user)

@@ -5,7 +5,6 @@ page that shows a patient's data and every export is an audit row."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
 
@@ -41,7 +40,6 @@ from tracker.models import (
     Assessment,
     CareTeam,
     Category,
-    Patient,
     Review,
     RunStatus,
 )
@@ -586,55 +584,14 @@ def _max_upload_mb() -> int:
 # --- exports ---------------------------------------------------------------------------------
 
 
-def _export_name(patient: Patient, suffix: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in patient.label)[:60]
-    return f"{safe}-{dt.date.today().isoformat()}.{suffix}"
-
-
-def _download(body: bytes | str, content_type: str, filename: str) -> HttpResponse:
-    response = HttpResponse(body, content_type=content_type)
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response["Cache-Control"] = "no-store"
-    return response
-
-
 @login_required
 @require_GET
 def export(request: HttpRequest, code: str, kind: str) -> HttpResponse:
-    """report.pdf, measurements.csv, lesions.csv, timeline.json, fhir.json; each audited."""
-    from tracker.reports import exports  # noqa: PLC0415
+    """report.pdf, measurements.csv, lesions.csv, timeline.json, fhir.json; each audited (the
+    API serves the same, ``tracker.services.exports``)."""
+    from tracker.services.exports import EXPORTS, export_response  # noqa: PLC0415
 
     patient = selectors.patient_get_for_user(code, request.user)
-    timeline = s.timeline_dict(patient)
-    generated_at = timezone.now().isoformat(timespec="seconds")
-    if kind == "report.pdf":
-        from tracker.reports.pdf import progression_report  # noqa: PLC0415
-
-        body: bytes | str = progression_report(
-            patient, timeline, generated_at=generated_at, by=request.user
-        )
-        response = _download(body, "application/pdf", _export_name(patient, "pdf"))
-    elif kind == "measurements.csv":
-        body = exports.measurements_csv(timeline)
-        response = _download(body, "text/csv; charset=utf-8", _export_name(patient, "csv"))
-    elif kind == "lesions.csv":
-        body = exports.lesions_csv(timeline)
-        response = _download(body, "text/csv; charset=utf-8", _export_name(patient, "lesions.csv"))
-    elif kind == "timeline.json":
-        body = json.dumps(timeline, indent=1)
-        response = _download(body, "application/json", _export_name(patient, "json"))
-    elif kind == "fhir.json":
-        bundle = exports.fhir_bundle(timeline, generated_at=generated_at)
-        exports.validate_fhir_bundle(bundle)
-        body = json.dumps(bundle, indent=1)
-        response = _download(body, "application/fhir+json", _export_name(patient, "fhir.json"))
-    else:
+    if kind not in EXPORTS:
         raise Http404("no such export")
-    audit(
-        user=request.user,
-        action=f"export_{kind.replace('.', '_')}",
-        patient=patient,
-        code=str(patient.code),
-        bytes=len(body),
-    )
-    return response
+    return export_response(patient, kind, by=request.user)
