@@ -241,10 +241,12 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # The sweeper re-queues runs and assessments left behind by a dead worker or a broker that lost
-# its messages: it looks every TRACKER_SWEEP_EVERY_S for work untouched for TRACKER_STALE_AFTER_S
-# (longer than any stage's hard time limit).
+# its messages: it looks every TRACKER_SWEEP_EVERY_S for queued work untouched for
+# TRACKER_STALE_AFTER_S and for running stages whose worker has not beaten for
+# TRACKER_HEARTBEAT_STALE_S (a running stage beats every TRACKER_HEARTBEAT_STALE_S / 4).
 TRACKER_SWEEP_EVERY_S = env_int("TRACKER_SWEEP_EVERY_S", 120)
-TRACKER_STALE_AFTER_S = env_int("TRACKER_STALE_AFTER_S", 1800)
+TRACKER_STALE_AFTER_S = env_int("TRACKER_STALE_AFTER_S", 300)
+TRACKER_HEARTBEAT_STALE_S = env_int("TRACKER_HEARTBEAT_STALE_S", 120)
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-runs": {"task": "tracker.sweep", "schedule": float(TRACKER_SWEEP_EVERY_S)},
 }

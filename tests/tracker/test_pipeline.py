@@ -227,3 +227,57 @@ def _check_the_pictures(teams: dict[str, Any], visits: list[dict[str, Any]]) -> 
             assert picture[..., 3].any(), layer  # the tumour is on its key slice
     missing = web.get(f"/visits/{visits[1]['code']}/slices/t1c/axial/{labels.shape[0]}.png")
     assert missing.status_code == 404
+
+
+def _running(teams: dict[str, Any], *, silent_for_s: float, on: str = "2024-03-01") -> AnalysisRun:
+    visit = Visit.objects.create(patient=teams["patient"], acquired_on=on)
+    run = AnalysisRun.objects.create(visit=visit, stage=Stage.SEGMENT, status=RunStatus.RUNNING)
+    then = timezone.now() - dt.timedelta(seconds=silent_for_s)
+    AnalysisRun.objects.filter(pk=run.pk).update(
+        claimed_at=then, heartbeat_at=then, claimed_by="gone-host:4242"
+    )
+    return run
+
+
+def test_a_redelivered_task_takes_over_a_run_whose_worker_was_killed(
+    teams: dict[str, Any],
+) -> None:
+    """The redelivered task once said 'not claimed' and the run waited up to 30 minutes."""
+    dead = _running(teams, silent_for_s=600)
+    live = _running(teams, silent_for_s=5, on="2024-04-01")
+    taken = pipeline.claim(str(dead.code), Stage.SEGMENT)
+    assert taken is not None and taken.claimed_by == pipeline.worker_id()
+    assert pipeline.claim(str(live.code), Stage.SEGMENT) is None
+
+
+def test_the_sweeper_acts_within_minutes_by_default(
+    teams: dict[str, Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    dead = _running(teams, silent_for_s=300)
+    live = _running(teams, silent_for_s=5, on="2024-04-01")
+    with django_capture_on_commit_callbacks(execute=False):
+        requeued = pipeline.requeue_stale()
+    assert requeued.runs == [str(dead.code)]
+    live.refresh_from_db()
+    assert live.status == RunStatus.RUNNING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_stage_beats(teams: dict[str, Any], settings: Any, monkeypatch: Any) -> None:
+    import time
+
+    settings.TRACKER_HEARTBEAT_STALE_S = 4  # a beat every second
+    visit = Visit.objects.create(patient=teams["patient"], acquired_on="2024-05-01")
+    run = AnalysisRun.objects.create(visit=visit, stage=Stage.MEASURE)
+    beats: list[Any] = []
+
+    def slow_stage(run: AnalysisRun) -> None:
+        start = AnalysisRun.objects.get(pk=run.pk).heartbeat_at
+        time.sleep(2.5)
+        beats.append((start, AnalysisRun.objects.get(pk=run.pk).heartbeat_at))
+
+    monkeypatch.setitem(pipeline.STAGES, Stage.MEASURE, slow_stage)
+    monkeypatch.setattr(pipeline, "advance", lambda *args: None)
+    assert pipeline.execute_stage(str(run.code), Stage.MEASURE) == "done"
+    ((start, later),) = beats
+    assert later > start

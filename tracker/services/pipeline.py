@@ -13,6 +13,9 @@ import datetime as dt
 import functools
 import json
 import logging
+import os
+import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerConnectionError
@@ -98,16 +101,64 @@ def reassess_patient(patient: Patient) -> None:
 # --- one stage -------------------------------------------------------------------------------
 
 
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _silent_since() -> dt.datetime:
+    return timezone.now() - dt.timedelta(seconds=settings.TRACKER_HEARTBEAT_STALE_S)
+
+
+def _gone(cutoff: dt.datetime) -> Q:
+    """Running, and its worker has not beaten since ``cutoff`` (never beaten: since its claim)."""
+    return Q(status=RunStatus.RUNNING) & (
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, claimed_at__lt=cutoff)
+    )
+
+
 def claim(run_code: str, stage: Stage) -> AnalysisRun | None:
-    """Compare and set: (stage, queued) -> (stage, running). None if another worker has it, the
-    run moved on, or it failed."""
+    """Compare and set: (stage, queued) -> (stage, running), or (stage, running) whose worker
+    stopped beating -> (stage, running) here: a task redelivered after its worker was killed
+    takes the run over at once. None if a live worker has it, the run moved on, or it failed."""
     now = timezone.now()
+    mine = {"status": RunStatus.RUNNING, "claimed_at": now, "updated_at": now}
+    mine |= {"claimed_by": worker_id(), "heartbeat_at": now}
     claimed = AnalysisRun.objects.filter(
-        code=run_code, stage=stage, status=RunStatus.QUEUED
-    ).update(status=RunStatus.RUNNING, claimed_at=now, updated_at=now)
+        Q(status=RunStatus.QUEUED) | _gone(_silent_since()), code=run_code, stage=stage
+    ).update(**mine)
     if not claimed:
         return None
     return AnalysisRun.objects.select_related("visit__patient").get(code=run_code)
+
+
+class _Heartbeat:
+    """Beats for a running stage from a thread of its own, every quarter of the staleness limit,
+    until the stage ends."""
+
+    def __init__(self, run: AnalysisRun) -> None:
+        self.run_pk, self.stop = run.pk, threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat {run.pk}")
+
+    def _beat(self) -> None:
+        try:
+            while not self.stop.wait(max(settings.TRACKER_HEARTBEAT_STALE_S / 4, 1)):
+                try:
+                    AnalysisRun.objects.filter(pk=self.run_pk, status=RunStatus.RUNNING).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except DatabaseError as error:  # a busy SQLite, a dropped connection: next beat
+                    log.warning("heartbeat of run %s missed (%s)", self.run_pk, error)
+                    connection.close()
+        finally:
+            connection.close()
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
 
 
 def _record(run: AnalysisRun, stage: Stage, **values: Any) -> dict[str, Any]:
@@ -128,7 +179,8 @@ def execute_stage(run_code: str, stage: Stage) -> str:
     )
     run.refresh_from_db()
     try:
-        STAGES[stage](run)
+        with _Heartbeat(run):
+            STAGES[stage](run)
     except (InputError, StageError) as error:
         fail(run, stage, str(error), time.perf_counter() - started)
         return "failed"
@@ -427,9 +479,9 @@ def requeue_stale(*, older_than_s: int | None = None) -> Requeued:
     queued and are queued again; so are patient assessments asked for and not done."""
     limit = older_than_s if older_than_s is not None else settings.TRACKER_STALE_AFTER_S
     cutoff = timezone.now() - dt.timedelta(seconds=limit)
+    silent = cutoff if older_than_s is not None else _silent_since()
     stale = AnalysisRun.objects.filter(
-        Q(status=RunStatus.RUNNING, claimed_at__lt=cutoff)
-        | Q(status=RunStatus.QUEUED, updated_at__lt=cutoff)
+        _gone(silent) | Q(status=RunStatus.QUEUED, updated_at__lt=cutoff)
     ).exclude(stage=Stage.DONE)
     codes = []
     for run in stale:
