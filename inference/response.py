@@ -952,9 +952,10 @@ class _Engine:
             measure, unit = part.quantity(len(part.targets)), part.unit()
             if vs_nadir is not None and vs_nadir >= self.thresholds.progression:
                 reference = "baseline" if nadir_id == self.baseline.id else "nadir"
+                named = "" if nadir_id == nadir_on.isoformat() else f"{nadir_id}; "
                 findings.size.append(
                     f"{measure} {_number(burden, unit)} is {_percent(vs_nadir)} over "
-                    f"{reference} {_number(nadir, unit)} on {nadir_on} ({nadir_id}; progression "
+                    f"{reference} {_number(nadir, unit)} on {nadir_on} ({named}progression "
                     f"at {_percent(self.thresholds.progression)})"
                 )
                 findings.grew.append(part.component)
