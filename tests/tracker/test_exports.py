@@ -610,3 +610,14 @@ def test_t2_flair_lesions_and_not_evaluable_visits_are_exported() -> None:
     validate_fhir_bundle(bundle)
     status = [o for o in resources(bundle, "Observation") if is_disease_status(o)][-1]
     assert status["valueCodeableConcept"]["coding"][0]["display"] == "Not evaluable"
+
+
+def test_formulas_behind_blanks_full_width_signs_or_pipes_are_escaped() -> None:
+    timeline = make_timeline()
+    tracks = ["  =1+1", "\uff1dHYPERLINK(1)", "|calc", "\u3000+1"]
+    for lesion, track in zip(timeline["visits"][0]["results"]["lesions"], tracks[:2], strict=True):
+        lesion["track"] = track
+    for lesion, track in zip(timeline["visits"][1]["results"]["lesions"], tracks[2:], strict=True):
+        lesion["track"] = track
+    rows = read_csv(lesions_csv(timeline))
+    assert [row["track"] for row in rows[:4]] == ["'" + t for t in tracks]

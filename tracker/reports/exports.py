@@ -62,7 +62,9 @@ LESION_COLUMNS = [
 ]
 
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection").
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "|")
+# Full-width forms a spreadsheet reads as their ASCII twins (＝ ＋ － ＠ ｜).
+_FULL_WIDTH = str.maketrans("＝＋－＠｜", "=+-@|")
 
 # FHIR systems and codes -------------------------------------------------------------------------
 
@@ -150,6 +152,8 @@ def _cell(value: Any) -> Any:
 
     >>> [_cell(x) for x in (-1.5, True, None, "=1+1", "-x", "@SUM", "GBM-1")]
     [-1.5, 'true', '', "'=1+1", "'-x", "'@SUM", 'GBM-1']
+    >>> [_cell(x) for x in ("  =1+1", "\uff1d1+1", "|cmd", "a=b")]
+    ["'  =1+1", "'\uff1d1+1", "'|cmd", 'a=b']
     """
     if value is None:
         return ""
@@ -158,7 +162,9 @@ def _cell(value: Any) -> Any:
     if isinstance(value, int | float):
         return value
     text = str(value)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+    # Leading blanks are skipped by spreadsheets before they look for a formula.
+    lead = text.lstrip(" \u00a0\u3000").translate(_FULL_WIDTH)
+    return "'" + text if lead.startswith(_FORMULA_STARTS) else text
 
 
 def _write_csv(columns: list[str], rows: Iterable[Mapping[str, Any]]) -> str:
