@@ -698,3 +698,43 @@ def write_patient(
             write_text(json.dumps(truth, indent=2) + "\n", staging / "truth.json")
         folders.append(out / case)
     return folders
+
+
+# Analytic ellipsoids: the exact truth the bidimensional measurement is checked against --------
+
+
+def rotation(yaw: float, tilt_x: float, tilt_y: float) -> np.ndarray:
+    """A rotation (x, y, z): about z by ``yaw``, then about x and y by the tilts (radians)."""
+    cz, sz = math.cos(yaw), math.sin(yaw)
+    cx, sx = math.cos(tilt_x), math.sin(tilt_x)
+    cy, sy = math.cos(tilt_y), math.sin(tilt_y)
+    about_z = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    about_x = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    about_y = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    return about_z @ about_x @ about_y
+
+
+def ellipsoid_lesion(
+    semi_axes: np.ndarray,
+    turn: np.ndarray,
+    spacing: tuple[float, float, float],
+    offset: np.ndarray,
+) -> tuple[sitk.Image, float]:
+    """An enhancing ellipsoid (label 3) in any orientation on a grid at a sub-voxel ``offset``
+    (voxels inside when their centre is), and the product of the diameters of its largest axial
+    cross-section (the central one), computed analytically: that section's quadratic form is
+    the (x, y) block of the ellipsoid's."""
+    form = turn @ np.diag(1 / semi_axes**2) @ turn.T  # x^T form x <= 1, (x, y, z) in mm
+    reach = 1.2 * float(semi_axes.max())
+    axes = [
+        (np.arange(int(2 * reach / s) + 4) - (int(2 * reach / s) + 4) / 2 + o) * s
+        for s, o in zip(spacing, offset, strict=True)
+    ]
+    x, y, z = np.meshgrid(*axes, indexing="ij")
+    points = np.stack([x, y, z], axis=-1)
+    inside = np.einsum("...i,ij,...j->...", points, form, points) <= 1
+    image = sitk.GetImageFromArray((inside.transpose(2, 1, 0) * 3).astype(np.uint8))
+    image.SetSpacing(spacing)
+    image.SetOrigin((float(axes[0][0]), float(axes[1][0]), float(axes[2][0])))
+    section = 2 / np.sqrt(np.linalg.eigvalsh(form[:2, :2]))  # its two diameters
+    return image, float(section[0] * section[1])

@@ -16,42 +16,9 @@ from inference.measure import (
     equivalent_diameter_mm,
     measure,
 )
+from inference.phantoms import ellipsoid_lesion, rotation
 
 from .images import image_from_array
-
-
-def _rotation(yaw: float, tilt_x: float, tilt_y: float) -> np.ndarray:
-    cz, sz = math.cos(yaw), math.sin(yaw)
-    cx, sx = math.cos(tilt_x), math.sin(tilt_x)
-    cy, sy = math.cos(tilt_y), math.sin(tilt_y)
-    about_z = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    about_x = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    about_y = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    return about_z @ about_x @ about_y
-
-
-def _tilted_ellipsoid(
-    semi_axes: np.ndarray, rotation: np.ndarray, spacing: tuple[float, float, float], offset
-) -> tuple[sitk.Image, float]:
-    """An ellipsoid in any orientation, voxels inside when their centre is, and the product of
-    the diameters of its largest axial cross-section (the central one), computed analytically:
-    the section's quadratic form is the (x, y) block of the ellipsoid's."""
-    form = rotation @ np.diag(1 / semi_axes**2) @ rotation.T  # x^T form x <= 1, (x, y, z)
-    reach = 1.2 * float(semi_axes.max())
-    axes = [
-        (np.arange(int(2 * reach / s) + 4) - (int(2 * reach / s) + 4) / 2 + o) * s
-        for s, o in zip(spacing, offset, strict=True)
-    ]
-    x, y, z = np.meshgrid(*axes, indexing="ij")
-    points = np.stack([x, y, z], axis=-1)
-    inside = np.einsum("...i,ij,...j->...", points, form, points) <= 1
-    image = image_from_array(
-        (inside.transpose(2, 1, 0) * 3).astype(np.uint8),
-        spacing=spacing,
-        origin=(axes[0][0], axes[1][0], axes[2][0]),
-    )
-    section = 2 / np.sqrt(np.linalg.eigvalsh(form[:2, :2]))  # its two diameters
-    return image, float(section[0] * section[1])
 
 
 @pytest.mark.parametrize(
@@ -74,8 +41,8 @@ def test_products_of_ellipsoids_are_unbiased(spacing, sizes_mm, bound) -> None:
     errors = []
     for _ in range(16):
         semi_axes = rng.uniform(*sizes_mm, 3)
-        rotation = _rotation(rng.uniform(0, math.pi), *rng.uniform(-0.6, 0.6, 2))
-        image, truth = _tilted_ellipsoid(semi_axes, rotation, spacing, rng.uniform(0, 1, 3))
+        turn = rotation(rng.uniform(0, math.pi), *rng.uniform(-0.6, 0.6, 2))
+        image, truth = ellipsoid_lesion(semi_axes, turn, spacing, rng.uniform(0, 1, 3))
         product = measure(image).lesions[0].bidimensional.product_mm2
         errors.append(product / truth - 1)
     assert abs(float(np.mean(errors))) <= bound, f"bias {np.mean(errors):+.2%}"
@@ -87,7 +54,7 @@ def test_thick_slices_measure_the_section_between_slices() -> None:
     """A sphere of radius 12 mm whose equator falls half-way between 5 mm slices: the slices
     either side cut it 2.5 mm off centre (diameter 23.47 mm, product -4.3 %); the measurement
     finds the 24 mm section between them."""
-    image, truth = _tilted_ellipsoid(
+    image, truth = ellipsoid_lesion(
         np.array([12.0, 12.0, 12.0]), np.eye(3), (0.5, 0.5, 5.0), (0.5, 0.5, 0.5)
     )
     bd = measure(image).lesions[0].bidimensional
