@@ -711,7 +711,8 @@ def rotation(yaw: float, tilt_x: float, tilt_y: float) -> np.ndarray:
     about_z = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
     about_x = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
     about_y = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    return about_z @ about_x @ about_y
+    turn: np.ndarray = about_z @ about_x @ about_y
+    return turn
 
 
 def ellipsoid_lesion(
