@@ -232,6 +232,15 @@ def test_exports_carry_the_numbers_and_each_is_audited(
     } <= actions
 
 
+def _pdf_text(content: bytes, folder: Any, *options: str) -> str:
+    """The text of a PDF (poppler's pdftotext)."""
+    path = folder / "report.pdf"
+    path.write_bytes(content)
+    return subprocess.run(
+        ["pdftotext", *options, str(path), "-"], capture_output=True, encoding="utf-8", check=True
+    ).stdout
+
+
 def test_a_patient_label_cannot_restyle_the_report_or_make_it_fetch_anything(
     teams: dict[str, Any], analysed: Patient, tmp_path: Any
 ) -> None:
@@ -267,12 +276,7 @@ def test_a_patient_label_cannot_restyle_the_report_or_make_it_fetch_anything(
     assert response.status_code == 200 and response.content.startswith(b"%PDF")
     assert len(analysed.label) <= 100 and hits == []
     if shutil.which("pdftotext"):
-        path = tmp_path / "report.pdf"
-        path.write_bytes(response.content)
-        text = subprocess.run(
-            ["pdftotext", str(path), "-"], capture_output=True, encoding="utf-8", check=True
-        ).stdout
-        text = " ".join(text.split())
+        text = " ".join(_pdf_text(response.content, tmp_path).split())
         assert "Not for diagnostic use" in text and "NOT FOR DIAGNOSTIC USE" in text
         assert "background:url(" in text  # the label, shown as text
 
@@ -286,12 +290,7 @@ def test_a_long_note_stored_before_the_limit_keeps_the_report_bounded(
     response = _web(teams["alice"]).get(f"/patients/{analysed.code}/export/report.pdf")
     assert response.status_code == 200 and len(response.content) < 2_000_000
     if shutil.which("pdftotext"):
-        path = tmp_path / "report.pdf"
-        path.write_bytes(response.content)
-        text = subprocess.run(
-            ["pdftotext", str(path), "-"], capture_output=True, encoding="utf-8", check=True
-        ).stdout
-        assert 0 < text.count("long note") <= 60
+        assert 0 < _pdf_text(response.content, tmp_path).count("long note") <= 60
 
 
 def test_the_report_fetcher_serves_only_its_own_embedded_images() -> None:
@@ -311,11 +310,7 @@ def test_the_tumour_board_report_is_a_pdf_with_the_history_and_the_notice(
     response = _web(teams["alice"]).get(f"/patients/{analysed.code}/export/report.pdf")
     assert response.status_code == 200 and response.content.startswith(b"%PDF")
     assert "attachment" in response["Content-Disposition"]
-    path = tmp_path / "report.pdf"
-    path.write_bytes(response.content)
-    text = subprocess.run(
-        ["pdftotext", "-layout", str(path), "-"], capture_output=True, encoding="utf-8", check=True
-    ).stdout
+    text = _pdf_text(response.content, tmp_path, "-layout")
     for expected in (
         "Tumour progression report",
         "GBM-EXPORT",
