@@ -189,6 +189,12 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # A JSON body nested too deeply is a 400 (tracker/api/errors.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "tracker.api.errors.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     # The token endpoint is throttled per address on top of the lockout.
     "DEFAULT_THROTTLE_RATES": {"login": env("TRACKER_TOKEN_RATE", "20/minute")},
 }

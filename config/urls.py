@@ -22,3 +22,9 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]
+
+# Errors under /api/ come back as JSON (tracker/api/errors.py); the pages keep HTML.
+handler400 = "tracker.api.errors.bad_request"
+handler403 = "tracker.api.errors.permission_denied"
+handler404 = "tracker.api.errors.not_found"
+handler500 = "tracker.api.errors.server_error"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 
@@ -19,7 +20,7 @@ def patients_for_user(user: Any) -> QuerySet[Patient]:
 def patient_get_for_user(code: Any, user: Any) -> Patient:
     try:
         return patients_for_user(user).get(code=code)
-    except (Patient.DoesNotExist, ValueError, TypeError):
+    except (Patient.DoesNotExist, ValidationError, ValueError, TypeError):  # not a UUID: 404
         raise Http404("no such patient") from None
 
 
@@ -30,7 +31,7 @@ def visit_get_for_user(code: Any, user: Any) -> Visit:
             .filter(patient__in=patients_for_user(user))
             .get(code=code)
         )
-    except (Visit.DoesNotExist, ValueError, TypeError):
+    except (Visit.DoesNotExist, ValidationError, ValueError, TypeError):
         raise Http404("no such visit") from None
 
 
