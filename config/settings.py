@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -87,7 +88,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "django_filters",
     "drf_spectacular",
     "axes",
@@ -121,6 +122,7 @@ AXES_COOLOFF_TIME = env_int("TRACKER_LOGIN_LOCKOUT_MINUTES", 15) / 60  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
+AXES_LOCKOUT_CALLABLE = "tracker.api.errors.locked_out"  # JSON under /api/
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -181,7 +183,7 @@ TRACKER_ZIP_MAX_ENTRIES = env_int("TRACKER_ZIP_MAX_ENTRIES", 64)
 REST_FRAMEWORK = {
     # Token first: an unauthenticated API call gets 401 with "WWW-Authenticate: Token".
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "knox.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -197,6 +199,13 @@ REST_FRAMEWORK = {
     ],
     # The token endpoint is throttled per address on top of the lockout.
     "DEFAULT_THROTTLE_RATES": {"login": env("TRACKER_TOKEN_RATE", "20/minute")},
+}
+# API tokens (django-rest-knox): stored as digests, expire after TRACKER_TOKEN_TTL_HOURS,
+# revocable (POST /api/token/revoke/, /api/token/revoke-all/, or deleted in the admin).
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=env_int("TRACKER_TOKEN_TTL_HOURS", 24)),
+    "AUTO_REFRESH": False,
+    "AUTH_HEADER_PREFIX": "Token",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Brain-tumour tracker API",

@@ -1,23 +1,17 @@
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.throttling import ScopedRateThrottle
 
-
-class ThrottledObtainAuthToken(ObtainAuthToken):  # type: ignore[misc]
-    """The token endpoint, throttled per address (``login`` rate) besides the lockout."""
-
-    throttle_classes = (ScopedRateThrottle,)
-    throttle_scope = "login"
-
+from tracker.api.tokens import TokenIssueApi, TokenRevokeAllApi, TokenRevokeApi
 
 urlpatterns = [
     path("", include("tracker.web.urls")),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("api/", include("tracker.api.urls")),
-    path("api/token/", ThrottledObtainAuthToken.as_view(), name="api-token"),
+    path("api/token/", TokenIssueApi.as_view(), name="api-token"),
+    path("api/token/revoke/", TokenRevokeApi.as_view(), name="api-token-revoke"),
+    path("api/token/revoke-all/", TokenRevokeAllApi.as_view(), name="api-token-revoke-all"),
     path("api-auth/", include("rest_framework.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

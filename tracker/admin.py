@@ -1,16 +1,17 @@
 """The admin: patient data read there is audited like the pages; the audit log is read-only
-(append-only: no one edits or deletes a row); API tokens are shown by a fingerprint, never in
-clear."""
+(append-only: no one edits or deletes a row); API tokens are stored and shown only as digests
+(django-rest-knox), and deleting one revokes it."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
-from rest_framework.authtoken.admin import TokenAdmin
-from rest_framework.authtoken.models import TokenProxy
+from django.utils import timezone
+from knox.admin import AuthTokenAdmin
+from knox.models import AuthToken
+from knox.settings import knox_settings
 
 from tracker import models
 from tracker.services.visits import audit
@@ -84,15 +85,25 @@ class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return False
 
 
-admin.site.unregister(TokenProxy)
+admin.site.unregister(AuthToken)
 
 
-@admin.register(TokenProxy)
-class FingerprintTokenAdmin(TokenAdmin):  # type: ignore[misc]
-    """Tokens by the first 12 hex digits of their SHA-256, never the key itself."""
+@admin.register(AuthToken)
+class ExpiringTokenAdmin(AuthTokenAdmin):  # type: ignore[misc]
+    """Tokens by the start of their digest; the token itself is shown once, when an admin makes
+    one for an integration, and that one expires like any other."""
 
-    list_display = ("fingerprint", "user", "created")
+    list_display = ("fingerprint", "user", "created", "expiry")
+    search_fields = ("user__username",)
 
-    @admin.display(description="fingerprint (SHA-256)")
-    def fingerprint(self, token: TokenProxy) -> str:
-        return hashlib.sha256(token.key.encode()).hexdigest()[:12]
+    @admin.display(description="digest (SHA-512)")
+    def fingerprint(self, token: AuthToken) -> str:
+        return str(token.digest)[:12]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: AuthToken, form: Any, change: bool) -> None:
+        if obj.expiry is None:
+            obj.expiry = timezone.now() + knox_settings.TOKEN_TTL
+        super().save_model(request, obj, form, change)

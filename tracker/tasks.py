@@ -66,10 +66,14 @@ def assess_patient(patient_code: str) -> int:
 
 @shared_task(name="tracker.sweep", soft_time_limit=60, time_limit=120, **_COMMON)
 def sweep() -> int:
+    from django.utils import timezone  # noqa: PLC0415
+    from knox.models import AuthToken  # noqa: PLC0415
+
     from tracker.services.uploads import clean_stale_staging  # noqa: PLC0415
 
     requeued = pipeline.requeue_stale()
     clean_stale_staging()
+    AuthToken.objects.filter(expiry__lt=timezone.now()).delete()
     return len(requeued.runs) + len(requeued.patients)
 
 

@@ -3,13 +3,12 @@ API tokens never show in clear."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from tracker.models import AuditEvent, Patient
 
@@ -48,8 +47,28 @@ def test_patient_data_read_in_the_admin_is_audited(
     assert AuditEvent.objects.filter(action="admin_list_patient").exists()
 
 
-def test_api_tokens_are_shown_by_fingerprint_only(admin_client: Client) -> None:
-    token = Token.objects.create(user=User.objects.create_user("integration"))
-    page = admin_client.get("/admin/authtoken/tokenproxy/").content.decode()
-    assert token.key not in page
-    assert hashlib.sha256(token.key.encode()).hexdigest()[:12] in page
+def test_api_tokens_are_kept_as_digests_and_an_admin_delete_revokes_one(
+    admin_client: Client,
+) -> None:
+    from rest_framework.test import APIClient
+
+    instance, token = AuthToken.objects.create(user=User.objects.create_user("integration"))
+    page = admin_client.get("/admin/knox/authtoken/").content.decode()
+    assert token not in page and token[:15] not in page
+    assert instance.digest[:12] in page
+    assert token not in str(list(AuthToken.objects.values_list()))  # not stored in clear
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert api.get("/api/patients/").status_code == 200
+    admin_client.post(f"/admin/knox/authtoken/{instance.pk}/delete/", {"post": "yes"})
+    assert api.get("/api/patients/").status_code == 401
+
+
+def test_a_token_an_admin_makes_without_an_expiry_gets_the_default_one(
+    admin_client: Client,
+) -> None:
+    user = User.objects.create_user("pacs-router")
+    response = admin_client.post("/admin/knox/authtoken/add/", {"user": user.pk, "expiry": ""})
+    assert response.status_code == 302
+    token = AuthToken.objects.get(user=user)
+    assert token.expiry is not None and token.expiry > token.created

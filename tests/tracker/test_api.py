@@ -14,6 +14,7 @@ import pytest
 import SimpleITK as sitk
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 
 from tests.tracker.conftest import client_for, post_visit, stored_files, upload_files, zipped
 from tracker.models import AnalysisRun, Assessment, AuditEvent, Scan, Visit
@@ -288,6 +289,59 @@ def test_token_authentication_works_like_a_session(teams: dict[str, Any]) -> Non
     assert client.get("/api/patients/").status_code == 401
 
 
+def test_a_token_expires(teams: dict[str, Any]) -> None:
+    from datetime import timedelta
+
+    from knox.models import AuthToken
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    issued = client.post(
+        "/api/token/", {"username": "alice", "password": "alice-password-1"}, format="json"
+    ).json()
+    assert issued["expiry"]  # the client is told when
+    client.credentials(HTTP_AUTHORIZATION=f"Token {issued['token']}")
+    assert client.get("/api/patients/").status_code == 200
+    AuthToken.objects.update(expiry=timezone.now() - timedelta(seconds=1))
+    assert client.get("/api/patients/").status_code == 401
+    assert not AuthToken.objects.exists()  # an expired token is removed when it is tried
+
+
+def test_a_token_can_be_revoked_alone_or_with_all_the_users_tokens(teams: dict[str, Any]) -> None:
+    from rest_framework.test import APIClient
+
+    def fresh() -> APIClient:
+        client = APIClient()
+        token = client.post(
+            "/api/token/", {"username": "alice", "password": "alice-password-1"}, format="json"
+        ).json()["token"]
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+        return client
+
+    laptop, pacs, script = fresh(), fresh(), fresh()
+    assert laptop.post("/api/token/revoke/").status_code == 204
+    assert laptop.get("/api/patients/").status_code == 401
+    assert pacs.get("/api/patients/").status_code == 200  # the others still work
+    assert pacs.post("/api/token/revoke-all/").status_code == 204
+    assert pacs.get("/api/patients/").status_code == 401
+    assert script.get("/api/patients/").status_code == 401
+    actions = list(
+        AuditEvent.objects.filter(user=teams["alice"], action__startswith="api_token")
+        .order_by("pk")
+        .values_list("action", flat=True)
+    )
+    assert actions == ["api_token_issued"] * 3 + ["api_token_revoked"] * 2
+
+
+def test_a_wrong_password_gets_no_token(teams: dict[str, Any]) -> None:
+    from rest_framework.test import APIClient
+
+    response = APIClient().post(
+        "/api/token/", {"username": "alice", "password": "wrong"}, format="json"
+    )
+    assert response.status_code == 400 and "token" not in response.json()
+
+
 def test_the_patient_list_is_searchable_filterable_and_paginated(teams: dict[str, Any]) -> None:
     from tracker.models import Patient
 
@@ -439,21 +493,23 @@ def test_the_exports_are_in_the_api_with_a_token_and_audited(
     teams: dict[str, Any], kind: str, content_type: str
 ) -> None:
     """An integration with a token once got the login page: the exports were page-only."""
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
     from rest_framework.test import APIClient
 
     from tests.tracker.factories import analysed_patient
 
     patient = analysed_patient(teams["team_a"], "GBM-API-EXPORT", 2)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=teams['alice'])}")
+    client.credentials(
+        HTTP_AUTHORIZATION=f"Token {AuthToken.objects.create(user=teams['alice'])[1]}"
+    )
     response = client.get(f"/api/patients/{patient.code}/export/{kind}")
     assert response.status_code == 200 and response["Content-Type"] == content_type
     assert AuditEvent.objects.filter(
         action=f"export_{kind.replace('.', '_')}", patient=patient, user=teams["alice"]
     ).exists()
     other = APIClient()
-    other.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=teams['bob'])}")
+    other.credentials(HTTP_AUTHORIZATION=f"Token {AuthToken.objects.create(user=teams['bob'])[1]}")
     assert other.get(f"/api/patients/{patient.code}/export/{kind}").status_code == 404
 
 

@@ -32,7 +32,7 @@ import pytest
 import requests
 import yaml
 from django.conf import settings
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from tests.tracker.conftest import BRATS_SUFFIX
 from tests.tracker.test_e2e_worker import _worker_env
@@ -232,7 +232,7 @@ def _assessed(code: str) -> bool:
 def test_the_compose_stack_serves_analyses_and_survives_a_broker_restart(
     stack: Stack, teams: dict[str, Any], phantom_visits: list[Path]
 ) -> None:
-    token = Token.objects.create(user=teams["alice"]).key
+    token = AuthToken.objects.create(user=teams["alice"])[1]
     patient = teams["patient"]
     stack.start_redis()
     for service in APP_SERVICES:

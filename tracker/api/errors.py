@@ -77,3 +77,17 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
     if _is_api(request):
         return _json_error(403, "You do not have permission to perform this action.")
     return defaults.permission_denied(request, exception)  # type: ignore[arg-type]
+
+
+def locked_out(
+    request: HttpRequest, original_response: Any = None, credentials: Any = None
+) -> HttpResponse:
+    """django-axes' answer to a locked-out login: JSON under ``/api/``, text elsewhere."""
+    from axes.helpers import get_lockout_message  # noqa: PLC0415
+    from django.conf import settings  # noqa: PLC0415
+
+    minutes = round(settings.AXES_COOLOFF_TIME * 60)
+    message = f"Too many failed logins: locked out for {minutes} minutes."
+    if _is_api(request):
+        return _json_error(429, message)
+    return HttpResponse(f"{message} {get_lockout_message()}", status=429)
