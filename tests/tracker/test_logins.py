@@ -52,3 +52,26 @@ def test_one_wrong_password_does_not_lock_anyone_out(user: User) -> None:
         "/accounts/login/", {"username": "clinician", "password": "the-right-password-1"}
     )
     assert response.status_code == 302 and "_auth_user_id" in client.session
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "short-pw1",  # under 12 characters
+        "clinician-2024",  # like the username
+        "123456789012345",  # digits only
+        "1qaz2wsx3edc4rfv",  # a common password
+    ],
+)
+def test_weak_passwords_are_refused(user: User, password: str) -> None:
+    from django.contrib.auth.password_validation import validate_password
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError):
+        validate_password(password, user)
+
+
+def test_a_long_uncommon_password_is_accepted(user: User) -> None:
+    from django.contrib.auth.password_validation import validate_password
+
+    validate_password("tumour board on thursdays", user)
