@@ -91,6 +91,8 @@ INSTALLED_APPS = [
     "knox",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here (no CDN)
+    "csp",
     "axes",
     "tracker",
 ]
@@ -101,6 +103,9 @@ MIDDLEWARE = [
     "tracker.middleware.UploadSizeLimit",
     # Static files (the pages' CSS and JavaScript, vendored) from the app server itself.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Below WhiteNoise: dynamic responses only get "Cache-Control: no-store".
+    "tracker.middleware.NoStore",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -221,6 +226,10 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from drf-spectacular-sidecar's vendored files (no CDN).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGIN_URL = "/accounts/login/"
@@ -228,8 +237,42 @@ LOGIN_REDIRECT_URL = "/patients/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
-SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
-CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+
+# Behind TLS (the compose stack: nginx terminates it and sets X-Forwarded-Proto): HTTPS only,
+# HSTS, cookies only over HTTPS. `manage.py check --deploy` passes with the compose settings.
+BEHIND_TLS = env_bool("TRACKER_BEHIND_TLS", False)
+if BEHIND_TLS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = BEHIND_TLS
+SECURE_REDIRECT_EXEMPT = [r"^healthz/$"]  # the container health check, inside the stack
+SECURE_HSTS_SECONDS = env_int("TRACKER_HSTS_SECONDS", 31_536_000) if BEHIND_TLS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("TRACKER_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("TRACKER_HSTS_PRELOAD", True)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", BEHIND_TLS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", BEHIND_TLS)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# Content-Security-Policy (django-csp): scripts and styles only from the app's own static files
+# (no inline script anywhere; style attributes are allowed for the legend swatches and Swagger
+# UI), images also from data:/blob: (the viewer's canvases), nothing may frame the pages.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "worker-src": ["'self'", "blob:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # Celery: state lives in the database, so there is no result backend.
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", "filesystem://")

@@ -1,7 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from tracker.api.health import healthz
 from tracker.api.tokens import TokenIssueApi, TokenRevokeAllApi, TokenRevokeApi
 
 urlpatterns = [
@@ -14,7 +15,13 @@ urlpatterns = [
     path("api/token/revoke-all/", TokenRevokeAllApi.as_view(), name="api-token-revoke-all"),
     path("api-auth/", include("rest_framework.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # Swagger UI from vendored files, its start-up script a file too (no inline script: CSP).
+    path(
+        "api/docs/",
+        SpectacularSwaggerSplitView.as_view(url_name="schema", template_name="api/swagger_ui.html"),
+        name="api-docs",
+    ),
+    path("healthz/", healthz, name="healthz"),
 ]
 
 # Errors under /api/ come back as JSON (tracker/api/errors.py); the pages keep HTML.

@@ -36,3 +36,19 @@ class UploadSizeLimit:
                 status=413,
             )
         return self.get_response(request)
+
+
+class NoStore:
+    """Every response the app makes (pages, API, exports, slices, volumes) is patient data or
+    next to it: ``Cache-Control: no-store`` unless the view says otherwise, so nothing is left
+    in a shared workstation's browser cache or a proxy. Static files (WhiteNoise, earlier in the
+    chain) keep their long caching."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if not response.has_header("Cache-Control"):
+            response["Cache-Control"] = "no-store"
+        return response

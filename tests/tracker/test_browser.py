@@ -10,6 +10,7 @@ errors anywhere. Screenshots of each page are written to ``$TRACKER_ARTIFACTS/br
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -224,7 +225,17 @@ def test_a_clinician_reviews_a_patient_in_a_real_browser(
     tablet_page.screenshot(path=ARTIFACTS / "05-visit-tablet.png", full_page=True)
     tablet.close()
 
+    # The API docs: Swagger UI from vendored files under the Content-Security-Policy.
+    page.goto(f"{live_server.url}/api/docs/")
+    page.wait_for_selector(".opblock", timeout=30_000)
+    assert page.locator(".opblock").count() >= 10
     assert not problems, problems
+    # The policy is enforced: an injected inline script does not run (the browser says so).
+    with contextlib.suppress(Exception):
+        page.add_script_tag(content="window.injected = true;")
+    assert page.evaluate("window.injected === undefined")
+    assert any("Content Security Policy" in p for p in problems), problems
+    problems.clear()
 
     # The upload form shows the server's messages and stores nothing.
     page.goto(f"{live_server.url}/patients/{patient.code}/upload/")

@@ -24,8 +24,8 @@ EXAMPLE = {
     for line in (REPO / ".env.example").read_text().splitlines()
     if line and not line.startswith("#")
 }
-# Variables read by something other than Django: PostgreSQL's image, Keras.
-NOT_DJANGO = {"POSTGRES_PASSWORD", "KERAS_BACKEND"}
+# Variables read by something other than Django: PostgreSQL's image, Keras, the compose ports.
+NOT_DJANGO = {"POSTGRES_PASSWORD", "KERAS_BACKEND", "TRACKER_HTTP_PORT", "TRACKER_HTTPS_PORT"}
 
 
 def _settings_variables() -> set[str]:
@@ -94,8 +94,9 @@ def test_only_the_proxy_faces_clients_and_it_shields_the_workers_from_slow_ones(
     gunicorn's threaded workers sit behind it, unpublished."""
     web, proxy = SERVICES["web"], SERVICES["proxy"]
     assert "ports" not in web and web["expose"] == ["8000"]
-    assert proxy["ports"] == ["8000:80"]
+    assert proxy["ports"] == ["${TRACKER_HTTP_PORT:-80}:80", "${TRACKER_HTTPS_PORT:-443}:443"]
     assert "./deploy/nginx.conf:/etc/nginx/conf.d/default.conf:ro" in proxy["volumes"]
+    assert "./deploy/tls:/etc/nginx/tls:ro" in proxy["volumes"]
     command = " ".join(web["command"])
     assert "--worker-class gthread" in command and "--threads" in command
     conf = (REPO / "deploy" / "nginx.conf").read_text()
@@ -106,6 +107,69 @@ def test_only_the_proxy_faces_clients_and_it_shields_the_workers_from_slow_ones(
         assert int(directives[name].rstrip("s")) <= 60, name
     body_mb = int(directives["client_max_body_size"].rstrip("m"))
     assert body_mb == settings.TRACKER_MAX_UPLOAD_MB + 1
+
+
+def test_the_proxy_terminates_tls_and_sends_plain_http_to_https() -> None:
+    conf = (REPO / "deploy" / "nginx.conf").read_text()
+    servers = re.split(r"^server \{", conf, flags=re.MULTILINE)[1:]
+    plain = next(s for s in servers if re.search(r"listen 80;", s))
+    secure = next(s for s in servers if "listen 443 ssl;" in s)
+    assert "return 301 https://$host$request_uri;" in plain and "proxy_pass" not in plain
+    assert "ssl_certificate     /etc/nginx/tls/fullchain.pem;" in secure
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in secure
+    assert "proxy_set_header X-Forwarded-Proto https;" in secure
+    assert settings.SECURE_REDIRECT_EXEMPT == [r"^healthz/$"]
+    for name in ("web", "proxy"):
+        assert "/healthz/" in " ".join(SERVICES[name]["healthcheck"]["test"]), name
+
+
+def _compose_environment(tmp_path: Path) -> dict[str, str]:
+    """What the web container runs with: .env.example (a real key in place of the placeholder)
+    and the compose file's own variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "SECRET_KEY"))}
+    for line in (REPO / ".env.example").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.split("=", 1)
+            env[name] = value
+    env |= {k: str(v) for k, v in COMPOSE["x-app"]["environment"].items()}
+    env |= {
+        "SECRET_KEY": "k" * 20 + "-not-a-published-key-0123456789",
+        "DATABASE_URL": os.environ.get("DATABASE_URL", "sqlite:///" + str(tmp_path / "db")),
+        "MEDIA_ROOT": str(tmp_path / "media"),
+        "TRACKER_VAR_DIR": str(tmp_path / "var"),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+    }
+    return env
+
+
+def _check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_check_deploy_passes_with_the_compose_settings(tmp_path: Path) -> None:
+    result = _check_deploy(_compose_environment(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_check_deploy_fails_without_tls(tmp_path: Path) -> None:
+    """The same settings served over plain HTTP: check --deploy names what is missing."""
+    env = _compose_environment(tmp_path) | {
+        "TRACKER_BEHIND_TLS": "false",
+        "SESSION_COOKIE_SECURE": "false",
+        "CSRF_COOKIE_SECURE": "false",
+    }
+    result = _check_deploy(env)
+    assert result.returncode != 0
+    for warning in ("security.W004", "security.W008", "security.W012", "security.W016"):
+        assert warning in result.stderr + result.stdout, warning
 
 
 def _secret_key(tmp_path: Path, **environment: str) -> subprocess.CompletedProcess[str]:

@@ -1,15 +1,17 @@
 """The docker-compose stack, run as processes on this machine (there is no Docker daemon in CI):
 each app service's own command and environment from docker-compose.yml and .env.example, with
-only the host names, ports and /data paths made local. gunicorn serves the API, a CPU worker
-(prefork), a GPU worker (solo) and beat run beside it, and a private Redis is the broker.
+only the host names, ports and /data paths made local. nginx (deploy/nginx.conf, a self-signed
+certificate) terminates TLS in front of gunicorn, a CPU worker (prefork), a GPU worker (solo)
+and beat run beside it, and a private Redis is the broker.
 
-1. The compose health checks pass, and a visit uploaded over HTTP with a token is assessed.
+1. The compose health checks pass, plain HTTP is redirected to HTTPS, and a visit uploaded over
+   HTTPS with a token is assessed.
 2. Redis is stopped while the second visit is being segmented and started again empty (the
    worst case: a broker that keeps nothing, so every queued message is lost). Nothing is
    half-written, no worker dies, and the beat sweeper finds the run whose next stage could not
    be queued; it is assessed without anyone stepping in.
 
-SYNTHETIC PHANTOM DATA. Needs PostgreSQL (``DATABASE_URL``) and ``redis-server`` on PATH.
+SYNTHETIC PHANTOM DATA. Needs PostgreSQL (``DATABASE_URL``), ``redis-server`` and ``nginx``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from django.conf import settings
 from knox.models import AuthToken
 
 from tests.tracker.conftest import BRATS_SUFFIX
+from tests.tracker.proxy import LocalProxy, free_port, nginx_version
 from tests.tracker.test_e2e_worker import _worker_env
 from tracker.models import AnalysisRun, Assessment, RunStatus, Scan
 
@@ -47,13 +50,6 @@ SWEEP_EVERY_S = 5
 TIMEOUT_S = 600
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _example_env() -> dict[str, str]:
@@ -70,16 +66,19 @@ class Stack:
 
     def __init__(self, folder: Path, base_env: dict[str, str]) -> None:
         self.folder = folder
-        self.web_port = _free_port()
-        self.redis_port = _free_port()
+        self.web_port = free_port()
+        self.redis_port = free_port()
         self.var = folder / "var"
         self.var.mkdir()
         self.base_env = base_env
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.proxy = LocalProxy(folder / "proxy", self.web_port)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
+        """Clients reach the stack through the proxy, over HTTPS (compose publishes no other
+        port)."""
+        return self.proxy.url
 
     def local(self, text: str) -> str:
         """Container paths and addresses to this machine's."""
@@ -182,6 +181,7 @@ class Stack:
         self._wait(ready, what, timeout)
 
     def stop(self) -> None:
+        self.proxy.stop()
         for process in self.processes.values():
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
@@ -194,10 +194,10 @@ class Stack:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    if shutil.which("redis-server") is None:
+    if shutil.which("redis-server") is None or nginx_version() is None:
         if os.environ.get("CI"):
-            pytest.fail("the stack test needs redis-server under CI")
-        pytest.skip("needs redis-server")
+            pytest.fail("the stack test needs redis-server and nginx under CI")
+        pytest.skip("needs redis-server and nginx")
     running = Stack(tmp_path, _worker_env())
     try:
         yield running
@@ -217,6 +217,7 @@ def _upload(stack: Stack, token: str, patient: Any, folder: Path) -> str:
         files=files,
         headers={"Authorization": f"Token {token}"},
         timeout=120,
+        verify=stack.proxy.certificate,
     )
     assert response.status_code == 201, response.text
     code: str = response.json()["code"]
@@ -239,8 +240,15 @@ def test_the_compose_stack_serves_analyses_and_survives_a_broker_restart(
         stack.start(service)
     for service in ("web", "worker-cpu", "worker-gpu"):
         stack.wait(lambda s=service: stack.healthy(s), f"{service}'s health check", 240)
-    anonymous = requests.get(f"{stack.url}/api/patients/", timeout=30)
+    stack.proxy.start()
+    requests_ca = stack.proxy.certificate
+    anonymous = requests.get(f"{stack.url}/api/patients/", timeout=30, verify=requests_ca)
     assert anonymous.status_code == 401
+    assert anonymous.headers["Strict-Transport-Security"].startswith("max-age=")
+    plain = requests.get(
+        f"http://localhost:{stack.proxy.http_port}/patients/", timeout=30, allow_redirects=False
+    )
+    assert plain.status_code == 301 and plain.headers["Location"].startswith("https://")
 
     # 1. An upload over HTTP is analysed by the CPU and GPU workers.
     first = _upload(stack, token, patient, phantom_visits[0])
@@ -281,6 +289,7 @@ def test_the_compose_stack_serves_analyses_and_survives_a_broker_restart(
         f"{stack.url}/api/patients/{patient.code}/timeline/",
         headers={"Authorization": f"Token {token}"},
         timeout=30,
+        verify=stack.proxy.certificate,
     ).json()
     categories = [v["assessment"]["category"] for v in timeline["visits"]]
     assert categories[0] == "baseline" and len(categories) == 2

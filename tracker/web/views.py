@@ -466,7 +466,7 @@ def visit_slice(
     except InputError as error:
         raise Http404(str(error)) from None
     response = HttpResponse(picture, content_type="image/png")
-    response["Cache-Control"] = "private, max-age=3600"
+    response["Cache-Control"] = "no-store"  # patient data: kept in no browser cache
     return response
 
 
@@ -503,7 +503,7 @@ def visit_volume(request: HttpRequest, code: str, name: str) -> HttpResponseBase
         volume=name,
     )
     response = FileResponse(path.open("rb"), content_type="application/octet-stream")
-    response["Cache-Control"] = "private, max-age=3600"
+    response["Cache-Control"] = "no-store"  # patient data: kept in no browser cache
     return response
 
 
