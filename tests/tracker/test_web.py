@@ -281,6 +281,22 @@ def test_a_patient_label_cannot_restyle_the_report_or_make_it_fetch_anything(
         assert "background:url(" in text  # the label, shown as text
 
 
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="needs pdftotext (poppler-utils)")
+def test_the_report_footer_shows_the_label_as_typed_on_every_page(
+    teams: dict[str, Any], analysed: Patient, tmp_path: Any
+) -> None:
+    """HTML-escaped text placed in CSS came out as entities (O&#x27;Brien &amp; ...)."""
+    analysed.label = "O'Brien & <Sons> \"A\""
+    analysed.save(update_fields=["label"])
+    response = _web(teams["alice"]).get(f"/patients/{analysed.code}/export/report.pdf")
+    pages = _pdf_text(response.content, tmp_path).rstrip("\f").split("\f")
+    for number, page in enumerate(pages, 1):
+        assert "O'Brien & <Sons> \"A\" · progression report" in page, number
+    text = "".join(pages)
+    for entity in ("&amp;", "&#x27;", "&lt;", "&quot;", "&#39;"):
+        assert entity not in text, entity
+
+
 def test_a_long_note_stored_before_the_limit_keeps_the_report_bounded(
     teams: dict[str, Any], analysed: Patient, tmp_path: Any
 ) -> None:
