@@ -10,17 +10,20 @@ from django.contrib.auth import authenticate
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from knox.views import LoginView, LogoutAllView, LogoutView
 from rest_framework import serializers
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 
+from tracker.api.errors import BoundedJSONParser
+from tracker.api.serializers import StrictCharField
 from tracker.services.visits import audit
 
 
 class CredentialsSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    username = serializers.CharField(max_length=150)
-    password = serializers.CharField(max_length=4096, trim_whitespace=False)
+    username = StrictCharField(max_length=150)
+    password = StrictCharField(max_length=4096, trim_whitespace=False)
 
 
 TOKEN_SCHEMA = inline_serializer(
@@ -39,6 +42,7 @@ class TokenIssueApi(LoginView):  # type: ignore[misc]
     throttle_classes = (ScopedRateThrottle,)
     throttle_scope = "login"
     serializer_class = CredentialsSerializer
+    parser_classes = (BoundedJSONParser, FormParser, MultiPartParser)
 
     @extend_schema(
         operation_id="token_issue",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import django_filters
 from django.db import IntegrityError, transaction
 from django.db.models import Prefetch
 from django.http import HttpResponse
@@ -24,7 +25,7 @@ from rest_framework.views import APIView
 
 from tracker import selectors
 from tracker.api import serializers as s
-from tracker.models import AnalysisRun, Assessment, CareTeam, Review, RunStatus, Visit
+from tracker.models import AnalysisRun, Assessment, CareTeam, Patient, Review, RunStatus, Visit
 from tracker.services.exports import EXPORTS, export_response
 from tracker.services.pipeline import run_retry
 from tracker.services.uploads import UploadError
@@ -57,11 +58,27 @@ def _visits_with_results() -> Any:
     )
 
 
+class PatientFilter(django_filters.FilterSet):  # type: ignore[misc]
+    """The list's filters; a filter given with no value is a 400 (it read as "no filter", which
+    a client that meant to filter would not notice)."""
+
+    class Meta:
+        model = Patient
+        fields = ["presentation", "setting", "team__code"]
+
+    def is_valid(self) -> bool:
+        valid: bool = super().is_valid()
+        empty = [name for name in self.filters if self.data.get(name, None) == ""]
+        for name in empty:
+            self.form.add_error(name, "give a value or leave the parameter out")
+        return valid and not empty
+
+
 class PatientListCreateApi(generics.ListAPIView):
     """Your care teams' patients; create one in a team you belong to."""
 
     serializer_class = s.PatientOutput
-    filterset_fields = ["presentation", "setting", "team__code"]
+    filterset_class = PatientFilter
 
     def get_queryset(self) -> Any:
         queryset = selectors.patients_for_user(self.request.user)
@@ -109,9 +126,15 @@ class TreatmentCreateApi(APIView):
 
 
 class VisitCreateApi(APIView):
-    parser_classes = [MultiPartParser, FormParser]
+    parser_classes = [MultiPartParser, FormParser]  # files
 
-    @extend_schema(request={"multipart/form-data": s.VisitInput}, responses={201: s.VisitOutput})
+    @extend_schema(
+        request={"multipart/form-data": s.VisitInput},
+        responses={
+            201: s.VisitOutput,
+            409: OpenApiResponse(description="The patient already has a visit on that date."),
+        },
+    )
     def post(self, request: Request, code: str) -> Response:
         patient = selectors.patient_get_for_user(code, request.user)
         data = s.VisitInput(data=request.data)
@@ -171,7 +194,13 @@ class VisitReanalyseApi(APIView):
     """Analyse the visit again (a new model, or after a failure). The current results stay until
     the new run completes."""
 
-    @extend_schema(request=None, responses={202: s.RunOutput})
+    @extend_schema(
+        request=None,
+        responses={
+            202: s.RunOutput,
+            409: OpenApiResponse(s.RunOutput, description="An analysis is already in flight."),
+        },
+    )
     def post(self, request: Request, code: str) -> Response:
         visit = selectors.visit_get_for_user(code, request.user)
         with transaction.atomic():
@@ -193,7 +222,13 @@ class VisitReanalyseApi(APIView):
 
 
 class VisitReviewApi(APIView):
-    @extend_schema(request=s.ReviewInput, responses={201: s.ReviewOutput})
+    @extend_schema(
+        request={"application/json": s.REVIEW_SCHEMA},
+        responses={
+            201: s.ReviewOutput,
+            409: OpenApiResponse(description="The visit has no assessment to review yet."),
+        },
+    )
     def post(self, request: Request, code: str) -> Response:
         visit = selectors.visit_get_for_user(code, request.user)
         data = s.ReviewInput(data=request.data)
@@ -237,7 +272,12 @@ class PatientExportApi(APIView):
                 "kind", str, OpenApiParameter.PATH, enum=list(EXPORTS), description="the export"
             )
         ],
-        responses={(200, "*/*"): OpenApiTypes.BINARY},
+        responses={
+            (200, "application/pdf"): OpenApiTypes.BINARY,
+            (200, "text/csv"): OpenApiTypes.STR,
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            (200, "application/fhir+json"): OpenApiTypes.OBJECT,
+        },
     )
     def get(self, request: Request, code: str, kind: str) -> HttpResponse:
         patient = selectors.patient_get_for_user(code, request.user)
