@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db.models import Prefetch, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404
 
-from tracker.models import AnalysisRun, Assessment, Patient, Review, Visit
+from tracker.models import AnalysisRun, Assessment, Lesion, Patient, Registration, Review, Visit
 
 
 def patients_for_user(user: Any) -> QuerySet[Patient]:
@@ -35,36 +35,71 @@ def visit_get_for_user(code: Any, user: Any) -> Visit:
         raise Http404("no such visit") from None
 
 
+def related(obj: Any, name: str) -> list[Any]:
+    """``obj.<name>.all()`` as a list: from what ``patient_timeline`` fetched when it fetched
+    ``obj``, else from the database."""
+    fetched: dict[str, list[Any]] | None = obj.__dict__.get("_timeline_related")
+    if fetched is not None and name in fetched:
+        return fetched[name]
+    return list(getattr(obj, name).all())
+
+
 def current_run(visit: Visit) -> AnalysisRun | None:
-    return next((r for r in visit.runs.all() if r.is_current), None)
+    return next((r for r in related(visit, "runs") if r.is_current), None)
 
 
 def latest_run(visit: Visit) -> AnalysisRun | None:
-    runs = sorted(visit.runs.all(), key=lambda r: r.created_at, reverse=True)
+    runs = sorted(related(visit, "runs"), key=lambda r: r.created_at, reverse=True)
     return runs[0] if runs else None
 
 
+def _group(rows: list[Any], key: str) -> dict[int, list[Any]]:
+    grouped: dict[int, list[Any]] = {}
+    for row in rows:
+        grouped.setdefault(getattr(row, key), []).append(row)
+    return grouped
+
+
 def patient_timeline(patient: Patient) -> dict[str, Any]:
-    """Everything a timeline shows, in a fixed number of queries."""
-    visits = list(
-        patient.visits.all()
-        .prefetch_related(
-            Prefetch(
-                "runs",
-                queryset=AnalysisRun.objects.select_related("measurement").prefetch_related(
-                    "lesions", "registrations__to_visit"
-                ),
-            ),
-            Prefetch(
-                "assessments",
-                queryset=Assessment.objects.filter(is_current=True).select_related(
-                    "reference_visit"
-                ),
-            ),
-            Prefetch("reviews", queryset=Review.objects.select_related("reviewer")),
-        )
-        .order_by("acquired_on")
+    """Everything a timeline shows, in a fixed number of queries (one per table). Related rows
+    are attached as plain lists (read with ``related``): Django's prefetch builds a queryset per
+    object, which was most of a 20-visit timeline's response time."""
+    visits = list(patient.visits.order_by("acquired_on"))
+    in_patient = {"visit__patient": patient}
+    runs = list(AnalysisRun.objects.filter(**in_patient).select_related("measurement"))
+    on_runs = {"run__visit__patient": patient}
+    lesions = _group(list(Lesion.objects.filter(**on_runs)), "run_id")
+    registrations = _group(
+        list(Registration.objects.filter(**on_runs).select_related("to_visit").order_by("pk")),
+        "run_id",
     )
+    assessments = _group(
+        list(
+            Assessment.objects.filter(is_current=True, **in_patient).select_related(
+                "reference_visit"
+            )
+        ),
+        "visit_id",
+    )
+    reviews = _group(
+        list(Review.objects.filter(**in_patient).select_related("reviewer")),
+        "visit_id",
+    )
+    runs_of = _group(runs, "visit_id")
+    for run in runs:
+        run.__dict__["_timeline_related"] = {
+            "lesions": lesions.get(run.pk, []),
+            "registrations": registrations.get(run.pk, []),
+        }
+    for visit in visits:
+        Visit.patient.field.set_cached_value(visit, patient)
+        for run in runs_of.get(visit.pk, []):
+            AnalysisRun.visit.field.set_cached_value(run, visit)
+        visit.__dict__["_timeline_related"] = {
+            "runs": runs_of.get(visit.pk, []),
+            "assessments": assessments.get(visit.pk, []),
+            "reviews": reviews.get(visit.pk, []),
+        }
     return {
         "patient": patient,
         "treatments": list(patient.treatments.all()),

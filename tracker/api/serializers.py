@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any
 
 from django.utils import timezone
@@ -298,13 +299,25 @@ def sequence_fields(run: AnalysisRun) -> dict[str, Any]:
     """The sequences a run's segmentation used and what they let it measure: a volume that is
     not supported is null in ``volumes_ml`` and ``not_measured`` says why (the same keys as
     ``segmentation.json``)."""
+    support = _support(tuple(run.sequences_used))
+    return {
+        "sequences_used": list(support["sequences_used"]),
+        "sequences_missing": list(support["sequences_missing"]),
+        "supported_regions": list(run.supported_regions),
+        "not_measured": dict(support["not_measured"]),
+        "sequences": support["sequences"],
+    }
+
+
+@functools.lru_cache(maxsize=64)
+def _support(sequences_used: tuple[str, ...]) -> dict[str, Any]:
+    """What a set of sequences supports (there are 15 sets; each is worked out once)."""
     from inference.segment import sequence_support  # noqa: PLC0415
 
-    support = sequence_support(run.sequences_used)
+    support = sequence_support(sequences_used)
     return {
-        "sequences_used": [s.value for s in support.used],
-        "sequences_missing": [s.value for s in support.missing],
-        "supported_regions": list(run.supported_regions),
+        "sequences_used": tuple(s.value for s in support.used),
+        "sequences_missing": tuple(s.value for s in support.missing),
         "not_measured": support.not_measured(),
         "sequences": support.summary(),
     }
@@ -394,7 +407,7 @@ def run_dict(run: AnalysisRun) -> dict[str, Any]:
 
 
 def _of_kind(run: Any, kind: str) -> list[Lesion]:
-    return [x for x in run.lesions.all() if x.kind == kind]
+    return [x for x in selectors.related(run, "lesions") if x.kind == kind]
 
 
 def lesion_dict(lesion: Lesion) -> dict[str, Any]:
@@ -439,10 +452,10 @@ def visit_dict(visit: Visit) -> dict[str, Any]:
                     "passed": r.passed,
                     "quality": r.quality,
                 }
-                for r in run.registrations.all()
+                for r in selectors.related(run, "registrations")
             ],
         }
-    current = next((a for a in visit.assessments.all() if a.is_current), None)
+    current = next((a for a in selectors.related(visit, "assessments") if a.is_current), None)
     assessment = None
     if current is not None:
         assessment = {
@@ -477,7 +490,7 @@ def visit_dict(visit: Visit) -> dict[str, Any]:
                 "reviewer": r.reviewer.username,
                 "reviewed_at": _iso(r.reviewed_at),
             }
-            for r in visit.reviews.all()
+            for r in selectors.related(visit, "reviews")
         ],
     }
 
@@ -492,7 +505,12 @@ def timeline_dict(patient: Patient) -> dict[str, Any]:
         "treatments": TreatmentOutput(timeline["treatments"], many=True).data,
         "visits": [visit_dict(v) for v in visits],
         "progression_visit": next(
-            (str(v.code) for v in visits for a in v.assessments.all() if a.is_progression_visit),
+            (
+                str(v.code)
+                for v in visits
+                for a in selectors.related(v, "assessments")
+                if a.is_progression_visit
+            ),
             None,
         ),
     }

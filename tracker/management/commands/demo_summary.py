@@ -20,7 +20,9 @@ class Command(BaseCommand):
             for visit in selectors.patient_timeline(patient)["visits"]:
                 run = selectors.current_run(visit)
                 latest = selectors.latest_run(visit)
-                assessment = next((a for a in visit.assessments.all() if a.is_current), None)
+                assessment = next(
+                    (a for a in selectors.related(visit, "assessments") if a.is_current), None
+                )
                 if assessment is None:
                     state = f"{latest.stage}/{latest.status}" if latest else "no analysis"
                     error = f": {latest.error}" if latest and latest.error else ""
