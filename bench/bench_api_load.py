@@ -1,36 +1,37 @@
-"""The timeline API under 20 concurrent clients (issue 15): each client a keep-alive connection
-in a bounded loop of GET /api/patients/{code}/timeline/ (a patient with ``--visits`` analysed
-visits, SYNTHETIC records), loopback only. Side by side in one run:
+"""The timeline API under 20 concurrent clients (issue 15): wrk (Debian's C load generator,
+so the clients take little of this 2-core machine) keeps 20 keep-alive connections each in a
+loop of GET /api/patients/{code}/timeline/ for ``--seconds`` (a patient with ``--visits``
+analysed visits, SYNTHETIC records), loopback only. Side by side in one run:
 
 - ``compose``: the compose stack's shape, nginx (deploy/nginx.conf, TLS) in front of gunicorn
-  with the compose command (3 gthread workers x 4 threads);
-- ``compose_with_stalled_clients``: the same while 3 more sockets send partial headers and stop
+  with the compose command (sync workers, one per core);
+- ``compose_with_stalled_clients``: the same while 6 more sockets send half a request and stop
   (they once held every sync worker);
-- ``sync_direct``: the shape before issue 15, 3 sync gunicorn workers, no proxy, plain HTTP.
+- ``proxy_gthread_3x4``: nginx in front of 3 threaded workers x 4 threads (tried first);
+- ``sync_direct``: the shape before issue 15, 3 sync workers facing clients, plain HTTP.
 
-Target: compose p95 <= 200 ms with no 5xx. Client time per request (p50, p95, max) and the
-status codes are recorded.
+Target: compose p95 <= 200 ms, no 5xx (no non-2xx response at all, no socket error).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/tracker_bench \\
-    .venv/bin/python bench/bench_api_load.py [--clients 20] [--requests 40] [--visits 20]
+    .venv/bin/python bench/bench_api_load.py [--clients 20] [--seconds 20] [--visits 20]
 
-Writes bench/results/api_load.json. Needs nginx (Debian: nginx-light) for the proxied runs.
+Writes bench/results/api_load.json. Needs wrk and nginx (Debian: wrk, nginx-light).
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import multiprocessing
 import os
+import re
 import socket
 import ssl
+import subprocess
 import sys
-import time
+from pathlib import Path
 from typing import Any
 
-from common import REPO, environment, percentiles, setup_django_bench, write_results
+from common import REPO, environment, setup_django_bench, write_results
 
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -39,83 +40,65 @@ from tests.tracker.proxy import LocalProxy, free_port
 from tests.tracker.served import gunicorn_command, seed, start_gunicorn, stop
 
 TARGET_P95_MS = 200
+SCRIPT = REPO / "bench" / "wrk_summary.lua"
 
 
-def _client(args: tuple[str, int, bool, str, str, int, str | None]) -> list[tuple[float, int]]:
-    """One client: a keep-alive connection, ``count`` GETs after 2 warm-up ones; (seconds,
-    status) of each. A dropped connection is reopened (and its request counted as status 0)."""
-    host, port, tls, path, token, count, ca = args
-    context = ssl.create_default_context(cafile=ca) if tls else None
-
-    def connect() -> http.client.HTTPConnection:
-        if tls:
-            return http.client.HTTPSConnection(host, port, context=context, timeout=60)
-        return http.client.HTTPConnection(host, port, timeout=60)
-
-    connection = connect()
-    headers = {"Authorization": f"Token {token}", "Accept": "application/json"}
-    results = []
-    for index in range(count + 2):
-        started = time.perf_counter()
-        try:
-            connection.request("GET", path, headers=headers)
-            response = connection.getresponse()
-            response.read()
-            status = response.status
-        except (OSError, http.client.HTTPException):
-            status = 0
-            connection.close()
-            connection = connect()
-        if index >= 2:
-            results.append((time.perf_counter() - started, status))
-    connection.close()
-    return results
+def wrk(url: str, token: str, clients: int, seconds: int) -> dict[str, Any]:
+    """wrk's figures for ``clients`` connections over ``seconds``."""
+    done = subprocess.run(
+        ["wrk", "-t", "2", "-c", str(clients), "-d", f"{seconds}s", "-s", str(SCRIPT), url],
+        env={**os.environ, "WRK_AUTHORIZATION": f"Token {token}"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
+    figures: dict[str, Any] = {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", line)}
+    for name in ("requests", "non_2xx_3xx", "socket_errors"):
+        figures[name] = int(figures[name])
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
+    figures["requests_per_s"] = float(rate.group(1)) if rate else None
+    figures["clients"] = clients
+    figures["seconds"] = seconds
+    return figures
 
 
-def _stall(port: int, sockets: int) -> list[socket.socket]:
-    """Sockets that send half a request's headers and then nothing."""
+def stall(port: int, ca: str) -> list[socket.socket]:
+    """Sockets that send half a request's headers and then nothing: 3 over TLS, 3 plain."""
     held = []
-    for _ in range(sockets):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    tls = ssl.create_default_context(cafile=ca)
+    for index in range(6):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock = tls.wrap_socket(raw, server_hostname="localhost") if index < 3 else raw
         sock.sendall(b"GET /api/patients/ HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
         held.append(sock)
     return held
 
 
-def load(
-    host: str,
-    port: int,
-    *,
-    tls: bool,
-    path: str,
-    token: str,
-    clients: int,
-    requests: int,
-    ca: str | None = None,
+def behind_proxy(
+    work: Path, name: str, command: list[str] | None, env: dict[str, str], run: Any
 ) -> dict[str, Any]:
-    jobs = [(host, port, tls, path, token, requests, ca)] * clients
-    started = time.perf_counter()
-    with multiprocessing.get_context("spawn").Pool(clients) as pool:
-        per_client = pool.map(_client, jobs)
-    wall = time.perf_counter() - started
-    samples = [sample for client in per_client for sample in client]
-    statuses: dict[str, int] = {}
-    for _, status in samples:
-        statuses[str(status)] = statuses.get(str(status), 0) + 1
-    return {
-        **percentiles([seconds for seconds, _ in samples]),
-        "statuses": statuses,
-        "server_errors": sum(n for s, n in statuses.items() if s.startswith("5") or s == "0"),
-        "requests_per_s": round(len(samples) / wall, 1),
-        "clients": clients,
-        "requests_per_client": requests,
-    }
+    """``run(proxy)`` with gunicorn (``command``, else the compose one) behind nginx."""
+    port = free_port()
+    command = command or gunicorn_command(port)
+    server = start_gunicorn(
+        port, work / f"gunicorn-{name}.log", command=command, TRACKER_BEHIND_TLS="true", **env
+    )
+    proxy = LocalProxy(work / f"proxy-{name}", port)
+    try:
+        proxy.start()
+        result: dict[str, Any] = run(proxy)
+    finally:
+        proxy.stop()
+        stop(server)
+    result["gunicorn"] = " ".join(command[2:])
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--requests", type=int, default=40, help="per client")
+    parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--visits", type=int, default=20)
     args = parser.parse_args()
 
@@ -127,67 +110,66 @@ def main() -> None:
         "TRACKER_VAR_DIR": str(work / "var"),
         "SECRET_KEY": "bench-" + "x" * 40,
     }
-    runs: dict[str, Any] = {}
-    common = {"path": path, "token": seeded.token, "clients": args.clients}
 
-    # The compose shape: nginx (TLS) in front of the compose command's gunicorn.
-    port = free_port()
-    server = start_gunicorn(port, work / "gunicorn-compose.log", TRACKER_BEHIND_TLS="true", **env)
-    proxy = LocalProxy(work / "proxy", port)
-    try:
-        proxy.start()
-        target = ("localhost", proxy.https_port)
-        runs["compose"] = load(
-            *target, tls=True, ca=proxy.certificate, requests=args.requests, **common
-        )
-        held = _stall(proxy.https_port, 3)
+    def load(proxy: LocalProxy) -> dict[str, Any]:
+        return wrk(f"{proxy.url}{path}", seeded.token, args.clients, args.seconds)
+
+    def load_with_stalled(proxy: LocalProxy) -> dict[str, Any]:
+        held = stall(proxy.https_port, proxy.certificate)
         try:
-            runs["compose_with_stalled_clients"] = load(
-                *target, tls=True, ca=proxy.certificate, requests=args.requests, **common
-            )
+            return {**load(proxy), "stalled_sockets": len(held)}
         finally:
             for sock in held:
                 sock.close()
-    finally:
-        proxy.stop()
-        stop(server)
-    runs["compose"]["gunicorn"] = " ".join(gunicorn_command(port)[2:])
+
+    def gthread(port: int) -> list[str]:
+        return [
+            *gunicorn_command(port)[:3],
+            "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "3",
+            "--worker-class", "gthread", "--threads", "4", "--timeout", "120",
+        ]  # fmt: skip
+
+    runs: dict[str, Any] = {
+        "compose": behind_proxy(work, "compose", None, env, load),
+        "compose_with_stalled_clients": behind_proxy(work, "stalled", None, env, load_with_stalled),
+    }
+    port = free_port()
+    runs["proxy_gthread_3x4"] = behind_proxy(work, "gthread", gthread(port), env, load)
 
     # Before issue 15: three sync workers answering clients directly.
     port = free_port()
     command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "config.wsgi",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "3",
-        "--timeout",
-        "120",
-    ]
+        sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
+        "--workers", "3", "--timeout", "120",
+    ]  # fmt: skip
     server = start_gunicorn(port, work / "gunicorn-sync.log", command=command, **env)
     try:
-        runs["sync_direct"] = load("127.0.0.1", port, tls=False, requests=args.requests, **common)
+        runs["sync_direct"] = wrk(
+            f"http://127.0.0.1:{port}{path}", seeded.token, args.clients, args.seconds
+        )
     finally:
         stop(server)
     runs["sync_direct"]["gunicorn"] = " ".join(command[2:])
 
     compose = runs["compose"]
+    failures = compose["non_2xx_3xx"] + compose["socket_errors"]
     result = {
         "what": (
-            "GET timeline under concurrent keep-alive clients on loopback (SYNTHETIC records, "
-            f"{args.visits} analysed visits); client-side time per request"
+            f"GET timeline, {args.clients} keep-alive clients (wrk) on loopback for "
+            f"{args.seconds} s each, SYNTHETIC records ({args.visits} analysed visits)"
         ),
-        "environment": environment(),
+        "environment": environment(wrk=_wrk_version()),
         "target_p95_ms": TARGET_P95_MS,
-        "compose_meets_target": compose["p95_ms"] <= TARGET_P95_MS
-        and compose["server_errors"] == 0,
+        "compose_meets_target": compose["p95_ms"] <= TARGET_P95_MS and failures == 0,
         "runs": runs,
     }
     print(json.dumps({k: v for k, v in result.items() if k != "environment"}, indent=2))
     write_results(REPO / "bench" / "results" / "api_load.json", result)
+
+
+def _wrk_version() -> str:
+    done = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    return (done.stdout + done.stderr).splitlines()[0] if done.stdout + done.stderr else "?"
 
 
 if __name__ == "__main__":

@@ -54,12 +54,16 @@ def seed(visits: int = 10) -> Seeded:
 
 
 def gunicorn_command(port: int) -> list[str]:
-    """The compose web service's gunicorn command, bound to a local port."""
+    """The compose web service's gunicorn command, bound to a local port (its worker count as
+    the container's shell works it out: TRACKER_WEB_WORKERS, else one per core)."""
     web = " ".join(COMPOSE["services"]["web"]["command"])
     found = re.search(r"exec (gunicorn .*?)\"?$", web)
     assert found, web
-    command = shlex.split(found.group(1).replace("0.0.0.0:8000", f"127.0.0.1:{port}"))
-    return [sys.executable, "-m", *command]
+    workers = os.environ.get("TRACKER_WEB_WORKERS") or str(os.cpu_count() or 1)
+    text = found.group(1).replace("0.0.0.0:8000", f"127.0.0.1:{port}")
+    assert "$${TRACKER_WEB_WORKERS:-$$(nproc)}" in text, text
+    text = text.replace("$${TRACKER_WEB_WORKERS:-$$(nproc)}", workers)
+    return [sys.executable, "-m", *shlex.split(text)]
 
 
 def start_gunicorn(

@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -87,6 +88,7 @@ class Stack:
             .replace("0.0.0.0:8000", f"127.0.0.1:{self.web_port}")
             .replace("localhost:8000", f"127.0.0.1:{self.web_port}")
             .replace("$$HOSTNAME", socket.gethostname())
+            .replace("$$", "$")  # compose's escape for the container's shell
         )
 
     def env(self, service: str) -> dict[str, str]:
@@ -249,6 +251,26 @@ def test_the_compose_stack_serves_analyses_and_survives_a_broker_restart(
         f"http://localhost:{stack.proxy.http_port}/patients/", timeout=30, allow_redirects=False
     )
     assert plain.status_code == 301 and plain.headers["Location"].startswith("https://")
+    # Stalled clients (half a request's headers, then nothing) once held every web worker: now
+    # the proxy holds them and the API answers at once.
+    stalled = []
+    tls = ssl.create_default_context(cafile=requests_ca)
+    for _ in range(4):
+        raw = socket.create_connection(("127.0.0.1", stack.proxy.https_port), timeout=5)
+        sock = tls.wrap_socket(raw, server_hostname="localhost")
+        sock.sendall(b"GET /api/patients/ HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        stalled.append(sock)
+    for _ in range(4):
+        sock = socket.create_connection(("127.0.0.1", stack.proxy.http_port), timeout=5)
+        sock.sendall(b"GET /patients/ HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        stalled.append(sock)
+    started = time.monotonic()
+    for _ in range(6):
+        answer = requests.get(f"{stack.url}/healthz/", timeout=10, verify=requests_ca)
+        assert answer.status_code == 200
+    assert time.monotonic() - started < 5
+    for sock in stalled:
+        sock.close()
 
     # 1. An upload over HTTP is analysed by the CPU and GPU workers.
     first = _upload(stack, token, patient, phantom_visits[0])
