@@ -55,6 +55,8 @@ bench: $(STAMP)
 	$(PY) bench/bench_response.py
 	DATABASE_URL="$(BENCH_DATABASE_URL)" CELERY_BROKER_URL="$(BENCH_BROKER_URL)" $(PY) bench/bench_service.py
 	DATABASE_URL="$(BENCH_DATABASE_URL)" $(PY) bench/bench_pages.py
+	DATABASE_URL="$(BENCH_DATABASE_URL)" CELERY_BROKER_URL="$(BENCH_BROKER_URL)" $(PY) bench/bench_api_fuzz.py
+	DATABASE_URL="$(BENCH_DATABASE_URL)" $(PY) bench/bench_api_load.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

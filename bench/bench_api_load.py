@@ -76,11 +76,11 @@ def stall(port: int, ca: str) -> list[socket.socket]:
 
 
 def behind_proxy(
-    work: Path, name: str, command: list[str] | None, env: dict[str, str], run: Any
+    work: Path, name: str, command_for: Any, env: dict[str, str], run: Any
 ) -> dict[str, Any]:
-    """``run(proxy)`` with gunicorn (``command``, else the compose one) behind nginx."""
+    """``run(proxy)`` with gunicorn (``command_for(port)``) behind nginx."""
     port = free_port()
-    command = command or gunicorn_command(port)
+    command = command_for(port)
     server = start_gunicorn(
         port, work / f"gunicorn-{name}.log", command=command, TRACKER_BEHIND_TLS="true", **env
     )
@@ -130,11 +130,12 @@ def main() -> None:
         ]  # fmt: skip
 
     runs: dict[str, Any] = {
-        "compose": behind_proxy(work, "compose", None, env, load),
-        "compose_with_stalled_clients": behind_proxy(work, "stalled", None, env, load_with_stalled),
+        "compose": behind_proxy(work, "compose", gunicorn_command, env, load),
+        "compose_with_stalled_clients": behind_proxy(
+            work, "stalled", gunicorn_command, env, load_with_stalled
+        ),
+        "proxy_gthread_3x4": behind_proxy(work, "gthread", gthread, env, load),
     }
-    port = free_port()
-    runs["proxy_gthread_3x4"] = behind_proxy(work, "gthread", gthread(port), env, load)
 
     # Before issue 15: three sync workers answering clients directly.
     port = free_port()
