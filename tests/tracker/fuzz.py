@@ -5,6 +5,7 @@ bench/bench_api_fuzz.py (many)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -92,7 +93,14 @@ def fuzz(
         "true",
     ]
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        encoding="utf-8",  # its report has box-drawing characters, whatever the locale
+        errors="replace",
+        env={**os.environ, "PYTHONUTF8": "1"},
+        check=False,
+    )
     seconds = time.perf_counter() - started
     (out / "schemathesis.txt").write_text(done.stdout + done.stderr)
     return {"exit_code": done.returncode, "seconds": round(seconds, 1), "output": done.stdout}
