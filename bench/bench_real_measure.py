@@ -102,7 +102,8 @@ def tcia() -> list[dict[str, Any]]:
         pre_visit = read_visit(_single(folder / "Pre_Scan_T1.nii.gz", "pre"), required=())
         post_visit = read_visit(_single(folder / "Post_Scan_T1.nii.gz", "post"), required=())
         registration = register_visits(pre_visit.images, post_visit.images)
-        assert pre.lesion_map is not None and post.lesion_map is not None
+        assert pre.lesion_map is not None
+        assert post.lesion_map is not None
         post_in_pre = resample(
             post.lesion_map, pre.lesion_map, registration.result.transform, labels=True
         )

@@ -40,6 +40,9 @@ class Membership(models.Model):
             models.UniqueConstraint(fields=["team", "user"], name="one_membership_per_team")
         ]
 
+    def __str__(self) -> str:
+        return f"{self.user_id} in team {self.team_id}"
+
 
 class Presentation(models.TextChoices):
     ENHANCING = "ce", "enhancing"
@@ -128,6 +131,9 @@ class TreatmentEvent(models.Model):
         ]
         ordering = ["started_on"]
 
+    def __str__(self) -> str:
+        return f"{self.kind} from {self.started_on}"
+
 
 class ClinicalStatus(models.TextChoices):
     STABLE = "stable", "stable"
@@ -161,6 +167,9 @@ class Visit(models.Model):
         ]
         ordering = ["acquired_on"]
 
+    def __str__(self) -> str:
+        return f"visit of {self.acquired_on} ({self.code})"
+
 
 class SequenceName(models.TextChoices):
     T1 = "t1", "T1"
@@ -184,6 +193,9 @@ class Scan(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["visit", "sequence"], name="one_scan_per_sequence")
         ]
+
+    def __str__(self) -> str:
+        return f"{self.sequence} of visit {self.visit_id}"
 
 
 class Stage(models.TextChoices):
@@ -265,6 +277,9 @@ class AnalysisRun(models.Model):
         ]
         ordering = ["-created_at"]
 
+    def __str__(self) -> str:
+        return f"run {self.code}: {self.stage} {self.status}"
+
     @property
     def folder(self) -> str:
         return f"runs/{self.code}"
@@ -286,6 +301,9 @@ class Measurement(models.Model):
     segmentation = models.CharField(max_length=300)  # media path of seg.nii.gz
     probabilities = models.CharField(max_length=300, blank=True)
     details = models.JSONField(default=dict)
+
+    def __str__(self) -> str:
+        return f"measurement of run {self.run_id}"
 
 
 class LesionKind(models.TextChoices):
@@ -322,6 +340,9 @@ class Lesion(models.Model):
         ]
         ordering = ["kind", "number"]
 
+    def __str__(self) -> str:
+        return f"{self.kind} lesion {self.number} of run {self.run_id}"
+
 
 class Registration(models.Model):
     run = models.ForeignKey(AnalysisRun, on_delete=models.CASCADE, related_name="registrations")
@@ -335,6 +356,9 @@ class Registration(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["run", "role"], name="one_registration_per_role")
         ]
+
+    def __str__(self) -> str:
+        return f"{self.role} registration of run {self.run_id}"
 
 
 class Category(models.TextChoices):
@@ -376,6 +400,9 @@ class Assessment(models.Model):
         ]
         ordering = ["-assessed_at"]
 
+    def __str__(self) -> str:
+        return f"{self.category} for visit {self.visit_id}"
+
 
 class Review(models.Model):
     """A person's confirmation or override of a visit's assessed category."""
@@ -401,6 +428,9 @@ class Review(models.Model):
         ]
         ordering = ["-reviewed_at"]
 
+    def __str__(self) -> str:
+        return f"{self.action} of visit {self.visit_id}"
+
 
 class AuditEvent(models.Model):
     user = models.ForeignKey(
@@ -414,3 +444,6 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.action} at {self.at}"

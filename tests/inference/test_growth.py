@@ -60,19 +60,23 @@ def test_changes_between_visits():
 
 def test_equal_dates_zero_volumes_and_one_visit_give_notes_not_numbers():
     same_day = changes(series((0, 10.0), (0, 11.0)))[0]
-    assert same_day["rate_per_month"] is None and "same date" in same_day["note"]
+    assert same_day["rate_per_month"] is None
+    assert "same date" in same_day["note"]
     from_zero = changes(series((0, 0.0), (30, 5.0)))[0]
-    assert from_zero["relative"] is None and from_zero["rate_percent_per_month"] is None
+    assert from_zero["relative"] is None
+    assert from_zero["rate_percent_per_month"] is None
     assert from_zero["rate_per_month"] == pytest.approx(5 / (30 / 30.4375), abs=1e-4)
     one = analyse_series("WT", series((0, 10.0)), forecast_on=START + dt.timedelta(days=90))
     assert one["changes"] == []
-    assert one["trend"]["doubling_time_days"] is None and "one visit" in one["trend"]["note"]
+    assert one["trend"]["doubling_time_days"] is None
+    assert "one visit" in one["trend"]["note"]
     assert one["forecast"]["expected"] is None
     assert one["diametric_expansion"]["mm_per_year"] is None
     gone = analyse_series("ET", series((0, 0.0), (30, 0.0)))
     assert "no visit with a volume above zero" in gone["trend"]["note"]
     same = analyse_series("WT", series((0, 10.0), (0, 12.0)))
-    assert same["trend"]["slope_per_day"] is None and "one date" in same["trend"]["note"]
+    assert same["trend"]["slope_per_day"] is None
+    assert "one date" in same["trend"]["note"]
 
 
 def test_two_visits_give_a_doubling_time_without_an_interval():

@@ -289,9 +289,14 @@ def test_output_folder_keeps_the_old_result_when_the_new_one_fails(tmp_path: Pat
     out = tmp_path / "prepared"
     with output_folder(out) as staging:
         (staging / "qc.json").write_text("old")
-    with pytest.raises(RuntimeError), output_folder(out) as staging:
-        (staging / "qc.json").write_text("new, half done")
-        raise RuntimeError("crash in the middle")
+
+    def crash_in_the_middle() -> None:
+        with output_folder(out) as staging:
+            (staging / "qc.json").write_text("new, half done")
+            raise RuntimeError("crash in the middle")
+
+    with pytest.raises(RuntimeError):
+        crash_in_the_middle()
     assert (out / "qc.json").read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["prepared"]
     with output_folder(out) as staging:

@@ -37,8 +37,10 @@ def test_tracks_keep_their_ids_as_lesions_grow_and_shrink() -> None:
         {"L1": "continuing", "L2": "disappeared"},
     ]
     # the track follows the lesion, not the component number
-    assert history[1][0].component == 2 and history[1][1].component == 1
-    assert history[2][1].volume_ml == 0 and history[2][1].component is None
+    assert history[1][0].component == 2
+    assert history[1][1].component == 1
+    assert history[2][1].volume_ml == 0
+    assert history[2][1].component is None
 
 
 def test_a_new_lesion_gets_a_new_track() -> None:
@@ -59,8 +61,10 @@ def test_a_split_lesion_keeps_its_track_on_the_larger_piece() -> None:
         ]
     )
     second = {e.track: e for e in history[1]}
-    assert second["L1"].status == "continuing" and second["L1"].component == 1
-    assert second["L2"].status == "split" and second["L2"].split_from == "L1"
+    assert second["L1"].status == "continuing"
+    assert second["L1"].component == 1
+    assert second["L2"].status == "split"
+    assert second["L2"].split_from == "L1"
 
 
 def test_merged_lesions_continue_the_larger_track() -> None:
@@ -71,8 +75,10 @@ def test_merged_lesions_continue_the_larger_track() -> None:
         ]
     )
     second = {e.track: e for e in history[1]}
-    assert second["L1"].status == "merged" and second["L1"].merged_from == ["L2"]
-    assert second["L2"].status == "merged" and second["L2"].merged_into == "L1"
+    assert second["L1"].status == "merged"
+    assert second["L1"].merged_from == ["L2"]
+    assert second["L2"].status == "merged"
+    assert second["L2"].merged_into == "L1"
     assert not second["L2"].present
 
 

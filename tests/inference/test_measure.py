@@ -94,8 +94,10 @@ def test_lesions_are_connected_components_of_the_core() -> None:
     assert [x.id for x in m.lesions] == [1, 2]
     big, small = m.lesions
     assert big.volume_ml > small.volume_ml
-    assert big.bidimensional.measurable and big.target
-    assert not small.bidimensional.measurable and not small.target
+    assert big.bidimensional.measurable
+    assert big.target
+    assert not small.bidimensional.measurable
+    assert not small.target
     assert small.et_volume_ml == 0
     assert m.small_components_left_out == 1
     assert m.sum_of_products_mm2 == pytest.approx(big.bidimensional.product_mm2)
@@ -125,7 +127,9 @@ def test_at_most_three_target_lesions() -> None:
 
 def test_an_all_background_map_is_a_measurement_of_no_tumour() -> None:
     m = measure(image_from_array(np.zeros((5, 6, 7), np.uint8)))
-    assert m.volumes_ml["WT"] == 0 and m.lesions == [] and m.sum_of_products_mm2 == 0
+    assert m.volumes_ml["WT"] == 0
+    assert m.lesions == []
+    assert m.sum_of_products_mm2 == 0
 
 
 def test_soft_volumes_from_probabilities() -> None:
@@ -182,10 +186,12 @@ def test_t2_flair_lesions_are_components_of_the_whole_abnormality() -> None:
     m = measure(image_from_array(values, spacing=(1.0, 1.0, 1.0)))
     assert [len(m.lesions), len(m.t2_flair_lesions)] == [1, 2]
     big, small = m.t2_flair_lesions
-    assert big.et_volume_ml == 0 and small.et_volume_ml > 0
+    assert big.et_volume_ml == 0
+    assert small.et_volume_ml > 0
     assert 30 < big.bidimensional.longest_mm <= math.hypot(30, 24)  # corners rounded
     assert big.bidimensional.perpendicular_mm < big.bidimensional.longest_mm
-    assert big.target and small.target
+    assert big.target
+    assert small.target
     assert not m.lesions[0].bidimensional.measurable  # the 8 mm core
     assert m.t2_flair_sum_of_products_mm2 == pytest.approx(
         big.bidimensional.product_mm2 + small.bidimensional.product_mm2

@@ -41,7 +41,8 @@ def test_it_takes_any_slice_size_that_is_a_multiple_of_32(small_model: keras.Mod
 
 def test_its_encoder_is_efficientnetv2_with_attention_gates(small_model: keras.Model) -> None:
     names = [layer.name for layer in small_model.layers]
-    assert "block6h_add" in names and "stem_conv" in names
+    assert "block6h_add" in names
+    assert "stem_conv" in names
     gates = [n for n in names if n.endswith("_att_gate")]
     assert len(gates) == 4  # one per encoder skip connection
 

@@ -87,10 +87,12 @@ def test_the_phantom_command_writes_brats_2023_folders(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["scenario"] == "stable" and len(report["visits"]) == 2
+    assert report["scenario"] == "stable"
+    assert len(report["visits"]) == 2
     folder = Path(report["visits"][1]["folder"])
     truth = json.loads((folder / "truth.json").read_text())
-    assert truth["expected_response"] == "SD" and truth["visit"] == 1
+    assert truth["expected_response"] == "SD"
+    assert truth["visit"] == 1
     visit = read_visit(folder)
     assert visit.label_convention is LabelConvention.BRATS2023
     assert sorted(p.name for p in folder.iterdir())[0].startswith("PHANTOM-00004-001-")

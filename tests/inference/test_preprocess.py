@@ -72,7 +72,8 @@ def test_the_isotropic_grid_covers_the_same_box() -> None:
     low, high = physical_bounds(image)
     grid_low, grid_high = physical_bounds(grid)
     np.testing.assert_allclose(grid_low, low, atol=1e-6)
-    assert np.all(grid_high >= high - 1e-6) and np.all(grid_high - high < 1.0)
+    assert np.all(grid_high >= high - 1e-6)
+    assert np.all(grid_high - high < 1.0)
 
 
 def test_coregistration_recovers_a_known_shift_between_sequences() -> None:
@@ -328,7 +329,8 @@ def test_an_implausible_template_fit_is_recognised() -> None:
     blown_up.SetCenter(centre)
     blown_up.SetMatrix([1.15, 0, 0, 0, 1.15, 0, 0, 0, 1.15])  # volume ratio 1.52
     check = _template_fit_check(blown_up, template_mask, head)
-    assert not check["plausible"] and check["volume_ratio"] == pytest.approx(1.15**3, abs=1e-3)
+    assert not check["plausible"]
+    assert check["volume_ratio"] == pytest.approx(1.15**3, abs=1e-3)
     shifted = sitk.AffineTransform(3)
     shifted.SetCenter(centre)
     shifted.SetTranslation((0.0, 0.0, 60.0))  # the brain pushed down into the neck

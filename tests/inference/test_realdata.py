@@ -109,9 +109,11 @@ def test_brats2015_expert_labels_are_read_in_their_convention(shared_data: Path)
         shared_data / "brats2015-expert" / "pat0001", required=(Sequence.T1C, Sequence.FLAIR)
     )
     assert visit.label_convention is LabelConvention.BRATS2015
-    assert visit.segmentation is not None and visit.brain_mask is not None
+    assert visit.segmentation is not None
+    assert visit.brain_mask is not None
     labels = set(np.unique(sitk.GetArrayViewFromImage(visit.segmentation)).tolist())
-    assert labels <= {0, 1, 2, 3} and 3 in labels
+    assert labels <= {0, 1, 2, 3}
+    assert 3 in labels
 
 
 def _open_ms_visit(shared_data: Path, tmp_path: Path, study: int) -> Path:
@@ -197,7 +199,8 @@ def test_the_measure_command_reads_brats2015_expert_labels(
     assert report["label_convention"] == "brats2015"
     volumes = report["volumes_ml"]
     assert volumes["WT"] == pytest.approx(volumes["NCR"] + volumes["ED"] + volumes["ET"], abs=1e-3)
-    assert volumes["TC"] > 0 and report["lesion_count"] >= 1
+    assert volumes["TC"] > 0
+    assert report["lesion_count"] >= 1
     assert report["lesions"][0]["longest_mm"] >= report["lesions"][0]["perpendicular_mm"] > 0
 
 

@@ -49,11 +49,14 @@ def test_planes_follow_the_radiological_convention() -> None:
     volume = np.zeros(SHAPE_ZYX, np.uint8)
     volume[10, 2, 1] = 255  # superior, anterior, patient's right
     axial = render.cut(volume, "axial", 10)
-    assert axial.shape == (14, 16) and axial[2, 1] == 255  # anterior at top, right on the left
+    assert axial.shape == (14, 16)
+    assert axial[2, 1] == 255
     coronal = render.cut(volume, "coronal", 2)
-    assert coronal.shape == (12, 16) and coronal[12 - 1 - 10, 1] == 255  # superior at the top
+    assert coronal.shape == (12, 16)
+    assert coronal[12 - 1 - 10, 1] == 255
     sagittal = render.cut(volume, "sagittal", 1)
-    assert sagittal.shape == (12, 14) and sagittal[1, 2] == 255  # anterior on the left
+    assert sagittal.shape == (12, 14)
+    assert sagittal[1, 2] == 255
     with pytest.raises(InputError, match="axial slice 12 is outside 0-11"):
         render.cut(volume, "axial", 12)
 
@@ -65,9 +68,11 @@ def test_display_volumes_keep_label_values_and_centre_on_the_tumour(
         {"t1c": visit["grey"]}, visit["mask"], visit["labels"], visit["prob"]
     )
     assert set(np.unique(volumes.layers["labels"])) == {0, 1, 3}
-    assert volumes.layers["t1c"].dtype == np.uint8 and volumes.layers["t1c"].max() == 255
+    assert volumes.layers["t1c"].dtype == np.uint8
+    assert volumes.layers["t1c"].max() == 255
     # The probability of tumour is high inside the tumour, zero outside.
-    assert volumes.layers["tumour"][6, 7, 4] == 255 and volumes.layers["tumour"][0, 0, 0] == 0
+    assert volumes.layers["tumour"][6, 7, 4] == 255
+    assert volumes.layers["tumour"][0, 0, 0] == 0
     assert volumes.meta["key_slices"] == {"axial": 6, "coronal": 7, "sagittal": 4}
 
 
@@ -147,9 +152,11 @@ def test_colours_heat_and_png(visit: dict[str, sitk.Image], tmp_path: Path) -> N
     assert tuple(labels[6, 3]) == (0xD5, 0x5E, 0x00, 255)  # ET, vermillion
     assert labels[0, 0, 3] == 0  # background transparent
     heat = render.heat_rgba(np.array([[0, 255]], np.uint8))
-    assert heat[0, 0, 3] == 0 and heat[0, 1, 3] == 255
+    assert heat[0, 0, 3] == 0
+    assert heat[0, 1, 3] == 255
     picture = Image.open(io.BytesIO(render.layer_png(folder, "labels", "coronal", 7)))
-    assert picture.size == (16, 12) and picture.mode == "RGBA"
+    assert picture.size == (16, 12)
+    assert picture.mode == "RGBA"
     key = Image.open(io.BytesIO(render.key_slice_png(folder, scale=2)))
     assert key.size == (32, 28)
     with pytest.raises(InputError, match="no such display layer"):
@@ -161,6 +168,8 @@ def test_colours_heat_and_png(visit: dict[str, sitk.Image], tmp_path: Path) -> N
 def test_a_window_ignores_outliers_and_empty_masks() -> None:
     values = np.concatenate([np.linspace(0, 100, 1000), [1e6]]).astype(np.float32)
     windowed, (_, high) = render.window(values)
-    assert high < 1e6 and windowed[-1] == 255 and windowed[0] == 0
+    assert high < 1e6
+    assert windowed[-1] == 255
+    assert windowed[0] == 0
     blank, _ = render.window(np.zeros(10, np.float32), np.zeros(10, bool))
     assert blank.max() == 0

@@ -235,7 +235,8 @@ def test_progression_stays_preliminary_without_a_further_increase():
         visit(84, lesion("L1", 162, 100)),  # +24.6 % over 13,000, +62 % over the nadir
     )
     result = rows(data)
-    assert result[3]["category"] == "PD" and result[3]["confirmed"] is False
+    assert result[3]["category"] == "PD"
+    assert result[3]["confirmed"] is False
     assert assess_json(data)["progression_visit"] is None
 
 
@@ -626,7 +627,8 @@ def test_the_command_line_rejects_bad_timelines_with_one_line(tmp_path, text, me
     result = run_cli("assess", str(path))
     assert result.returncode == 2
     assert message in result.stderr
-    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
 
 
 def test_the_command_line_names_a_missing_file(tmp_path):

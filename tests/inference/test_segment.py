@@ -385,7 +385,8 @@ def test_the_command_line_segments_a_prepared_folder_into_three_files(
     )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "out" / "segmentation.json").read_text())
-    assert report["input"] == "prepared" and report["flips"] is True
+    assert report["input"] == "prepared"
+    assert report["flips"] is True
     assert set(report["volumes_ml"]) == {"ET", "TC", "WT"}
     labels, _ = read_label_map(tmp_path / "out" / "seg.nii.gz")
     probabilities = read_probability_map(tmp_path / "out" / "prob.nii.gz")
@@ -413,7 +414,8 @@ def test_the_command_line_segments_a_prepared_flair_only_folder(
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ET not measured, TC not measured, WT " in done.stderr
     report = json.loads((tmp_path / "out" / "segmentation.json").read_text())
-    assert report["sequences_used"] == ["flair"] and report["supported_regions"] == ["WT"]
+    assert report["sequences_used"] == ["flair"]
+    assert report["supported_regions"] == ["WT"]
     assert report["volumes_ml"]["TC"]["volume_ml"] is None
 
 

@@ -80,7 +80,8 @@ def test_sampling_centres_most_patches_on_tumour() -> None:
     cases = [tiny_case("a", "a")]
     rng = np.random.default_rng(0)
     images, targets = sample_batch(cases, rng, batch=64, patch=32, augmented=False)
-    assert images.shape == (64, 32, 32, 4) and targets.shape == (64, 32, 32, 4)
+    assert images.shape == (64, 32, 32, 4)
+    assert targets.shape == (64, 32, 32, 4)
     assert np.allclose(targets.sum(-1), 1.0)
     with_tumour = (targets[:, 12:20, 12:20, 1:].sum(axis=(1, 2, 3)) > 0).mean()
     assert with_tumour > 0.6
@@ -91,7 +92,8 @@ def test_augmentation_keeps_labels_aligned_with_the_image() -> None:
     rng = np.random.default_rng(4)
     for _ in range(20):
         image, labels = augment(case.images[2].astype(np.float32), case.labels[2], rng)
-        assert image.shape == (48, 48, 4) and labels.shape == (48, 48)
+        assert image.shape == (48, 48, 4)
+        assert labels.shape == (48, 48)
         assert set(np.unique(labels)) <= {0, 1, 2, 3}
         # Enhancing pixels stay the brightest T1c pixels after any geometric change.
         et = labels == TumorLabel.ET
@@ -111,7 +113,8 @@ def test_cases_keep_tumour_slices_and_some_plain_brain() -> None:
     )
     assert len(case.labels) == 9
     assert len(case.tumour_slices) == 4
-    assert case.images.dtype == np.float16 and case.images.shape[-1] == 4
+    assert case.images.dtype == np.float16
+    assert case.images.shape[-1] == 4
     assert brain_box(mask) == (slice(0, 30), slice(1, 39), slice(1, 39))
     with pytest.raises(InputError, match="brain mask is empty"):
         brain_box(np.zeros((3, 3, 3), bool))
@@ -127,9 +130,11 @@ def test_a_tiny_run_trains_checkpoints_resumes_and_exports(tmp_path: Path) -> No
     )
     summary = train(cases[:2], cases[2:], settings, say=lambda _line: None)
     assert summary["epochs"] == 1
-    assert summary["training_patients"] == 2 and summary["validation_patients"] == 1
+    assert summary["training_patients"] == 2
+    assert summary["validation_patients"] == 1
     log = [json.loads(x) for x in (tmp_path / "run" / "training.jsonl").read_text().splitlines()]
-    assert log[0]["epoch"] == 1 and "val_dice_et" in log[0]
+    assert log[0]["epoch"] == 1
+    assert "val_dice_et" in log[0]
     settings.epochs, settings.resume = 2, True
     train(cases[:2], cases[2:], settings, say=lambda _line: None)
     log = [json.loads(x) for x in (tmp_path / "run" / "training.jsonl").read_text().splitlines()]

@@ -43,7 +43,9 @@ def test_patient_data_read_in_the_admin_is_audited(
     assert admin_client.get("/admin/tracker/patient/").status_code == 200
     assert admin_client.get(f"/admin/tracker/patient/{patient.pk}/change/").status_code == 200
     read = AuditEvent.objects.get(action="admin_read_patient")
-    assert read.patient == patient and read.user is not None and read.user.username == "root"
+    assert read.patient == patient
+    assert read.user is not None
+    assert read.user.username == "root"
     assert AuditEvent.objects.filter(action="admin_list_patient").exists()
 
 
@@ -54,7 +56,8 @@ def test_api_tokens_are_kept_as_digests_and_an_admin_delete_revokes_one(
 
     instance, token = AuthToken.objects.create(user=User.objects.create_user("integration"))
     page = admin_client.get("/admin/knox/authtoken/").content.decode()
-    assert token not in page and token[:15] not in page
+    assert token not in page
+    assert token[:15] not in page
     assert instance.digest[:12] in page
     assert token not in str(list(AuthToken.objects.values_list()))  # not stored in clear
     api = APIClient()
@@ -71,4 +74,5 @@ def test_a_token_an_admin_makes_without_an_expiry_gets_the_default_one(
     response = admin_client.post("/admin/knox/authtoken/add/", {"user": user.pk, "expiry": ""})
     assert response.status_code == 302
     token = AuthToken.objects.get(user=user)
-    assert token.expiry is not None and token.expiry > token.created
+    assert token.expiry is not None
+    assert token.expiry > token.created

@@ -62,7 +62,8 @@ def test_every_endpoint_is_scoped_to_the_care_team(teams: dict[str, Any], who: s
         elif who == "anonymous":
             assert response.status_code in (401, 403), url
         elif url == "/api/patients/":
-            assert response.status_code == 200 and response.json()["count"] == 0
+            assert response.status_code == 200
+            assert response.json()["count"] == 0
         else:
             assert response.status_code == 404, (who, url, response.status_code)
 
@@ -71,7 +72,8 @@ def test_reads_of_patient_data_are_audited(teams: dict[str, Any]) -> None:
     client = client_for(teams["alice"])
     client.get(f"/api/patients/{teams['patient'].code}/timeline/")
     event = AuditEvent.objects.get(action="read_timeline")
-    assert event.user == teams["alice"] and event.patient == teams["patient"]
+    assert event.user == teams["alice"]
+    assert event.patient == teams["patient"]
 
 
 def test_a_patient_is_created_only_in_ones_own_team(teams: dict[str, Any]) -> None:
@@ -79,15 +81,18 @@ def test_a_patient_is_created_only_in_ones_own_team(teams: dict[str, Any]) -> No
     ok = client.post(
         "/api/patients/", {"team": str(teams["team_a"].code), "label": "GBM-002"}, format="json"
     )
-    assert ok.status_code == 201 and ok.json()["label"] == "GBM-002"
+    assert ok.status_code == 201
+    assert ok.json()["label"] == "GBM-002"
     other = client.post(
         "/api/patients/", {"team": str(teams["team_b"].code), "label": "GBM-003"}, format="json"
     )
-    assert other.status_code == 400 and "team" in other.json()
+    assert other.status_code == 400
+    assert "team" in other.json()
     twice = client.post(
         "/api/patients/", {"team": str(teams["team_a"].code), "label": "GBM-002"}, format="json"
     )
-    assert twice.status_code == 400 and "label" in twice.json()
+    assert twice.status_code == 400
+    assert "label" in twice.json()
 
 
 def test_an_override_needs_a_category_and_a_reason(teams: dict[str, Any]) -> None:
@@ -127,7 +132,8 @@ def test_a_good_visit_is_stored_with_its_checksums_and_queued(
         response = post_visit(client, teams["patient"], upload_files(phantom_visits[0]))
     assert response.status_code == 201, response.content
     body = response.json()
-    assert body["analysis"]["stage"] == "prepare" and body["analysis"]["status"] == "queued"
+    assert body["analysis"]["stage"] == "prepare"
+    assert body["analysis"]["status"] == "queued"
     visit = Visit.objects.get(code=body["code"])
     assert sorted(visit.scans.values_list("sequence", flat=True)) == ["flair", "t1", "t1c", "t2"]
     scan = visit.scans.get(sequence="t1c")
@@ -136,7 +142,8 @@ def test_a_good_visit_is_stored_with_its_checksums_and_queued(
 
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == scan.sha256
     assert stored.stat().st_mode & 0o222 == 0  # originals are read-only
-    assert "upload" not in stored.name and str(visit.code) in str(stored)
+    assert "upload" not in stored.name
+    assert str(visit.code) in str(stored)
     assert len(callbacks) == 1  # the prepare task, sent after commit
 
 
@@ -163,7 +170,8 @@ def test_bad_files_are_each_named_and_nothing_is_stored(
     assert set(problems) == {"t1ce", "flair"}
     assert problems["flair"][0].startswith("not a readable NIfTI image"), problems["flair"]
     assert all("staging" not in m and ".nii" not in m for m in problems["flair"])
-    assert Visit.objects.count() == 0 and AnalysisRun.objects.count() == 0
+    assert Visit.objects.count() == 0
+    assert AnalysisRun.objects.count() == 0
     assert stored_files() == []
 
 
@@ -249,12 +257,14 @@ def test_editing_or_deleting_a_visit_reassesses_the_patient(
         response = client.patch(
             f"/api/visits/{visit.code}/", {"clinical_status": "worse"}, format="json"
         )
-    assert response.status_code == 200 and response.json()["clinical_status"] == "worse"
+    assert response.status_code == 200
+    assert response.json()["clinical_status"] == "worse"
     assert len(callbacks) == 1  # the re-assessment, queued after commit
     assert client_for(teams["bob"]).delete(f"/api/visits/{visit.code}/").status_code == 404
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert client.delete(f"/api/visits/{visit.code}/").status_code == 204
-    assert len(callbacks) == 1 and patient.visits.count() == 2
+    assert len(callbacks) == 1
+    assert patient.visits.count() == 2
     assert AuditEvent.objects.filter(action="delete_visit", patient=patient).exists()
 
 
@@ -267,7 +277,8 @@ def test_reanalysing_keeps_the_current_results_until_the_new_run_completes(
     visit = patient.visits.get()
     client = client_for(teams["alice"])
     response = client.post(f"/api/visits/{visit.code}/reanalyse/")
-    assert response.status_code == 202 and response.json()["status"] == "queued"
+    assert response.status_code == 202
+    assert response.json()["status"] == "queued"
     shown = client.get(f"/api/visits/{visit.code}/").json()
     assert shown["analysis"]["status"] == "queued"  # the new run, in progress
     assert shown["results"]["volumes_ml"]["WT"] == 14.0  # the old, complete results
@@ -339,7 +350,8 @@ def test_a_wrong_password_gets_no_token(teams: dict[str, Any]) -> None:
     response = APIClient().post(
         "/api/token/", {"username": "alice", "password": "wrong"}, format="json"
     )
-    assert response.status_code == 400 and "token" not in response.json()
+    assert response.status_code == 400
+    assert "token" not in response.json()
 
 
 def test_the_patient_list_is_searchable_filterable_and_paginated(teams: dict[str, Any]) -> None:
@@ -351,7 +363,9 @@ def test_the_patient_list_is_searchable_filterable_and_paginated(teams: dict[str
         )
     client = client_for(teams["alice"])
     page = client.get("/api/patients/").json()
-    assert page["count"] == 56 and len(page["results"]) == 50 and page["next"]
+    assert page["count"] == 56
+    assert len(page["results"]) == 50
+    assert page["next"]
     assert client.get("/api/patients/?presentation=ce").json()["count"] == 1
     assert client.get("/api/patients/?search=lgg-00").json()["count"] == 10
 
@@ -378,7 +392,8 @@ def test_the_same_file_as_two_sequences_is_refused(
     response = post_visit(client_for(teams["alice"]), teams["patient"], files)
     assert response.status_code == 400
     assert "the same file as t1ce (identical content)" in response.json()["flair"][0]
-    assert Visit.objects.count() == 0 and stored_files() == []
+    assert Visit.objects.count() == 0
+    assert stored_files() == []
 
 
 def test_a_reviewed_visit_is_kept_with_the_reason(teams: dict[str, Any]) -> None:
@@ -386,7 +401,8 @@ def test_a_reviewed_visit_is_kept_with_the_reason(teams: dict[str, Any]) -> None
 
     patient = analysed_patient(teams["team_a"], "GBM-REVIEWED", 2, reviewer=teams["alice"])
     visit = patient.visits.order_by("acquired_on").last()
-    assert visit is not None and visit.reviews.exists()
+    assert visit is not None
+    assert visit.reviews.exists()
     response = client_for(teams["alice"]).delete(f"/api/visits/{visit.code}/")
     assert response.status_code == 409
     assert "reviewed by alice" in response.json()["detail"]
@@ -425,7 +441,8 @@ def test_stale_staging_folders_are_cleaned_by_the_sweeper() -> None:
     hours_ago = time.time() - 2 * 3600
     os.utime(old, (hours_ago, hours_ago))
     tasks.sweep()
-    assert not old.exists() and fresh.exists()
+    assert not old.exists()
+    assert fresh.exists()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -504,7 +521,8 @@ def test_the_exports_are_in_the_api_with_a_token_and_audited(
         HTTP_AUTHORIZATION=f"Token {AuthToken.objects.create(user=teams['alice'])[1]}"
     )
     response = client.get(f"/api/patients/{patient.code}/export/{kind}")
-    assert response.status_code == 200 and response["Content-Type"] == content_type
+    assert response.status_code == 200
+    assert response["Content-Type"] == content_type
     assert AuditEvent.objects.filter(
         action=f"export_{kind.replace('.', '_')}", patient=patient, user=teams["alice"]
     ).exists()
@@ -520,4 +538,5 @@ def test_the_export_endpoint_is_in_the_schema_and_refuses_unknown_kinds(
     schema = client.get("/api/schema/?format=json").json()
     assert "/api/patients/{code}/export/{kind}" in schema["paths"]
     response = client.get(f"/api/patients/{teams['patient'].code}/export/secrets.txt")
-    assert response.status_code == 404 and "no such export" in response.json()["detail"]
+    assert response.status_code == 404
+    assert "no such export" in response.json()["detail"]

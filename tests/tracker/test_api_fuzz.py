@@ -23,6 +23,7 @@ def test_the_api_keeps_to_its_schema_under_fuzzing(live_server: Any, tmp_path: P
     passes = fuzz_all(live_server.url, seeded, revoking, tmp_path, max_examples=5, seed_value=15)
     for name, result in passes.items():
         assert result["exit_code"] == 0, f"{name}:\n{result['output_tail']}"
-        assert result["server_errors"] == 0 and result["failed_checks"] == {}, name
+        assert result["server_errors"] == 0, name
+        assert result["failed_checks"] == {}, name
     assert passes["unknown_records"]["operations"] >= 12  # every operation but revocation
     assert passes["own_records"]["responses_by_status"].get("200", 0) > 0  # reached the records

@@ -176,7 +176,8 @@ def test_a_visit_the_sequences_cannot_support_goes_in_as_not_evaluable(
     data = _input(patient, runs, history, not_evaluable={runs[1].pk: ["no T1 post-contrast"]})
     middle = data["visits"][1]
     assert middle["not_evaluable"] == "no T1 post-contrast"
-    assert middle["lesions"] == [] and middle["non_enhancing_volume_ml"] is None
+    assert middle["lesions"] == []
+    assert middle["non_enhancing_volume_ml"] is None
     out = assess_json(data)
     # Never a nadir: the last visit is +26.5 % over the baseline (1,518 of 1,200 mm2).
     assert [r["category"] for r in out["visits"]] == ["baseline", "NE", "PD"]

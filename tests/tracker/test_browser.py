@@ -246,7 +246,8 @@ def test_a_clinician_reviews_a_patient_in_a_real_browser(
     page.click("#upload-form button[type=submit]")
     page.locator("#upload-errors").wait_for(state="visible")
     message = page.locator("#upload-errors").inner_text()
-    assert "t1" in message and "flair" in message, message
+    assert "t1" in message, message
+    assert "flair" in message, message
     assert patient.visits.count() == 2
     page.screenshot(path=ARTIFACTS / "06-upload-refused.png", full_page=True)
     # The refused upload's 400 is logged by the browser; nothing else may be.
@@ -269,7 +270,8 @@ def test_a_clinician_reviews_a_patient_in_a_real_browser(
     row = page.locator(f'tr[data-visit="{queued.code}"] td.status')
     assert row.inner_text() == "prepare (queued)"
     assert "Analyses are running" in page.inner_text("#progress-note")
-    assert sent and sent[0][1] == "prepare"
+    assert sent
+    assert sent[0][1] == "prepare"
     page.wait_for_timeout(3500)  # one poll of the progress endpoint
     page.screenshot(path=ARTIFACTS / "07-uploaded-queued.png", full_page=True)
     assert not problems, problems
@@ -277,6 +279,7 @@ def test_a_clinician_reviews_a_patient_in_a_real_browser(
     # Another team's patient is not found.
     other = Patient.objects.create(team=teams["team_b"], label="NOT-YOURS")
     response = page.goto(f"{live_server.url}/patients/{other.code}/")
-    assert response is not None and response.status == 404
+    assert response is not None
+    assert response.status == 404
     assert "NOT-YOURS" not in page.content()
     context.close()

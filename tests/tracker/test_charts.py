@@ -251,8 +251,10 @@ def test_series_have_okabe_ito_colours_distinct_shapes_and_a_dashed_spd_line() -
         shapes.add((point.tag, point.get("points"), point.get("width")))
     assert len(shapes) == len(SERIES)
     lines = {g.get("data-series"): g.find(f"{SVG}polyline") for g in with_class(root, "series")}
-    assert lines["SPD"] is not None and lines["SPD"].get("stroke-dasharray")
-    assert lines["WT"] is not None and lines["WT"].get("stroke-dasharray") is None
+    assert lines["SPD"] is not None
+    assert lines["SPD"].get("stroke-dasharray")
+    assert lines["WT"] is not None
+    assert lines["WT"].get("stroke-dasharray") is None
 
 
 def test_interval_bands_cover_only_the_visits_that_have_an_interval() -> None:
@@ -394,7 +396,8 @@ def test_user_text_is_escaped() -> None:
     ]
     assert title_of(radiotherapy[0]).endswith(": <script>alert(1)</script> & bell")
     desc = root.find(f"{SVG}desc")
-    assert desc is not None and 'Patient GBM <script>alert("x")</script>.' in (desc.text or "")
+    assert desc is not None
+    assert 'Patient GBM <script>alert("x")</script>.' in (desc.text or "")
 
 
 def test_the_legend_items_are_toggle_buttons_when_interactive() -> None:
@@ -445,7 +448,8 @@ def test_a_single_analysed_visit_is_drawn_without_lines() -> None:
     assert len(points(root, "WT")) == 1
     assert root.find(f".//{SVG}polyline") is None
     title = root.find(f"{SVG}title")
-    assert title is not None and title.text == "Tumour volumes over 1 visit, 2024-06-01"
+    assert title is not None
+    assert title.text == "Tumour volumes over 1 visit, 2024-06-01"
 
 
 def test_it_uses_no_external_resources_or_script() -> None:

@@ -69,7 +69,8 @@ def test_the_workers_consume_every_queue_the_settings_route_to() -> None:
     assert routed <= consumed == {q.value for q in Queue}
     gpu = SERVICES["worker-gpu"]
     assert _queues(gpu["command"]) == {Queue.GPU.value}
-    assert "solo" in gpu["command"] and "1" in gpu["command"]  # --pool solo, prefetch 1
+    assert "solo" in gpu["command"]
+    assert "1" in gpu["command"]
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert settings.CELERY_TASK_ROUTES["tracker.segment"]["queue"] == Queue.GPU.value
 
@@ -90,7 +91,8 @@ def test_every_variable_is_documented_and_read() -> None:
 
 def test_the_web_service_migrates_then_serves_the_wsgi_app() -> None:
     command = " ".join(SERVICES["web"]["command"])
-    assert "migrate" in command and "exec gunicorn config.wsgi" in command  # signals reach it
+    assert "migrate" in command
+    assert "exec gunicorn config.wsgi" in command
     assert settings.WSGI_APPLICATION == "config.wsgi.application"
 
 
@@ -99,7 +101,8 @@ def test_only_the_proxy_faces_clients_and_it_shields_the_workers_from_slow_ones(
     nginx buffers whole requests, drops stalled clients and refuses oversized bodies, and
     gunicorn's threaded workers sit behind it, unpublished."""
     web, proxy = SERVICES["web"], SERVICES["proxy"]
-    assert "ports" not in web and web["expose"] == ["8000"]
+    assert "ports" not in web
+    assert web["expose"] == ["8000"]
     assert proxy["ports"] == ["${TRACKER_HTTP_PORT:-80}:80", "${TRACKER_HTTPS_PORT:-443}:443"]
     assert "./deploy/nginx.conf:/etc/nginx/conf.d/default.conf:ro" in proxy["volumes"]
     assert "./deploy/tls:/etc/nginx/tls:ro" in proxy["volumes"]
@@ -123,7 +126,8 @@ def test_the_proxy_terminates_tls_and_sends_plain_http_to_https() -> None:
     servers = re.split(r"^server \{", conf, flags=re.MULTILINE)[1:]
     plain = next(s for s in servers if re.search(r"listen 80;", s))
     secure = next(s for s in servers if "listen 443 ssl;" in s)
-    assert "return 301 https://$host$request_uri;" in plain and "proxy_pass" not in plain
+    assert "return 301 https://$host$request_uri;" in plain
+    assert "proxy_pass" not in plain
     assert "ssl_certificate     /etc/nginx/tls/fullchain.pem;" in secure
     assert "ssl_protocols TLSv1.2 TLSv1.3;" in secure
     assert "proxy_set_header X-Forwarded-Proto https;" in secure
@@ -214,13 +218,16 @@ def test_a_known_short_or_missing_key_stops_the_service(
 ) -> None:
     result = _secret_key(tmp_path, **environment)
     assert result.returncode != 0
-    assert "ImproperlyConfigured" in result.stderr and "SECRET_KEY" in result.stderr
+    assert "ImproperlyConfigured" in result.stderr
+    assert "SECRET_KEY" in result.stderr
 
 
 def test_the_embedded_default_makes_a_key_of_its_own_and_keeps_it(tmp_path: Path) -> None:
     first, second = _secret_key(tmp_path), _secret_key(tmp_path)
-    assert first.returncode == 0 and first.stdout == second.stdout
+    assert first.returncode == 0
+    assert first.stdout == second.stdout
     key = first.stdout.strip()
-    assert len(key) >= 50 and key == (tmp_path / "secret_key").read_text().strip()
+    assert len(key) >= 50
+    assert key == (tmp_path / "secret_key").read_text().strip()
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
     assert _secret_key(tmp_path / "other").stdout.strip() != key

@@ -98,7 +98,8 @@ class Stack:
             for name, v in COMPOSE["services"][service]["environment"].items()
         }
         env = {**self.base_env, **example, **declared}
-        assert env["DATABASE_URL"].startswith("postgres://") and "@postgres:" in env["DATABASE_URL"]
+        assert env["DATABASE_URL"].startswith("postgres://")
+        assert "@postgres:" in env["DATABASE_URL"]
         assert env["CELERY_BROKER_URL"] == "redis://redis:6379/0"
         # What differs outside the containers: the hosts, the ports and the /data volume.
         env.update(
@@ -250,7 +251,8 @@ def test_the_compose_stack_serves_analyses_and_survives_a_broker_restart(
     plain = requests.get(
         f"http://localhost:{stack.proxy.http_port}/patients/", timeout=30, allow_redirects=False
     )
-    assert plain.status_code == 301 and plain.headers["Location"].startswith("https://")
+    assert plain.status_code == 301
+    assert plain.headers["Location"].startswith("https://")
     # Stalled clients (half a request's headers, then nothing) once held every web worker: now
     # the proxy holds them and the API answers at once.
     stalled = []
@@ -297,7 +299,8 @@ def test_the_compose_stack_serves_analyses_and_survives_a_broker_restart(
     stack.wait(lambda: _assessed(second), "the second visit's assessment after the restart")
 
     run.refresh_from_db()
-    assert run.status == RunStatus.DONE and run.is_current
+    assert run.status == RunStatus.DONE
+    assert run.is_current
     assert [run.stages[s]["status"] for s in ("prepare", "segment", "register", "measure")] == [
         "done"
     ] * 4
@@ -314,6 +317,7 @@ def test_the_compose_stack_serves_analyses_and_survives_a_broker_restart(
         verify=stack.proxy.certificate,
     ).json()
     categories = [v["assessment"]["category"] for v in timeline["visits"]]
-    assert categories[0] == "baseline" and len(categories) == 2
+    assert categories[0] == "baseline"
+    assert len(categories) == 2
     assert all(v["analysis"]["status"] == "done" for v in timeline["visits"])
     stack.alive()

@@ -92,7 +92,8 @@ def test_a_real_worker_analyses_uploaded_visits_until_each_is_assessed(
             pytest.fail(f"not assessed within {TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
         timeline = client.get(f"/api/patients/{patient.code}/timeline/").json()
         categories = [v["assessment"]["category"] for v in timeline["visits"]]
-        assert categories[0] == "baseline" and len(categories) == 2
+        assert categories[0] == "baseline"
+        assert len(categories) == 2
         for visit in timeline["visits"]:
             assert visit["analysis"]["status"] == "done"
             assert visit["results"]["model"]["name"] == "tumour-segmenter"
@@ -161,7 +162,8 @@ def test_a_killed_worker_leaves_nothing_half_written_and_the_sweeper_recovers_th
             assert second.poll() is None
             time.sleep(2)
         run.refresh_from_db()
-        assert run.status == RunStatus.DONE and run.attempts >= 2
+        assert run.status == RunStatus.DONE
+        assert run.attempts >= 2
     finally:
         second.terminate()
         try:

@@ -42,7 +42,8 @@ def test_wrong_passwords_lock_the_api_token(user: User, settings: Any) -> None:
     )
     # refused: no token for the right password, and the API says why in JSON
     assert locked.status_code == 429
-    assert "token" not in locked.json() and "locked out" in locked.json()["detail"]
+    assert "token" not in locked.json()
+    assert "locked out" in locked.json()["detail"]
 
 
 def test_one_wrong_password_does_not_lock_anyone_out(user: User) -> None:
@@ -51,7 +52,8 @@ def test_one_wrong_password_does_not_lock_anyone_out(user: User) -> None:
     response = client.post(
         "/accounts/login/", {"username": "clinician", "password": "the-right-password-1"}
     )
-    assert response.status_code == 302 and "_auth_user_id" in client.session
+    assert response.status_code == 302
+    assert "_auth_user_id" in client.session
 
 
 @pytest.mark.parametrize(

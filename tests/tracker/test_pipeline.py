@@ -63,7 +63,8 @@ def test_the_sweeper_requeues_runs_a_dead_worker_left_behind(
     )
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         requeued = pipeline.requeue_stale(older_than_s=600)
-    assert requeued.runs == [str(stuck.code)] and requeued.patients == []
+    assert requeued.runs == [str(stuck.code)]
+    assert requeued.patients == []
     stuck.refresh_from_db()
     fresh.refresh_from_db()
     assert (stuck.stage, stuck.status) == (Stage.SEGMENT, RunStatus.QUEUED)
@@ -110,7 +111,8 @@ def test_a_broker_that_is_down_loses_nothing_the_sweeper_sends_it_later(
     monkeypatch.setattr(tasks.assess_patient, "delay", lambda code: sent.append(("assess", code)))
     with django_capture_on_commit_callbacks(execute=True):
         requeued = pipeline.requeue_stale(older_than_s=600)
-    assert requeued.runs == [str(run.code)] and requeued.patients == [str(patient.code)]
+    assert requeued.runs == [str(run.code)]
+    assert requeued.patients == [str(patient.code)]
     assert sorted(sent) == [("assess", str(patient.code)), ("prepare", str(run.code))]
 
 
@@ -165,7 +167,8 @@ def test_two_phantom_visits_are_analysed_tracked_and_assessed(
         run_all_stages(run)
         run.refresh_from_db()
         assert (run.stage, run.status, run.is_current) == (Stage.DONE, RunStatus.DONE, True)
-        assert run.model_name == "tumour-segmenter" and len(run.weights_sha256) == 64
+        assert run.model_name == "tumour-segmenter"
+        assert len(run.weights_sha256) == 64
     timeline = client.get(f"/api/patients/{patient.code}/timeline/").json()
     visits = timeline["visits"]
     assert [v["assessment"]["category"] for v in visits] == ["baseline", "SD"]
@@ -179,7 +182,8 @@ def test_two_phantom_visits_are_analysed_tracked_and_assessed(
     assert tracks == {"L1"}
     # T2/FLAIR lesions are recorded too; an enhancing tumour is not assessed on them (untracked)
     t2_flair = Lesion.objects.filter(kind="t2flair")
-    assert t2_flair.count() >= 2 and set(t2_flair.values_list("track", flat=True)) == {""}
+    assert t2_flair.count() >= 2
+    assert set(t2_flair.values_list("track", flat=True)) == {""}
     assert follow_up["t2_flair_lesions"][0]["longest_mm"] > follow_up["lesions"][0]["longest_mm"]
     _check_the_pictures(teams, visits)
     # Editing an earlier input re-assesses: clinical deterioration at the follow-up is PD.
@@ -188,7 +192,8 @@ def test_two_phantom_visits_are_analysed_tracked_and_assessed(
     second.save(update_fields=["clinical_status"])
     patient_assess(patient)
     current = Assessment.objects.get(visit=second, is_current=True)
-    assert current.category == "PD" and current.is_progression_visit
+    assert current.category == "PD"
+    assert current.is_progression_visit
     assert Assessment.objects.filter(visit=second, is_current=False).count() == 1
 
 
@@ -207,7 +212,8 @@ def _check_the_pictures(teams: dict[str, Any], visits: list[dict[str, Any]]) -> 
     run = AnalysisRun.objects.get(visit__code=visits[1]["code"], is_current=True)
     folder = display_folder(run)
     meta = render.read_meta(folder)
-    assert meta["prior"]["visit"] == visits[0]["code"] and meta["prior"]["registration_passed"]
+    assert meta["prior"]["visit"] == visits[0]["code"]
+    assert meta["prior"]["registration_passed"]
     labels = render.read_layer(folder, "labels")
     prior = render.read_layer(folder, "prior-labels")
     overlap = np.logical_and(labels > 0, prior > 0).sum() / max(1, (labels > 0).sum())
@@ -216,11 +222,13 @@ def _check_the_pictures(teams: dict[str, Any], visits: list[dict[str, Any]]) -> 
     web.force_login(teams["alice"])
     page = web.get(f"/visits/{visits[1]['code']}/")
     assert page.status_code == 200
-    assert b'data-plane="axial"' in page.content and b"Compare with" in page.content
+    assert b'data-plane="axial"' in page.content
+    assert b"Compare with" in page.content
     axial = meta["key_slices"]["axial"]
     for layer in ("t1c", "flair", "labels", "tumour", "prior-t1c", "prior-labels"):
         response = web.get(f"/visits/{visits[1]['code']}/slices/{layer}/axial/{axial}.png")
-        assert response.status_code == 200 and response["Content-Type"] == "image/png", layer
+        assert response.status_code == 200, layer
+        assert response["Content-Type"] == "image/png", layer
         picture = np.asarray(Image.open(io.BytesIO(response.content)))
         assert picture.shape[:2] == labels.shape[1:], layer
         if layer.endswith("labels"):
@@ -246,7 +254,8 @@ def test_a_redelivered_task_takes_over_a_run_whose_worker_was_killed(
     dead = _running(teams, silent_for_s=600)
     live = _running(teams, silent_for_s=5, on="2024-04-01")
     taken = pipeline.claim(str(dead.code), Stage.SEGMENT)
-    assert taken is not None and taken.claimed_by == pipeline.worker_id()
+    assert taken is not None
+    assert taken.claimed_by == pipeline.worker_id()
     assert pipeline.claim(str(live.code), Stage.SEGMENT) is None
 
 

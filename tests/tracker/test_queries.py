@@ -31,7 +31,8 @@ def test_the_timeline_costs_the_same_queries_for_3_and_20_visits(teams: dict[str
     assert few == many
     assert many <= 15
     body = client.get(f"/api/patients/{large.code}/timeline/").json()
-    assert len(body["visits"]) == 20 and body["visits"][5]["results"]["lesions"][0]["track"] == "L1"
+    assert len(body["visits"]) == 20
+    assert body["visits"][5]["results"]["lesions"][0]["track"] == "L1"
 
 
 def test_the_patient_list_costs_the_same_queries_for_2_and_30_patients(

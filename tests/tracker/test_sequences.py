@@ -75,8 +75,10 @@ def test_an_upload_with_only_t1_and_t2_is_refused_naming_what_is_missing(
     response = post_visit(client_for(teams["alice"]), teams["patient"], files, on="2024-03-01")
     assert response.status_code == 400
     assert response.json() == {"t1ce": [NEITHER], "flair": [NEITHER]}
-    assert Visit.objects.count() == 0 and AnalysisRun.objects.count() == 0
-    assert Scan.objects.count() == 0 and stored_files() == []
+    assert Visit.objects.count() == 0
+    assert AnalysisRun.objects.count() == 0
+    assert Scan.objects.count() == 0
+    assert stored_files() == []
 
 
 @pytest.mark.slow
@@ -94,7 +96,8 @@ def test_a_zip_without_t1c_or_flair_is_refused_naming_what_is_missing(
     )
     assert response.status_code == 400
     assert response.json() == {"archive": [NEITHER]}
-    assert Visit.objects.count() == 0 and stored_files() == []
+    assert Visit.objects.count() == 0
+    assert stored_files() == []
 
 
 def test_an_upload_form_without_t1c_or_flair_says_what_is_missing(teams: dict[str, Any]) -> None:
@@ -164,7 +167,8 @@ def test_a_flair_only_visit_shows_its_sequences_and_no_number_for_the_core(
     assert results["supported_regions"] == ["WT"]
     assert results["sequences"] == FLAIR_ONLY
     assert results["volumes_ml"] == {"NCR": None, "ED": None, "ET": None, "TC": None, "WT": 14.0}
-    assert results["sum_of_products_mm2"] is None and results["lesions"] == []
+    assert results["sum_of_products_mm2"] is None
+    assert results["lesions"] == []
     assert set(results["not_measured"]) == {"ET", "TC", "NCR", "ED"}
     assert results["not_measured"]["ET"] == (
         "not measured: needs T1 post-contrast, which this visit lacks"
@@ -176,15 +180,18 @@ def test_a_flair_only_visit_shows_its_sequences_and_no_number_for_the_core(
     web.force_login(teams["alice"])
     page = web.get(f"/visits/{visit.code}/").content.decode()
     assert f"Sequences: {FLAIR_ONLY}" in page
-    assert "not measured" in page and "Lesions not measured" in page
+    assert "not measured" in page
+    assert "Lesions not measured" in page
     assert "14.00 mL" in page
     timeline_page = web.get(f"/patients/{patient.code}/").content.decode()
-    assert FLAIR_ONLY in timeline_page and "not measured" in timeline_page
+    assert FLAIR_ONLY in timeline_page
+    assert "not measured" in timeline_page
     for kind in ("measurements.csv", "fhir.json", "report.pdf", "timeline.json"):
         assert web.get(f"/patients/{patient.code}/export/{kind}").status_code == 200, kind
     csv_text = web.get(f"/patients/{patient.code}/export/measurements.csv").content.decode()
     row = next(line for line in csv_text.splitlines() if str(visit.code) in line)
-    assert "flair" in row and "ET: not measured: needs T1 post-contrast" in row
+    assert "flair" in row
+    assert "ET: not measured: needs T1 post-contrast" in row
 
 
 # --- the assessment ------------------------------------------------------------------------------
@@ -275,7 +282,8 @@ def test_a_visit_without_t1c_is_not_evaluable_and_never_a_nadir(
     current = {a.visit_id: a for a in Assessment.objects.filter(is_current=True)}
     assert current[first.pk].category == "baseline"
     left_out = current[flair.pk]
-    assert left_out.category == "NE" and left_out.confirmed is None
+    assert left_out.category == "NE"
+    assert left_out.confirmed is None
     assert left_out.reasons[0].startswith("not evaluable: no T1 post-contrast at this visit")
     # The engine saw the FLAIR-only visit as not evaluable: no burden was invented for it.
     engine_input = current[t1c.pk].timeline_input
@@ -284,7 +292,8 @@ def test_a_visit_without_t1c_is_not_evaluable_and_never_a_nadir(
     assert engine_input["visits"][1]["lesions"] == []
     assert engine_input["visits"][2]["non_enhancing_volume_ml"] is None  # no FLAIR or T2
     progression = current[t1c.pk]
-    assert progression.category == "PD" and progression.reference_visit_id == first.pk
+    assert progression.category == "PD"
+    assert progression.reference_visit_id == first.pk
     assert any("no FLAIR or T2 at this visit" in r for r in progression.reasons)
     assert set(Lesion.objects.values_list("track", flat=True)) == {"L1"}
 
@@ -293,7 +302,8 @@ def test_a_patient_with_only_a_flair_visit_is_not_evaluable(teams: dict[str, Any
     patient = teams["patient"]
     visit = _analysed_visit(patient, "2024-01-01", ["flair", "t2"], ["WT"], longest_mm=0.0)
     (assessment,) = patient_assess(patient)
-    assert assessment.visit_id == visit.pk and assessment.category == "NE"
+    assert assessment.visit_id == visit.pk
+    assert assessment.category == "NE"
 
 
 def test_a_non_enhancing_tumour_without_flair_or_t2_is_not_evaluable(
@@ -354,7 +364,8 @@ def test_a_flair_only_follow_up_is_analysed_end_to_end(
     web.force_login(teams["alice"])
     page = web.get(f"/visits/{follow_up['code']}/").content.decode()
     assert f"Sequences: {FLAIR_ONLY}" in page
-    assert '<option value="flair">' in page and '<option value="t1c">' not in page
+    assert '<option value="flair">' in page
+    assert '<option value="t1c">' not in page
     assert 'data-volume="flair"' in page
     # Its segmentation is shown in one whole-tumour colour, here and in the 3-D viewer: the
     # core and enhancing labels the model wrote are not measured, so not shown as such.
@@ -362,7 +373,8 @@ def test_a_flair_only_follow_up_is_analysed_end_to_end(
     assert set(shown) == {0, WHOLE_TUMOUR}
     assert "tumour, sub-regions not measured (no T1 post-contrast)" in page
     colours = json.loads(page.split('id="niivue-labels" type="application/json">')[1].split("<")[0])
-    assert colours["I"] == [0, 1, 2, 3] and set(colours["G"][1:]) == {0x9E}
+    assert colours["I"] == [0, 1, 2, 3]
+    assert set(colours["G"][1:]) == {0x9E}
     baseline = AnalysisRun.objects.get(code=visits[0]["results"]["run"])
     assert set(np.unique(read_layer(display_folder(baseline), "labels"))) <= {0, 1, 2, 3}
     slices = f"/visits/{follow_up['code']}/slices"
@@ -390,4 +402,5 @@ def test_a_follow_up_with_no_tumour_left_is_assessed(teams: dict[str, Any]) -> N
     )
     patient_assess(patient)
     assessment = Assessment.objects.get(visit=later, is_current=True)
-    assert assessment.category == "CR" and assessment.confirmed is False
+    assert assessment.category == "CR"
+    assert assessment.confirmed is False

@@ -64,9 +64,8 @@ def test_every_page_needs_a_login_and_is_scoped_to_the_care_team(
 ) -> None:
     for url in ["/patients/", *_urls(analysed)]:
         anonymous = _web(None).get(url)
-        assert anonymous.status_code == 302 and anonymous["Location"].startswith(
-            "/accounts/login/"
-        ), url
+        assert anonymous.status_code == 302, url
+        assert anonymous["Location"].startswith("/accounts/login/"), url
     for url in _urls(analysed):
         assert _web(teams["bob"]).get(url).status_code == 404, url
     member = _web(teams["alice"])
@@ -75,7 +74,8 @@ def test_every_page_needs_a_login_and_is_scoped_to_the_care_team(
     visit = analysed.visits.first()
     assert visit is not None
     response = _web(teams["bob"]).post(f"/visits/{visit.code}/review/", {"action": "confirm"})
-    assert response.status_code == 404 and not Review.objects.exists()
+    assert response.status_code == 404
+    assert not Review.objects.exists()
     listing = _web(teams["bob"]).get("/patients/")
     assert b"GBM-EXPORT" not in listing.content
 
@@ -83,13 +83,15 @@ def test_every_page_needs_a_login_and_is_scoped_to_the_care_team(
 def test_the_login_page_logs_in_and_the_list_follows(teams: dict[str, Any]) -> None:
     client = Client()
     page = client.get("/accounts/login/")
-    assert page.status_code == 200 and b'name="password"' in page.content
+    assert page.status_code == 200
+    assert b'name="password"' in page.content
     wrong = client.post("/accounts/login/", {"username": "alice", "password": "nope"})
     assert b"did not match" in wrong.content
     response = client.post(
         "/accounts/login/", {"username": "alice", "password": "alice-password-1"}
     )
-    assert response.status_code == 302 and response["Location"] == "/patients/"
+    assert response.status_code == 302
+    assert response["Location"] == "/patients/"
     assert b"GBM-001" in client.get("/patients/").content
 
 
@@ -109,12 +111,16 @@ def test_the_list_is_sorted_by_what_needs_doing_next(teams: dict[str, Any]) -> N
     labels = ("C-FAILED", "B-UNREVIEWED", "GBM-001", "A-REVIEWED")
     order = [text.index(label) for label in labels]
     assert order == sorted(order), order
-    assert "analysis failed: re-analyse" in text and "review the latest response" in text
+    assert "analysis failed: re-analyse" in text
+    assert "review the latest response" in text
     only_failed = _web(teams["alice"]).get("/patients/?status=failed").content.decode()
-    assert "C-FAILED" in only_failed and "B-UNREVIEWED" not in only_failed
+    assert "C-FAILED" in only_failed
+    assert "B-UNREVIEWED" not in only_failed
     searched = _web(teams["alice"]).get("/patients/?q=unrev").content.decode()
-    assert "B-UNREVIEWED" in searched and "C-FAILED" not in searched
-    assert quiet.code and needs_review.code
+    assert "B-UNREVIEWED" in searched
+    assert "C-FAILED" not in searched
+    assert quiet.code
+    assert needs_review.code
     assert AuditEvent.objects.filter(action="read_patient_list").count() == 3
 
 
@@ -172,9 +178,11 @@ def test_a_review_is_saved_and_an_override_needs_a_reason(
         teams["alice"],
     )
     timeline = client.get(f"/patients/{analysed.code}/").content.decode()
-    assert "overridden" in timeline and "new lesion on FLAIR" in timeline
+    assert "overridden" in timeline
+    assert "new lesion on FLAIR" in timeline
     listing = client.get("/patients/").content.decode()
-    assert 'class="badge cat-PD"' in listing and "overridden (engine: SD)" in listing
+    assert 'class="badge cat-PD"' in listing
+    assert "overridden (engine: SD)" in listing
     assert AuditEvent.objects.filter(action="review_override").exists()
 
 
@@ -193,8 +201,11 @@ def test_the_upload_form_names_each_problem_and_stores_nothing(
     )
     assert response.status_code == 400
     text = response.content.decode()
-    assert "Nothing was stored" in text and "t1" in text and "flair" in text
-    assert not Visit.objects.filter(patient=patient).exists() and not Scan.objects.exists()
+    assert "Nothing was stored" in text
+    assert "t1" in text
+    assert "flair" in text
+    assert not Visit.objects.filter(patient=patient).exists()
+    assert not Scan.objects.exists()
 
 
 def test_exports_carry_the_numbers_and_each_is_audited(
@@ -205,9 +216,9 @@ def test_exports_carry_the_numbers_and_each_is_audited(
     client = _web(teams["alice"])
     base = f"/patients/{analysed.code}/export/"
     rows = list(csv.DictReader(io.StringIO(client.get(base + "measurements.csv").content.decode())))
-    assert (
-        len(rows) == 4 and rows[0]["WT_ml"] == "14.0" and rows[0]["patient_label"] == "GBM-EXPORT"
-    )
+    assert len(rows) == 4
+    assert rows[0]["WT_ml"] == "14.0"
+    assert rows[0]["patient_label"] == "GBM-EXPORT"
     lesions = list(csv.DictReader(io.StringIO(client.get(base + "lesions.csv").content.decode())))
     assert len(lesions) == 8
     timeline = json.loads(client.get(base + "timeline.json").content)
@@ -273,11 +284,14 @@ def test_a_patient_label_cannot_restyle_the_report_or_make_it_fetch_anything(
         response = _web(teams["alice"]).get(f"/patients/{analysed.code}/export/report.pdf")
     finally:
         server.shutdown()
-    assert response.status_code == 200 and response.content.startswith(b"%PDF")
-    assert len(analysed.label) <= 100 and hits == []
+    assert response.status_code == 200
+    assert response.content.startswith(b"%PDF")
+    assert len(analysed.label) <= 100
+    assert hits == []
     if shutil.which("pdftotext"):
         text = " ".join(_pdf_text(response.content, tmp_path).split())
-        assert "Not for diagnostic use" in text and "NOT FOR DIAGNOSTIC USE" in text
+        assert "Not for diagnostic use" in text
+        assert "NOT FOR DIAGNOSTIC USE" in text
         assert "background:url(" in text  # the label, shown as text
 
 
@@ -304,7 +318,8 @@ def test_a_long_note_stored_before_the_limit_keeps_the_report_bounded(
 
     TreatmentEvent.objects.filter(patient=analysed).update(notes="long note " * 100_000)
     response = _web(teams["alice"]).get(f"/patients/{analysed.code}/export/report.pdf")
-    assert response.status_code == 200 and len(response.content) < 2_000_000
+    assert response.status_code == 200
+    assert len(response.content) < 2_000_000
     if shutil.which("pdftotext"):
         assert 0 < _pdf_text(response.content, tmp_path).count("long note") <= 60
 
@@ -324,7 +339,8 @@ def test_the_tumour_board_report_is_a_pdf_with_the_history_and_the_notice(
     teams: dict[str, Any], analysed: Patient, tmp_path: Any
 ) -> None:
     response = _web(teams["alice"]).get(f"/patients/{analysed.code}/export/report.pdf")
-    assert response.status_code == 200 and response.content.startswith(b"%PDF")
+    assert response.status_code == 200
+    assert response.content.startswith(b"%PDF")
     assert "attachment" in response["Content-Disposition"]
     text = _pdf_text(response.content, tmp_path, "-layout")
     for expected in (

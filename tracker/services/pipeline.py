@@ -355,7 +355,8 @@ def stage_measure(run: AnalysisRun) -> None:
     labels, _ = read_label_map(folder / "seg.nii.gz")
     probabilities = read_probability_map(folder / "prob.nii.gz")
     result = measure(labels, probabilities=probabilities)
-    assert result.lesion_map is not None and result.t2_flair_lesion_map is not None
+    assert result.lesion_map is not None
+    assert result.t2_flair_lesion_map is not None
     lesion_map = write_image(result.lesion_map, run_folder(run) / "lesions.nii.gz")
     report = json.loads((folder / "segmentation.json").read_text())
     unmeasured = set(sequence_support(run.sequences_used).not_measured())
