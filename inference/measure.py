@@ -70,6 +70,12 @@ class Bidimensional:
     slice_position_mm: float  # its S coordinate
     endpoints_mm: list[list[float]] = field(default_factory=list)  # longest diameter, (x, y, z)
 
+    def __post_init__(self) -> None:
+        # The perpendicular is at most the longest diameter by definition; a chord measured a
+        # little longer (sampling, the through-plane refinement) is clamped here, so the product
+        # and the stored perpendicular always agree.
+        self.perpendicular_mm = min(self.perpendicular_mm, self.longest_mm)
+
     @property
     def product_mm2(self) -> float:
         return self.longest_mm * self.perpendicular_mm

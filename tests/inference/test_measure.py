@@ -201,3 +201,12 @@ def test_t2_flair_lesions_are_components_of_the_whole_abnormality() -> None:
     assert m.as_dict()["t2_flair_lesions"][0]["longest_mm"] == pytest.approx(
         big.bidimensional.longest_mm, abs=1e-3
     )
+
+
+def test_a_perpendicular_longer_than_the_longest_diameter_is_clamped_in_the_product_too() -> None:
+    """The perpendicular was stored clamped while the product was stored unclamped."""
+    from inference.measure import Bidimensional
+
+    bd = Bidimensional(longest_mm=20.0, perpendicular_mm=20.4, slice_index=3, slice_position_mm=0)
+    assert bd.perpendicular_mm == 20.0
+    assert bd.product_mm2 == 400.0

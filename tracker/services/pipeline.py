@@ -394,9 +394,7 @@ def stage_measure(run: AnalysisRun) -> None:
                 volume_ml=lesion.volume_ml,
                 et_volume_ml=lesion.et_volume_ml,
                 longest_mm=lesion.bidimensional.longest_mm,
-                perpendicular_mm=min(
-                    lesion.bidimensional.perpendicular_mm, lesion.bidimensional.longest_mm
-                ),
+                perpendicular_mm=lesion.bidimensional.perpendicular_mm,
                 product_mm2=lesion.bidimensional.product_mm2,
                 measurable=lesion.bidimensional.measurable,
                 target=lesion.target,
