@@ -36,8 +36,8 @@ from scipy.spatial import ConvexHull, QhullError
 from inference.errors import GeometryMismatchError, InputError
 from inference.evaluate import region_mask, same_grid
 from inference.labels import Region, TumorLabel
+from inference.response import MEASURABLE_MM  # RANO's 10 mm, defined once, with the engine
 
-MEASURABLE_MM = 10.0
 CONNECTIVITY = {6: 1, 18: 2, 26: 3}
 _CHORD_STEP_MM = 0.1
 SMOOTHING_PX = 1.0

@@ -33,7 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from inference import atlas
+from inference import atlas, evaluate
 from inference.errors import InputError, MissingSequenceError
 from inference.io import Visit, output_folder, read_image, write_image, write_text
 from inference.labels import ALL_SEQUENCES, Sequence
@@ -427,10 +427,7 @@ def _otsu(values: np.ndarray, bins: int = 256) -> float:
 
 def dice(a: sitk.Image, b: sitk.Image) -> float:
     """Dice overlap of two masks on the same grid (1.0 when both are empty)."""
-    x = sitk.GetArrayViewFromImage(a) > 0
-    y = sitk.GetArrayViewFromImage(b) > 0
-    total = int(x.sum()) + int(y.sum())
-    return 1.0 if total == 0 else 2.0 * float(np.logical_and(x, y).sum()) / total
+    return evaluate.dice(sitk.GetArrayViewFromImage(a) > 0, sitk.GetArrayViewFromImage(b) > 0)
 
 
 # 5. Bias field -----------------------------------------------------------------------------------

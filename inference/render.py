@@ -68,7 +68,6 @@ _HEAT_ANCHORS = np.array(
     dtype=np.float64,
 )
 HEAT_FLOOR = 0.05  # probabilities below this are left transparent
-SEQUENCE_LAYERS = ("t1", "t1c", "t2", "flair")
 MARGIN_VOXELS = 4
 
 
@@ -282,15 +281,6 @@ def write_display(volumes: DisplayVolumes, folder: Path | str) -> Path:
             np.save(staging / f"{name}.npy", np.ascontiguousarray(array, dtype=np.uint8))
         write_text(json.dumps(volumes.meta, indent=1) + "\n", staging / "display.json")
     return Path(folder)
-
-
-def add_layers(folder: Path | str, layers: Mapping[str, np.ndarray]) -> None:
-    """Add layers to a written display folder, each file replaced atomically."""
-    folder = Path(folder)
-    for name, array in layers.items():
-        temporary = folder / f".{name}.partial.npy"
-        np.save(temporary, np.ascontiguousarray(array, dtype=np.uint8))
-        temporary.replace(folder / f"{name}.npy")
 
 
 def read_meta(folder: Path | str) -> dict[str, Any]:

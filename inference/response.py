@@ -87,7 +87,7 @@ from typing import Any
 
 from inference.errors import InputError
 
-MEASURABLE_MM = Fraction(10)
+MEASURABLE_MM = Fraction(10)  # both diameters at least this [RANO2]; measure.py uses it too
 MAX_TARGETS = 3
 MAX_TARGETS_MIXED = 2  # per component: up to 2 enhancing + 2 non-enhancing [RANO2]
 CONFIRMATION_DAYS = 28  # "at least 4 weeks" [RANO2010, RANO2]
