@@ -722,20 +722,28 @@ def _check_label_grid(
         )
 
 
-def write_image(image: sitk.Image, path: Path | str, *, compression_level: int = 1) -> Path:
-    """Write an image atomically: to a temporary name in the same folder, then rename."""
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """A temporary name beside ``path`` to write to; renamed onto ``path`` when the block ends
+    normally, removed when it raises. Readers see the old file or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=_suffix(path), dir=path.parent)
     os.close(handle)
     try:
-        sitk.WriteImage(image, temporary, True, compression_level)
+        yield Path(temporary)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
-    return path
+
+
+def write_image(image: sitk.Image, path: Path | str, *, compression_level: int = 1) -> Path:
+    """Write an image atomically: to a temporary name in the same folder, then rename."""
+    with atomic_path(path) as temporary:
+        sitk.WriteImage(image, str(temporary), True, compression_level)
+    return Path(path)
 
 
 def _suffix(path: Path) -> str:
@@ -745,18 +753,9 @@ def _suffix(path: Path) -> str:
 
 def write_text(text: str, path: Path | str) -> Path:
     """Write a text file atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=_suffix(path), dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    return path
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 @contextlib.contextmanager

@@ -8,12 +8,9 @@ as ITK's resampler wants them, and are saved as ``.tfm`` files.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import functools
 import math
-import os
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from inference.errors import MissingSequenceError, UnreadableFileError
+from inference.io import atomic_path
 from inference.labels import REGISTRATION_PREFERENCE, Sequence
 
 
@@ -409,18 +407,9 @@ def mask_points(mask: sitk.Image, *, step: int = 4) -> np.ndarray:
 
 def save_transform(transform: sitk.Transform, path: Path | str) -> Path:
     """Write a ``.tfm`` file atomically (temporary name in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".tfm", dir=path.parent)
-    os.close(handle)
-    try:
-        sitk.WriteTransform(transform, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    return path
+    with atomic_path(path) as temporary:
+        sitk.WriteTransform(transform, str(temporary))
+    return Path(path)
 
 
 def load_transform(path: Path | str) -> sitk.Transform:

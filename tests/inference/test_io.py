@@ -337,3 +337,19 @@ def test_a_gzip_whose_header_promises_too_many_voxels_is_refused_before_expandin
     assert path.stat().st_size < 200_000
     with pytest.raises(FileTooLargeError, match="nothing was decompressed"):
         read_image(path)
+
+
+def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    from inference.io import atomic_path, write_text
+
+    target = write_text("old", tmp_path / "report.json")
+
+    def crash_while_writing() -> None:
+        with atomic_path(target) as temporary:
+            temporary.write_text("half of the new")
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        crash_while_writing()
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
