@@ -82,7 +82,7 @@ def test_a_server_error_under_the_api_is_json(
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(views.s, "timeline_dict", boom)
+    monkeypatch.setattr(views, "timeline_dict", boom)
     client = Client(raise_request_exception=False)
     client.force_login(teams["alice"])
     response = client.get(f"/api/patients/{teams['patient'].code}/timeline/")

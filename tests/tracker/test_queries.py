@@ -53,7 +53,8 @@ def test_the_fast_visit_output_is_what_the_schema_documents(teams: dict[str, Any
 
     from tracker.api import serializers as s
     from tracker.api.views import _visits_with_results
-    from tracker.models import Registration
+    from tracker.models import Registration, TreatmentEvent
+    from tracker.timeline import patient_dict, treatment_dict, visit_dict
 
     patient = analysed_patient(teams["team_a"], "SHAPE", 2, reviewer=teams["alice"])
     first, second = patient.visits.order_by("acquired_on")
@@ -62,4 +63,12 @@ def test_the_fast_visit_output_is_what_the_schema_documents(teams: dict[str, Any
     )
     for visit in _visits_with_results().filter(patient=patient):
         documented = json.loads(json.dumps(s.VisitOutput(visit).data, default=str))
-        assert s.visit_dict(visit) == documented
+        assert visit_dict(visit) == documented
+    TreatmentEvent.objects.create(
+        patient=patient, kind="chemotherapy", started_on="2024-03-01", dose_mg="75.5"
+    )
+    patient.refresh_from_db()
+    assert patient_dict(patient) == json.loads(json.dumps(s.PatientOutput(patient).data))
+    for treatment in patient.treatments.all():
+        documented = json.loads(json.dumps(s.TreatmentOutput(treatment).data, default=str))
+        assert treatment_dict(treatment) == documented

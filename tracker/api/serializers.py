@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from typing import Any
 
 from django.utils import timezone
@@ -27,6 +26,7 @@ from tracker.models import (
     TreatmentKind,
     Visit,
 )
+from tracker.timeline import lesions_of_kind, sequence_fields
 
 
 class StrictCharField(serializers.CharField):
@@ -295,34 +295,6 @@ class ReviewOutput(serializers.ModelSerializer):
         fields = ["action", "category", "reason", "reviewer", "reviewed_at"]
 
 
-def sequence_fields(run: AnalysisRun) -> dict[str, Any]:
-    """The sequences a run's segmentation used and what they let it measure: a volume that is
-    not supported is null in ``volumes_ml`` and ``not_measured`` says why (the same keys as
-    ``segmentation.json``)."""
-    support = _support(tuple(run.sequences_used))
-    return {
-        "sequences_used": list(support["sequences_used"]),
-        "sequences_missing": list(support["sequences_missing"]),
-        "supported_regions": list(run.supported_regions),
-        "not_measured": dict(support["not_measured"]),
-        "sequences": support["sequences"],
-    }
-
-
-@functools.lru_cache(maxsize=64)
-def _support(sequences_used: tuple[str, ...]) -> dict[str, Any]:
-    """What a set of sequences supports (there are 15 sets; each is worked out once)."""
-    from inference.segment import sequence_support  # noqa: PLC0415
-
-    support = sequence_support(sequences_used)
-    return {
-        "sequences_used": tuple(s.value for s in support.used),
-        "sequences_missing": tuple(s.value for s in support.missing),
-        "not_measured": support.not_measured(),
-        "sequences": support.summary(),
-    }
-
-
 class VisitOutput(serializers.ModelSerializer):
     patient = serializers.UUIDField(source="patient.code")
     analysis = serializers.SerializerMethodField()
@@ -366,151 +338,13 @@ class VisitOutput(serializers.ModelSerializer):
             "volumes_ml": measurement.volumes_ml,
             "volume_intervals_ml": measurement.volume_intervals_ml,
             "sum_of_products_mm2": measurement.sum_of_products_mm2,
-            "lesions": LesionOutput(_of_kind(run, LesionKind.CORE), many=True).data,
-            "t2_flair_lesions": LesionOutput(_of_kind(run, LesionKind.T2_FLAIR), many=True).data,
+            "lesions": LesionOutput(lesions_of_kind(run, LesionKind.CORE), many=True).data,
+            "t2_flair_lesions": LesionOutput(
+                lesions_of_kind(run, LesionKind.T2_FLAIR), many=True
+            ).data,
             "registrations": RegistrationOutput(run.registrations.all(), many=True).data,
         }
 
     def get_assessment(self, visit: Visit) -> dict[str, Any] | None:
         current = next((a for a in visit.assessments.all() if a.is_current), None)
         return None if current is None else AssessmentOutput(current).data
-
-
-# --- fast output -------------------------------------------------------------------------------
-# DRF builds a ModelSerializer's fields for every instance; for a 20-visit timeline that is most
-# of the response time. The views render with these functions; the serializers above document
-# the same shapes in the OpenAPI schema (a test checks they agree).
-
-
-def _iso(value: Any) -> str | None:
-    if value is None:
-        return None
-    text: str = value.isoformat()
-    return text.replace("+00:00", "Z")
-
-
-def run_dict(run: AnalysisRun) -> dict[str, Any]:
-    return {
-        "code": str(run.code),
-        "stage": run.stage,
-        "status": run.status,
-        "stages": run.stages,
-        "error": run.error,
-        "attempts": run.attempts,
-        "model_name": run.model_name,
-        "model_version": run.model_version,
-        "weights_sha256": run.weights_sha256,
-        "is_current": run.is_current,
-        "created_at": _iso(run.created_at),
-        "finished_at": _iso(run.finished_at),
-    }
-
-
-def _of_kind(run: Any, kind: str) -> list[Lesion]:
-    return [x for x in selectors.related(run, "lesions") if x.kind == kind]
-
-
-def lesion_dict(lesion: Lesion) -> dict[str, Any]:
-    return {
-        "kind": lesion.kind,
-        "number": lesion.number,
-        "track": lesion.track,
-        "volume_ml": lesion.volume_ml,
-        "et_volume_ml": lesion.et_volume_ml,
-        "longest_mm": lesion.longest_mm,
-        "perpendicular_mm": lesion.perpendicular_mm,
-        "product_mm2": lesion.product_mm2,
-        "measurable": lesion.measurable,
-        "target": lesion.target,
-        "centroid_mm": lesion.centroid_mm,
-    }
-
-
-def visit_dict(visit: Visit) -> dict[str, Any]:
-    run = selectors.current_run(visit)
-    latest = selectors.latest_run(visit)
-    results = None
-    if run is not None and hasattr(run, "measurement"):
-        measurement = run.measurement
-        results = {
-            "run": str(run.code),
-            "model": {
-                "name": run.model_name,
-                "version": run.model_version,
-                "weights_sha256": run.weights_sha256,
-            },
-            **sequence_fields(run),
-            "volumes_ml": measurement.volumes_ml,
-            "volume_intervals_ml": measurement.volume_intervals_ml,
-            "sum_of_products_mm2": measurement.sum_of_products_mm2,
-            "lesions": [lesion_dict(x) for x in _of_kind(run, LesionKind.CORE)],
-            "t2_flair_lesions": [lesion_dict(x) for x in _of_kind(run, LesionKind.T2_FLAIR)],
-            "registrations": [
-                {
-                    "role": r.role,
-                    "to_visit": str(r.to_visit.code),
-                    "passed": r.passed,
-                    "quality": r.quality,
-                }
-                for r in selectors.related(run, "registrations")
-            ],
-        }
-    current = next((a for a in selectors.related(visit, "assessments") if a.is_current), None)
-    assessment = None
-    if current is not None:
-        assessment = {
-            "category": current.category,
-            "confirmed": current.confirmed,
-            "reference_visit": str(current.reference_visit.code)
-            if current.reference_visit
-            else None,
-            "relative_change": current.relative_change,
-            "reasons": current.reasons,
-            "is_progression_visit": current.is_progression_visit,
-            "criteria": current.criteria,
-            "model_versions": current.model_versions,
-            "assessed_at": _iso(current.assessed_at),
-        }
-    return {
-        "code": str(visit.code),
-        "patient": str(visit.patient.code),
-        "acquired_on": visit.acquired_on.isoformat(),
-        "clinical_status": visit.clinical_status,
-        "steroid_dose_mg": f"{visit.steroid_dose_mg:.2f}",
-        "non_target": visit.non_target,
-        "notes": visit.notes,
-        "analysis": None if latest is None else run_dict(latest),
-        "results": results,
-        "assessment": assessment,
-        "reviews": [
-            {
-                "action": r.action,
-                "category": r.category,
-                "reason": r.reason,
-                "reviewer": r.reviewer.username,
-                "reviewed_at": _iso(r.reviewed_at),
-            }
-            for r in selectors.related(visit, "reviews")
-        ],
-    }
-
-
-def timeline_dict(patient: Patient) -> dict[str, Any]:
-    """The patient's whole timeline as ``GET /api/patients/{id}/timeline/`` returns it; the pages
-    and every export are built from the same dict."""
-    timeline = selectors.patient_timeline(patient)
-    visits = timeline["visits"]
-    return {
-        "patient": PatientOutput(patient).data,
-        "treatments": TreatmentOutput(timeline["treatments"], many=True).data,
-        "visits": [visit_dict(v) for v in visits],
-        "progression_visit": next(
-            (
-                str(v.code)
-                for v in visits
-                for a in selectors.related(v, "assessments")
-                if a.is_progression_visit
-            ),
-            None,
-        ),
-    }

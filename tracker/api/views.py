@@ -40,6 +40,7 @@ from tracker.services.visits import (
     visit_delete,
     visit_update,
 )
+from tracker.timeline import timeline_dict, visit_dict
 
 
 def _visits_with_results() -> Any:
@@ -154,7 +155,7 @@ class VisitCreateApi(APIView):
         except ConflictError as error:
             return Response({"acquired_on": [str(error)]}, status=status.HTTP_409_CONFLICT)
         visit = _visits_with_results().get(pk=visit.pk)
-        return Response(s.visit_dict(visit), status=status.HTTP_201_CREATED)
+        return Response(visit_dict(visit), status=status.HTTP_201_CREATED)
 
 
 class VisitDetailApi(APIView):
@@ -163,7 +164,7 @@ class VisitDetailApi(APIView):
         visit = selectors.visit_get_for_user(code, request.user)
         visit = _visits_with_results().get(pk=visit.pk)
         audit(user=request.user, action="read_visit", patient=visit.patient, code=str(visit.code))
-        return Response(s.visit_dict(visit))
+        return Response(visit_dict(visit))
 
     @extend_schema(request=s.VisitUpdateInput, responses=s.VisitOutput)
     def patch(self, request: Request, code: str) -> Response:
@@ -173,7 +174,7 @@ class VisitDetailApi(APIView):
         data = s.VisitUpdateInput(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         visit_update(visit=visit, by=request.user, **data.validated_data)
-        return Response(s.visit_dict(_visits_with_results().get(pk=visit.pk)))
+        return Response(visit_dict(_visits_with_results().get(pk=visit.pk)))
 
     @extend_schema(
         request=None,
@@ -256,7 +257,7 @@ class PatientTimelineApi(APIView):
     )
     def get(self, request: Request, code: str) -> Response:
         patient = selectors.patient_get_for_user(code, request.user)
-        data = s.timeline_dict(patient)
+        data = timeline_dict(patient)
         audit(user=request.user, action="read_timeline", patient=patient, code=str(patient.code))
         return Response(data)
 

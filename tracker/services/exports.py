@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from tracker.models import Patient
 from tracker.services.visits import audit
+from tracker.timeline import timeline_dict
 
 EXPORTS = ("report.pdf", "measurements.csv", "lesions.csv", "timeline.json", "fhir.json")
 
@@ -31,10 +32,9 @@ def _download(body: bytes | str, content_type: str, filename: str) -> HttpRespon
 
 def export_response(patient: Patient, kind: str, *, by: Any) -> HttpResponse:
     """The download of one export (``kind`` in ``EXPORTS``), audited."""
-    from tracker.api import serializers as s  # noqa: PLC0415
     from tracker.reports import exports  # noqa: PLC0415
 
-    timeline = s.timeline_dict(patient)
+    timeline = timeline_dict(patient)
     generated_at = timezone.now().isoformat(timespec="seconds")
     body: bytes | str
     if kind == "report.pdf":

@@ -15,7 +15,7 @@ works without script). ``static/tracker/chart.js`` only adds behaviour, through 
 - ``.marker-baseline``, ``.marker-progression``, ``.treatment``, ``.visit-tick`` with ``data-date``.
 
 The input is the timeline dict exactly as ``GET /api/patients/{id}/timeline/`` returns it
-(``tracker.api.serializers.visit_dict`` per visit); nothing here touches the database.
+(``tracker.timeline.visit_dict`` per visit); nothing here touches the database.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from tracker.models import (
 )
 from tracker.services.uploads import UploadError
 from tracker.services.visits import ConflictError, audit, review_create, visit_create
+from tracker.timeline import timeline_dict
 
 CATEGORY_NAMES: dict[str, str] = dict(Category.choices)
 PLANES = ("axial", "coronal", "sagittal")
@@ -250,7 +251,7 @@ def patient_detail(request: HttpRequest, code: str) -> HttpResponse:
     from tracker.web.charts import growth_chart_svg  # noqa: PLC0415
 
     patient = selectors.patient_get_for_user(code, request.user)
-    timeline = s.timeline_dict(patient)
+    timeline = timeline_dict(patient)
     audit(user=request.user, action="read_timeline_page", patient=patient, code=str(patient.code))
     rows = _visit_rows(timeline)
     return render(
@@ -358,7 +359,7 @@ def visit_detail(request: HttpRequest, code: str) -> HttpResponse:
 
     visit = selectors.visit_get_for_user(code, request.user)
     patient = visit.patient
-    timeline = s.timeline_dict(patient)
+    timeline = timeline_dict(patient)
     data = next(v for v in timeline["visits"] if v["code"] == str(visit.code))
     run = AnalysisRun.objects.filter(visit=visit, is_current=True).first()
     viewer = None
