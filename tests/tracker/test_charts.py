@@ -1,4 +1,4 @@
-"""The growth chart SVG (tracker.web.charts), from timeline dicts built here in the shape
+"""The growth chart SVG (tracker.charts), from timeline dicts built here in the shape
 ``GET /api/patients/{id}/timeline/`` returns. Pure Python: no database, no browser."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tracker.web import charts
-from tracker.web.charts import growth_chart_svg
+from tracker import charts
+from tracker.charts import growth_chart_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 SERIES = ("ET", "NCR", "ED", "WT", "SPD")

@@ -1,1 +1,1 @@
-"""Exports of a patient's timeline for use outside the service (spreadsheets, FHIR)."""
+"""A patient's timeline for use outside the service: CSV, FHIR R4, the tumour-board PDF."""

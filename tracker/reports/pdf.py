@@ -8,6 +8,7 @@ from typing import Any
 
 from django.template.loader import render_to_string
 
+from tracker.charts import growth_chart_svg
 from tracker.models import AnalysisRun, Category, Patient
 
 CATEGORY_NAMES: dict[str, str] = dict(Category.choices)
@@ -136,8 +137,6 @@ def progression_report(
 ) -> bytes:
     """The PDF bytes."""
     from weasyprint import HTML  # noqa: PLC0415
-
-    from tracker.web.charts import growth_chart_svg  # noqa: PLC0415
 
     chart = growth_chart_svg(timeline, width=900, height=400, interactive=False)
     models = sorted(

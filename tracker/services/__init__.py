@@ -1,0 +1,1 @@
+"""Everything that writes: patients, visits, uploads, analysis runs, assessments, exports."""

@@ -1,1 +1,1 @@
-"""Server-rendered pieces of the web pages and reports (charts) that need no database."""
+"""The pages care teams use (server-rendered views and their URLs)."""

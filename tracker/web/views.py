@@ -35,6 +35,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from tracker import selectors
 from tracker.api import serializers as s
+from tracker.charts import growth_chart_svg
 from tracker.models import (
     AnalysisRun,
     Assessment,
@@ -248,8 +249,6 @@ def _visit_rows(timeline: dict[str, Any]) -> list[dict[str, Any]]:
 @login_required
 @require_GET
 def patient_detail(request: HttpRequest, code: str) -> HttpResponse:
-    from tracker.web.charts import growth_chart_svg  # noqa: PLC0415
-
     patient = selectors.patient_get_for_user(code, request.user)
     timeline = timeline_dict(patient)
     audit(user=request.user, action="read_timeline_page", patient=patient, code=str(patient.code))
