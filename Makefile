@@ -25,13 +25,14 @@ demo-inference: $(STAMP)
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tracker
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
+# UTF-8 whatever the machine's locale (reports and fuzzer output hold non-ASCII text).
 test: $(STAMP)
-	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
+	PYTHONUTF8=1 DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
 	CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)}" \
 	$(PY) -m pytest -n 2 --dist loadfile
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -n 2 -m "not realdata and not slow"
+	PYTHONUTF8=1 $(PY) -m pytest -n 2 -m "not realdata and not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check inference tracker config tests bench manage.py

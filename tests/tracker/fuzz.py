@@ -30,7 +30,7 @@ PASSES: dict[str, list[str]] = {
 
 def pass_config(folder: Path, seeded: Seeded, name: str) -> Path:
     """The committed settings, plus the seeded records' codes for the "own_records" pass."""
-    text = CONFIG.read_text()
+    text = CONFIG.read_text(encoding="utf-8")
     if name == "own_records":
         text += f"""
 [[operations]]
@@ -42,7 +42,7 @@ include-path-regex = '^/api/visits/\\{{code\\}}'
 parameters = {{ code = "{seeded.visit_code}" }}
 """
     path = folder / f"schemathesis-{name}.toml"
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -102,7 +102,7 @@ def fuzz(
         check=False,
     )
     seconds = time.perf_counter() - started
-    (out / "schemathesis.txt").write_text(done.stdout + done.stderr)
+    (out / "schemathesis.txt").write_text(done.stdout + done.stderr, encoding="utf-8")
     return {"exit_code": done.returncode, "seconds": round(seconds, 1), "output": done.stdout}
 
 
@@ -112,7 +112,7 @@ def summarise(out: Path, text: str) -> dict[str, Any]:
     statuses: dict[str, int] = {}
     operations: set[str] = set()
     for path in out.glob("*.ndjson"):
-        for line in path.read_text().splitlines():
+        for line in path.read_text(encoding="utf-8").splitlines():
             finished = json.loads(line).get("ScenarioFinished")
             if not finished:
                 continue
