@@ -14,6 +14,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from inference import response
+
 # Free text (notes, review reasons) is bounded (API, forms, admin), so no record can make a page
 # or the PDF unbounded; the PDF shows at most 500 characters of each.
 TEXT_MAX = 4000
@@ -44,6 +46,9 @@ class Membership(models.Model):
         return f"{self.user_id} in team {self.team_id}"
 
 
+IDH_STATUS = [("mutant", "IDH-mutant"), ("wildtype", "IDH-wildtype"), ("unknown", "unknown")]
+
+
 class Presentation(models.TextChoices):
     ENHANCING = "ce", "enhancing"
     NON_ENHANCING = "non-ce", "non-enhancing"
@@ -69,7 +74,7 @@ class Patient(models.Model):
     idh_status = models.CharField(
         max_length=20,
         blank=True,
-        choices=[("mutant", "IDH-mutant"), ("wildtype", "IDH-wildtype"), ("unknown", "unknown")],
+        choices=IDH_STATUS,
     )
     presentation = models.CharField(
         max_length=10, choices=Presentation.choices, default=Presentation.ENHANCING
@@ -152,7 +157,7 @@ class Visit(models.Model):
     non_target = models.CharField(
         max_length=10,
         default="absent",
-        choices=[(v, v) for v in ("absent", "stable", "improved", "worse")],
+        choices=[(v.value, v.value) for v in response.NonTarget],
         help_text="disease outside the measured lesions, as the radiologist reads it",
     )
     notes = models.TextField(blank=True, max_length=TEXT_MAX)

@@ -10,23 +10,30 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
 
+from inference.response import NonTarget
 from tracker import selectors
 from tracker.models import (
+    IDH_STATUS,
     TEXT_MAX,
     AnalysisRun,
     Assessment,
     Category,
     ClinicalStatus,
+    Criteria,
     Lesion,
     LesionKind,
     Patient,
+    Presentation,
     Registration,
     Review,
+    Setting,
     TreatmentEvent,
     TreatmentKind,
     Visit,
 )
 from tracker.timeline import lesions_of_kind, sequence_fields
+
+NON_TARGET = [value.value for value in NonTarget]
 
 
 class StrictCharField(serializers.CharField):
@@ -96,13 +103,13 @@ class PatientInput(serializers.Serializer):
     diagnosis = StrictCharField(max_length=200, required=False, default="")
     who_grade = serializers.IntegerField(min_value=1, max_value=4, required=False, allow_null=True)
     idh_status = serializers.ChoiceField(
-        choices=["mutant", "wildtype", "unknown", ""], required=False, default=""
+        choices=[*(value for value, _ in IDH_STATUS), ""], required=False, default=""
     )
-    presentation = serializers.ChoiceField(choices=["ce", "non-ce", "mixed"], default="ce")
-    setting = serializers.ChoiceField(
-        choices=["newly_diagnosed", "recurrent"], default="newly_diagnosed"
+    presentation = serializers.ChoiceField(
+        choices=Presentation.values, default=Presentation.ENHANCING
     )
-    criteria = serializers.ChoiceField(choices=["rano2-2d", "rano2-volumetric"], default="rano2-2d")
+    setting = serializers.ChoiceField(choices=Setting.values, default=Setting.NEWLY_DIAGNOSED)
+    criteria = serializers.ChoiceField(choices=Criteria.values, default=Criteria.BIDIMENSIONAL)
     confirm_progression = serializers.BooleanField(default=True)
 
 
@@ -187,9 +194,7 @@ class VisitInput(serializers.Serializer):
     archive = serializers.FileField(required=False, help_text="one zip holding the four sequences")
     clinical_status = serializers.ChoiceField(choices=ClinicalStatus.choices, default="stable")
     steroid_dose_mg = SteroidDoseField(default=0)
-    non_target = serializers.ChoiceField(
-        choices=["absent", "stable", "improved", "worse"], default="absent"
-    )
+    non_target = serializers.ChoiceField(choices=NON_TARGET, default="absent")
     notes = StrictCharField(required=False, default="", allow_blank=True, max_length=TEXT_MAX)
 
     def validate_acquired_on(self, value: dt.date) -> dt.date:
@@ -207,9 +212,7 @@ class VisitInput(serializers.Serializer):
 class VisitUpdateInput(serializers.Serializer):
     clinical_status = serializers.ChoiceField(choices=ClinicalStatus.choices, required=False)
     steroid_dose_mg = SteroidDoseField(required=False)
-    non_target = serializers.ChoiceField(
-        choices=["absent", "stable", "improved", "worse"], required=False
-    )
+    non_target = serializers.ChoiceField(choices=NON_TARGET, required=False)
     notes = StrictCharField(required=False, allow_blank=True, max_length=TEXT_MAX)
 
 
