@@ -176,11 +176,19 @@ class Visit(models.Model):
         return f"visit of {self.acquired_on} ({self.code})"
 
 
+# inference.labels.Sequence, as stored (tests/tracker/test_vocabulary.py holds them equal).
 class SequenceName(models.TextChoices):
     T1 = "t1", "T1"
     T1C = "t1c", "T1 post-contrast"
     T2 = "t2", "T2"
     FLAIR = "flair", "FLAIR"
+
+
+class RegistrationRole(models.TextChoices):
+    """What a follow-up was registered to: the visit before it, or the timeline's baseline."""
+
+    PRIOR = "prior", "prior"
+    BASELINE = "baseline", "baseline"
 
 
 class Scan(models.Model):
@@ -352,7 +360,7 @@ class Lesion(models.Model):
 class Registration(models.Model):
     run = models.ForeignKey(AnalysisRun, on_delete=models.CASCADE, related_name="registrations")
     to_visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="+")
-    role = models.CharField(max_length=10, choices=[("prior", "prior"), ("baseline", "baseline")])
+    role = models.CharField(max_length=10, choices=RegistrationRole.choices)
     transform = models.CharField(max_length=300)  # media path of the .tfm
     quality = models.JSONField(default=dict)
     passed = models.BooleanField()

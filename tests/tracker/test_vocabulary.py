@@ -30,6 +30,12 @@ def test_the_models_choices_are_the_engines_terms(
     assert list(choices.values) == [term.value for term in terms]
 
 
+def test_the_stored_sequences_are_inferences() -> None:
+    from inference.labels import Sequence
+
+    assert list(models.SequenceName.choices) == [(s.value, s.long_name) for s in Sequence]
+
+
 def test_non_target_status_is_the_engines() -> None:
     field: Any = models.Visit._meta.get_field("non_target")
     assert [value for value, _ in field.choices] == [term.value for term in response.NonTarget]

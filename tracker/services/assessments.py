@@ -29,6 +29,7 @@ from tracker.models import (
     LesionKind,
     Patient,
     Presentation,
+    RegistrationRole,
     TreatmentKind,
     Visit,
 )
@@ -72,7 +73,7 @@ def _tracks(runs: list[AnalysisRun], kind: str = LesionKind.CORE) -> list[list[T
             None,
         )
         if registration is None:
-            registration = register_runs(runs[0], run, "baseline")
+            registration = register_runs(runs[0], run, RegistrationRole.BASELINE)
         transform = load_transform(media(registration.transform))
         lesion_map = read_lesion_map(media(path(run)))
         maps.append(resample(lesion_map, reference, transform, labels=True))

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tracker.models import AnalysisRun, Registration
+from tracker.models import AnalysisRun, Registration, RegistrationRole
 from tracker.services.pipeline import media, run_folder
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,9 @@ def build_display(run: AnalysisRun) -> Path:
 
 def _prior(run: AnalysisRun) -> tuple[Registration, AnalysisRun] | None:
     registration = (
-        Registration.objects.select_related("to_visit").filter(run=run, role="prior").first()
+        Registration.objects.select_related("to_visit")
+        .filter(run=run, role=RegistrationRole.PRIOR)
+        .first()
     )
     if registration is None:
         return None

@@ -38,6 +38,7 @@ from tracker.models import (
     Measurement,
     Patient,
     Registration,
+    RegistrationRole,
     RunStatus,
     Stage,
 )
@@ -290,7 +291,7 @@ def _raw_images(run: AnalysisRun) -> dict[Any, Any]:
     return read_visit(original_folder(run)).images
 
 
-def register_runs(fixed: AnalysisRun, moving: AnalysisRun, role: str) -> Registration:
+def register_runs(fixed: AnalysisRun, moving: AnalysisRun, role: RegistrationRole) -> Registration:
     """Register ``moving``'s visit onto ``fixed``'s (T1 post-contrast first) and store it."""
     from inference.register import register_visits, save_transform  # noqa: PLC0415
 
@@ -328,13 +329,13 @@ def stage_register(run: AnalysisRun) -> None:
         .first()
     )
     if prior is not None:
-        register_runs(prior, run, "prior")
+        register_runs(prior, run, RegistrationRole.PRIOR)
     if first is not None and first.visit.acquired_on < visit.acquired_on:
         if prior is not None and prior.pk == first.pk:
-            stored = Registration.objects.get(run=run, role="prior")
+            stored = Registration.objects.get(run=run, role=RegistrationRole.PRIOR)
             Registration.objects.update_or_create(
                 run=run,
-                role="baseline",
+                role=RegistrationRole.BASELINE,
                 defaults={
                     "to_visit": stored.to_visit,
                     "transform": stored.transform,
@@ -343,7 +344,7 @@ def stage_register(run: AnalysisRun) -> None:
                 },
             )
         else:
-            register_runs(first, run, "baseline")
+            register_runs(first, run, RegistrationRole.BASELINE)
 
 
 def stage_measure(run: AnalysisRun) -> None:
