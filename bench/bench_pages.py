@@ -43,7 +43,7 @@ def _display_for(patient: Any) -> None:
 
     from inference.render import DisplayVolumes, key_slices, write_display
     from tracker.models import AnalysisRun
-    from tracker.services.display import display_folder
+    from tracker.storage import run_files
 
     rng = np.random.default_rng(7)
     labels = np.zeros(DISPLAY_SHAPE, np.uint8)
@@ -65,7 +65,7 @@ def _display_for(patient: Any) -> None:
         "key_slices": key_slices(labels),
     }
     for run in AnalysisRun.objects.filter(visit__patient=patient, is_current=True):
-        write_display(DisplayVolumes(layers, meta), display_folder(run))
+        write_display(DisplayVolumes(layers, meta), run_files(run).display)
 
 
 def figures(requests: int, reports: int) -> dict[str, Any]:

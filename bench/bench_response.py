@@ -19,9 +19,13 @@ redone unless ``--recompute``.
 
 Timelines: RANO 2.0 2-D criteria, newly diagnosed, baseline = the first visit (the
 post-radiotherapy scan; radiotherapy ended 28 days before), confirmation of progression on,
-no steroids, clinically stable, no non-target disease outside the listed lesions. Lesions: the
-tracks present at baseline, listed at every visit (0 x 0 once vanished); a track that was not at
-baseline and is present now is a new lesion (measurable when any such lesion is).
+no steroids, clinically stable, no non-target disease outside the listed lesions. Both are
+assembled by ``inference.timeline.build_timeline``, the service's own assembly: an enhancing
+tumour on its core lesions, a non-enhancing one on its T2/FLAIR lesions (tracked the same way);
+every track seen since the baseline listed at every visit (0 x 0 once vanished), a track that
+first shows after the baseline a new lesion at that visit (measurable when any such lesion is).
+Timelines cached before 2026-12-06 were assembled by the benchmark's own simpler rule (new
+lesions flagged at every later visit and never summed): rerun with ``--recompute``.
 
 Stage 2 (fast): ``inference.response.assess`` on both timelines. The known outcome of a
 follow-up visit is the engine's category on the TRUTH timeline; the pipeline's answer is its
@@ -58,11 +62,19 @@ sys.path.insert(0, str(REPO))
 from inference import phantoms
 from inference.io import read_visit, write_image
 from inference.labels import Sequence
-from inference.lesions import track_lesions
+from inference.lesions import TrackEntry, track_lesions
 from inference.measure import Measurements, measure
 from inference.phantoms import Scenario
 from inference.preprocess import prepare_visit, read_prepared, write_prepared
 from inference.register import register_visits, resample
+from inference.timeline import (
+    LesionKind,
+    LesionSize,
+    PatientRecord,
+    VisitRecord,
+    build_timeline,
+    t2_flair_tracks,
+)
 
 SYNTHETIC = "SYNTHETIC PHANTOM"
 WORK = REPO / "var" / "bench-response"
@@ -82,126 +94,91 @@ def plan(patients: int) -> list[tuple[int, Scenario]]:
 # Stage 1 ------------------------------------------------------------------------------------
 
 
-def _timeline_top(patient: phantoms.Patient, baseline_on: str) -> dict[str, Any]:
+def _patient_record(patient: phantoms.Patient, baseline_on: str) -> PatientRecord:
     radiotherapy_end = dt.date.fromisoformat(baseline_on) - dt.timedelta(RADIOTHERAPY_GAP_DAYS)
-    return {
-        "criteria": "rano2-2d",
-        "presentation": _presentation(patient),
-        "setting": "newly_diagnosed",
-        "radiotherapy_end_on": radiotherapy_end.isoformat(),
-        "confirm_pd": True,
-        "physiologic_steroid_max_mg": 0.75,
-        "antiangiogenic_therapy": False,
-        "visits": [],
-    }
+    return PatientRecord(
+        criteria="rano2-2d",
+        presentation=_presentation(patient),
+        setting="newly_diagnosed",
+        radiotherapy_end_on=radiotherapy_end,
+        confirm_pd=True,
+        physiologic_steroid_max_mg=0.75,
+        antiangiogenic_therapy=False,
+    )
 
 
 def _presentation(patient: phantoms.Patient) -> str:
     return "ce" if patient.lesions[0].enhancing else "non-ce"
 
 
-def _visit_entry(
-    index: int,
-    truth: dict[str, Any],
-    lesions: list[dict[str, Any]],
-    non_enhancing_ml: float,
-    new_lesion: dict[str, bool] | None,
-) -> dict[str, Any]:
-    return {
-        "id": f"v{index}",
-        "acquired_on": truth["acquired_on"],
-        "lesions": lesions,
-        "non_enhancing_volume_ml": round(max(non_enhancing_ml, 0.0), 4),
-        "new_lesion": new_lesion,
-        "non_target": "absent",
-        "clinical_status": "stable",
-        "steroid_dose_mg": 0,
-    }
-
-
-def _lesion(
-    track: str, component: str, longest: float, perpendicular: float, et: Any
-) -> dict[str, Any]:
-    longest, perpendicular = round(longest, 3), round(perpendicular, 3)
-    return {
-        "track": track,
-        "component": component,
-        "longest_mm": longest,
-        "perpendicular_mm": min(perpendicular, longest),  # rounding never makes it the longer
-        "et_volume_ml": et,
-    }
-
-
 def truth_timeline(patient: phantoms.Patient, truths: list[dict[str, Any]]) -> dict[str, Any]:
-    """The phantom's own timeline: continuous-shape diameters of each true track."""
-    timeline = _timeline_top(patient, truths[0]["acquired_on"])
-    component = _presentation(patient)
-    baseline_tracks = [x["track"] for x in truths[0]["lesions"]]
+    """The phantom's own timeline: continuous-shape diameters of each true track, assembled as
+    the service assembles its measurements (``inference.timeline.build_timeline``). The true
+    lesions are the enhancing core of an enhancing tumour, the T2/FLAIR abnormality of a
+    non-enhancing one (no enhancing volume is known: None)."""
+    kind = LesionKind.CORE if _presentation(patient) == "ce" else LesionKind.T2_FLAIR
+    visits, history = [], []
     for index, truth in enumerate(truths):
-        by_track = {x["track"]: x for x in truth["lesions"]}
-        lesions = []
-        for track in baseline_tracks:
-            found = by_track.get(track)
-            longest = found["longest_mm"] if found else 0.0
-            perpendicular = found["perpendicular_mm"] if found else 0.0
-            lesions.append(_lesion(track, component, longest, perpendicular, None))
-        new = [x for x in truth["lesions"] if x["track"] not in baseline_tracks]
+        sizes = [
+            LesionSize(number, x["longest_mm"], x["perpendicular_mm"], None, x["measurable"])
+            for number, x in enumerate(truth["lesions"], start=1)
+        ]
+        history.append(
+            [
+                TrackEntry(x["track"], True, number, 0.0, None)
+                for number, x in enumerate(truth["lesions"], start=1)
+            ]
+        )
         volumes = truth["volumes_ml"]
-        timeline["visits"].append(
-            _visit_entry(
-                index,
-                truth,
-                lesions,
-                volumes["WT"] - volumes["ET"],
-                {"measurable": any(x["measurable"] for x in new)} if new and index else None,
+        visits.append(
+            VisitRecord(
+                id=f"v{index}",
+                acquired_on=dt.date.fromisoformat(truth["acquired_on"]),
+                lesions={kind: sizes},
+                whole_ml=volumes["WT"],
+                enhancing_ml=volumes["ET"],
             )
         )
-    return timeline
+    histories = {LesionKind.CORE: [[] for _ in truths], kind: history}
+    return build_timeline(_patient_record(patient, truths[0]["acquired_on"]), visits, histories)
+
+
+def _sizes(lesions: list[Any]) -> list[LesionSize]:
+    return [
+        LesionSize(
+            x.id,
+            x.bidimensional.longest_mm,
+            x.bidimensional.perpendicular_mm,
+            x.et_volume_ml,
+            x.bidimensional.measurable,
+        )
+        for x in lesions
+    ]
 
 
 def measured_timeline(
     patient: phantoms.Patient,
     truths: list[dict[str, Any]],
     measurements: list[Measurements],
-    history: list[list[Any]],
+    histories: dict[LesionKind, list[list[TrackEntry]]],
 ) -> dict[str, Any]:
-    """The pipeline's timeline: our tracks, with the diameters of the lesion each one is at."""
-    timeline = _timeline_top(patient, truths[0]["acquired_on"])
-    component = _presentation(patient)
-    baseline_tracks = [e.track for e in history[0] if e.present]
-    for index, (truth, measured, entries) in enumerate(
-        zip(truths, measurements, history, strict=True)
-    ):
-        by_id = {x.id: x for x in measured.lesions}
-        by_track = {e.track: e for e in entries}
-        lesions = []
-        for track in baseline_tracks:
-            entry = by_track.get(track)
-            lesion = by_id.get(entry.component) if entry and entry.present else None
-            if lesion is None:
-                lesions.append(_lesion(track, component, 0.0, 0.0, 0.0))
-            else:
-                bd = lesion.bidimensional
-                et = round(lesion.et_volume_ml, 4)
-                lesions.append(_lesion(track, component, bd.longest_mm, bd.perpendicular_mm, et))
-        new = [
-            by_id[e.component]
-            for e in entries
-            if e.present and e.track not in baseline_tracks and e.component in by_id
-        ]
-        volumes = measured.volumes_ml
-        timeline["visits"].append(
-            _visit_entry(
-                index,
-                truth,
-                lesions,
-                volumes["WT"] - volumes["ET"],
-                {"measurable": any(x.bidimensional.measurable for x in new)}
-                if new and index
-                else None,
-            )
+    """The pipeline's timeline: our tracks, with the diameters of the lesion each one is at,
+    assembled by ``inference.timeline.build_timeline`` as the service does."""
+    visits = [
+        VisitRecord(
+            id=f"v{index}",
+            acquired_on=dt.date.fromisoformat(truth["acquired_on"]),
+            lesions={
+                LesionKind.CORE: _sizes(measured.lesions),
+                LesionKind.T2_FLAIR: _sizes(measured.t2_flair_lesions),
+            },
+            whole_ml=measured.volumes_ml["WT"],
+            enhancing_ml=measured.volumes_ml["ET"],
         )
-    return timeline
+        for index, (truth, measured) in enumerate(zip(truths, measurements, strict=True))
+    ]
+    record = _patient_record(patient, truths[0]["acquired_on"])
+    return build_timeline(record, visits, histories)
 
 
 def _track_match(
@@ -279,17 +256,23 @@ def run_patient(
             flush=True,
         )
     reference = measurements[0].lesion_map
+    t2_reference = measurements[0].t2_flair_lesion_map
     assert reference is not None
-    maps = [reference]
+    assert t2_reference is not None
+    maps, t2_maps = [reference], [t2_reference]
     registrations: list[dict[str, Any] | None] = [None]
     for visit in range(1, VISITS):
         t0 = time.perf_counter()
         registration = register_visits(
             visits_images[0], visits_images[visit], sequence=Sequence.T1C
         )
+        transform = registration.result.transform
         lesion_map = measurements[visit].lesion_map
+        t2_map = measurements[visit].t2_flair_lesion_map
         assert lesion_map is not None
-        maps.append(resample(lesion_map, reference, registration.result.transform, labels=True))
+        assert t2_map is not None
+        maps.append(resample(lesion_map, reference, transform, labels=True))
+        t2_maps.append(resample(t2_map, t2_reference, transform, labels=True))
         seconds[visit]["register"] = round(time.perf_counter() - t0, 2)
         registrations.append(
             {
@@ -301,8 +284,12 @@ def run_patient(
         )
     t0 = time.perf_counter()
     history = track_lesions(maps)
+    histories = {
+        LesionKind.CORE: history,
+        LesionKind.T2_FLAIR: t2_flair_tracks(track_lesions(t2_maps)),
+    }
     track_seconds = round(time.perf_counter() - t0, 2)
-    measured = measured_timeline(patient, truths, measurements, history)
+    measured = measured_timeline(patient, truths, measurements, histories)
     truth = truth_timeline(patient, truths)
     details = {
         "data": SYNTHETIC,

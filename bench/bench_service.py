@@ -71,7 +71,7 @@ def _upload_and_wait(
 
     files = {
         field: (folder / f"{folder.name}-{suffix}.nii.gz").open("rb")
-        for field, suffix in (("t1", "t1n"), ("t1ce", "t1c"), ("t2", "t2w"), ("flair", "t2f"))
+        for field, suffix in (("t1", "t1n"), ("t1c", "t1c"), ("t2", "t2w"), ("flair", "t2f"))
     }
     load = os.getloadavg()[0]
     started = time.perf_counter()

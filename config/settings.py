@@ -15,7 +15,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from tracker.queues import Queue
+from tracker.queues import ROUTES, Queue, Task
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -294,16 +294,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = Queue.DEFAULT.value
-CELERY_TASK_ROUTES = {
-    "tracker.segment": {"queue": Queue.GPU.value},
-    "tracker.prepare": {"queue": Queue.CPU.value},
-    "tracker.register": {"queue": Queue.CPU.value},
-    "tracker.measure": {"queue": Queue.CPU.value},
-    "tracker.assess": {"queue": Queue.CPU.value},
-    "tracker.assess_patient": {"queue": Queue.CPU.value},
-    "tracker.sweep": {"queue": Queue.DEFAULT.value},
-}
-CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_ROUTES = {task.value: {"queue": queue.value} for task, queue in ROUTES.items()}
 # The sweeper re-queues runs and assessments left behind by a dead worker or a broker that lost
 # its messages: it looks every TRACKER_SWEEP_EVERY_S for queued work untouched for
 # TRACKER_STALE_AFTER_S and for running stages whose worker has not beaten for
@@ -312,7 +303,7 @@ TRACKER_SWEEP_EVERY_S = env_int("TRACKER_SWEEP_EVERY_S", 120)
 TRACKER_STALE_AFTER_S = env_int("TRACKER_STALE_AFTER_S", 300)
 TRACKER_HEARTBEAT_STALE_S = env_int("TRACKER_HEARTBEAT_STALE_S", 120)
 CELERY_BEAT_SCHEDULE = {
-    "sweep-stale-runs": {"task": "tracker.sweep", "schedule": float(TRACKER_SWEEP_EVERY_S)},
+    "sweep-stale-runs": {"task": Task.SWEEP.value, "schedule": float(TRACKER_SWEEP_EVERY_S)},
 }
 TRACKER_WEIGHTS_DIR = env("TRACKER_WEIGHTS_DIR", "")  # default: the shipped model
 

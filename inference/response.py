@@ -558,13 +558,22 @@ class Row:
 
 @dataclass
 class Assessment:
+    """Every visit's row, and the timeline's landmarks as the engine sees them: the
+    progression (the scan it is dated to), the baseline, and the nadir of the primary
+    component's burden (the smallest from the baseline to the latest evaluable scan, the
+    earliest on a tie). Charts and reports mark these; they never work them out again."""
+
     visits: list[Row]
     progression_visit: str | None
+    baseline_visit: str | None = None
+    nadir_visit: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "visits": [row.as_dict() for row in self.visits],
             "progression_visit": self.progression_visit,
+            "baseline_visit": self.baseline_visit,
+            "nadir_visit": self.nadir_visit,
         }
 
 
@@ -681,7 +690,10 @@ def assess(timeline: Timeline) -> Assessment:
             rows.append(row)
             if dated is not None and progression_visit is None:
                 progression_visit = dated
-    return Assessment(rows, progression_visit)
+    if engine is None or index is None:
+        return Assessment(rows, progression_visit)
+    nadir = engine.nadir[engine.primary.component][1]
+    return Assessment(rows, progression_visit, timeline.visits[index].id, nadir)
 
 
 def _not_evaluable_row(visit: VisitInput) -> Row:

@@ -109,6 +109,7 @@ class _Visit:
     steroid_dose_mg: float | None
     category: str
     is_progression: bool
+    is_nadir: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,7 @@ def _number(value: Any) -> float | None:
 
 def _parse_visits(timeline: Mapping[str, Any]) -> list[_Visit]:
     progression_code = timeline.get("progression_visit")
+    nadir_code = timeline.get("nadir_visit")
     visits: list[_Visit] = []
     for raw in timeline.get("visits") or ():
         on = _date(raw.get("acquired_on"))
@@ -180,6 +182,8 @@ def _parse_visits(timeline: Mapping[str, Any]) -> list[_Visit]:
                 category=str(assessment.get("category") or ""),
                 is_progression=bool(assessment.get("is_progression_visit"))
                 or (bool(code) and code == str(progression_code or "")),
+                is_nadir=bool(assessment.get("is_nadir_visit"))
+                or (bool(code) and code == str(nadir_code or "")),
             )
         )
     visits.sort(key=lambda visit: visit.on)
@@ -725,17 +729,13 @@ def _series_groups(
 
 
 def _nadir(analysed: Sequence[_Visit]) -> tuple[_Visit, str] | None:
-    """The visit with the smallest SPD at or after the (latest) baseline, the earliest on a tie;
-    WT volume where any of those visits has no SPD. None without a baseline."""
-    baselines = [v for v in analysed if v.category == "baseline"]
-    if not baselines:
+    """The nadir the RANO engine found (never worked out again here), ringed on its sum of
+    products, or on its whole-tumour volume where it has none. None without one."""
+    nadir = next((v for v in analysed if v.is_nadir), None)
+    if nadir is None:
         return None
-    candidates = [v for v in analysed if v.on >= baselines[-1].on]
-    key = "SPD" if all("SPD" in v.values for v in candidates) else "WT"
-    candidates = [v for v in candidates if key in v.values]
-    if not candidates:
-        return None
-    return min(candidates, key=lambda v: v.values[key]), key
+    key = "SPD" if "SPD" in nadir.values else "WT"
+    return (nadir, key) if key in nadir.values else None
 
 
 def _event_lines(layout: _Layout, x_of: _DateScale, visits: Sequence[_Visit]) -> Iterable[str]:

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from inference import response
+from inference import response, timeline
 
 # Free text (notes, review reasons) is bounded (API, forms, admin), so no record can make a page
 # or the PDF unbounded; the PDF shows at most 500 characters of each.
@@ -320,8 +320,8 @@ class Measurement(models.Model):
 
 
 class LesionKind(models.TextChoices):
-    CORE = "core", "tumour core (T1 post-contrast)"
-    T2_FLAIR = "t2flair", "T2/FLAIR abnormality"
+    CORE = timeline.LesionKind.CORE.value, "tumour core (T1 post-contrast)"
+    T2_FLAIR = timeline.LesionKind.T2_FLAIR.value, "T2/FLAIR abnormality"
 
 
 class Lesion(models.Model):
@@ -399,6 +399,8 @@ class Assessment(models.Model):
     relative_change = models.FloatField(null=True)
     reasons = models.JSONField(default=list)
     is_progression_visit = models.BooleanField(default=False)
+    # the nadir of the timeline as the engine found it (one visit of the current assessments)
+    is_nadir_visit = models.BooleanField(default=False)
     criteria = models.CharField(max_length=20, choices=Criteria.choices)
     timeline_input = models.JSONField(default=dict)
     model_versions = models.JSONField(default=list)

@@ -1,4 +1,5 @@
-"""Queue names, in one place: the routing in settings and the worker commands use these."""
+"""Queue and task names, in one place: the routing in settings, the worker commands, the tasks
+and the code that sends them use these (a leaf module: it imports nothing of the project)."""
 
 import enum
 
@@ -7,3 +8,26 @@ class Queue(enum.StrEnum):
     GPU = "gpu"  # segmentation: a --pool=solo worker with the model loaded once
     CPU = "cpu"  # preparation, registration, measurement, assessment
     DEFAULT = "default"  # the sweeper and anything small
+
+
+class Task(enum.StrEnum):
+    """The registered names of the Celery tasks (``tracker.tasks``); work is sent by name."""
+
+    PREPARE = "tracker.prepare"
+    SEGMENT = "tracker.segment"
+    REGISTER = "tracker.register"
+    MEASURE = "tracker.measure"
+    ASSESS = "tracker.assess"
+    ASSESS_PATIENT = "tracker.assess_patient"
+    SWEEP = "tracker.sweep"
+
+
+ROUTES: dict[Task, Queue] = {
+    Task.PREPARE: Queue.CPU,
+    Task.SEGMENT: Queue.GPU,
+    Task.REGISTER: Queue.CPU,
+    Task.MEASURE: Queue.CPU,
+    Task.ASSESS: Queue.CPU,
+    Task.ASSESS_PATIENT: Queue.CPU,
+    Task.SWEEP: Queue.DEFAULT,
+}

@@ -7,13 +7,13 @@ from typing import Any
 from django.contrib.auth.signals import user_login_failed
 from django.dispatch import receiver
 
+from tracker.models import AuditEvent
+
 
 @receiver(user_login_failed)
 def audit_failed_login(
     sender: Any, credentials: dict[str, Any], request: Any = None, **_: Any
 ) -> None:
-    from tracker.models import AuditEvent  # noqa: PLC0415
-
     AuditEvent.objects.create(
         action="login_failed",
         detail={

@@ -7,10 +7,21 @@ their fields again for every object, most of a 20-visit timeline's response time
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
+from inference.segment import sequence_support
 from tracker import selectors
-from tracker.models import AnalysisRun, Lesion, LesionKind, Patient, TreatmentEvent, Visit
+from tracker.models import (
+    AnalysisRun,
+    Assessment,
+    Category,
+    Lesion,
+    LesionKind,
+    Patient,
+    TreatmentEvent,
+    Visit,
+)
 
 
 def _iso(value: Any) -> str | None:
@@ -37,8 +48,6 @@ def sequence_fields(run: AnalysisRun) -> dict[str, Any]:
 @functools.lru_cache(maxsize=64)
 def _support(sequences_used: tuple[str, ...]) -> dict[str, Any]:
     """What a set of sequences supports (there are 15 sets; each is worked out once)."""
-    from inference.segment import sequence_support  # noqa: PLC0415
-
     support = sequence_support(sequences_used)
     return {
         "sequences_used": tuple(s.value for s in support.used),
@@ -154,6 +163,7 @@ def visit_dict(visit: Visit) -> dict[str, Any]:
             "relative_change": current.relative_change,
             "reasons": current.reasons,
             "is_progression_visit": current.is_progression_visit,
+            "is_nadir_visit": current.is_nadir_visit,
             "criteria": current.criteria,
             "model_versions": current.model_versions,
             "assessed_at": _iso(current.assessed_at),
@@ -191,13 +201,21 @@ def timeline_dict(patient: Patient) -> dict[str, Any]:
         "patient": patient_dict(patient),
         "treatments": [treatment_dict(x) for x in timeline["treatments"]],
         "visits": [visit_dict(v) for v in visits],
-        "progression_visit": next(
-            (
-                str(v.code)
-                for v in visits
-                for a in selectors.related(v, "assessments")
-                if a.is_progression_visit
-            ),
-            None,
-        ),
+        # The landmarks as the engine found them (never worked out again by a chart or report).
+        "baseline_visit": _marked(visits, lambda a: a.category == Category.BASELINE),
+        "nadir_visit": _marked(visits, lambda a: a.is_nadir_visit),
+        "progression_visit": _marked(visits, lambda a: a.is_progression_visit),
     }
+
+
+def _marked(visits: list[Visit], mark: Callable[[Assessment], bool]) -> str | None:
+    """The code of the (first) visit whose current assessment is so marked."""
+    return next(
+        (
+            str(v.code)
+            for v in visits
+            for a in selectors.related(v, "assessments")
+            if a.is_current and mark(a)
+        ),
+        None,
+    )

@@ -35,9 +35,9 @@
     event.preventDefault();
     var data = new FormData(form);
     // Empty file inputs are not sent (the API treats each named file as an upload).
-    ["t1", "t1ce", "t2", "flair", "archive"].forEach(function (name) {
-      var file = data.get(name);
-      if (file && file.size === 0 && !file.name) { data.delete(name); }
+    form.querySelectorAll("input[type=file]").forEach(function (input) {
+      var file = data.get(input.name);
+      if (file && file.size === 0 && !file.name) { data.delete(input.name); }
     });
     var request = new XMLHttpRequest();
     request.open("POST", form.getAttribute("data-api"));

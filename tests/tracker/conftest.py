@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 
 from tracker.models import CareTeam, Membership, Patient
 
-BRATS_SUFFIX = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}
+BRATS_SUFFIX = {"t1": "t1n", "t1c": "t1c", "t2": "t2w", "flair": "t2f"}
 
 
 @pytest.fixture(autouse=True)
@@ -100,10 +100,10 @@ def zipped(folder: Path) -> SimpleUploadedFile:
 def run_all_stages(run: Any) -> None:
     """Every stage of a run in this process, in order (the worker's path without Celery)."""
     from tracker.models import AnalysisRun, Stage
-    from tracker.services import pipeline
+    from tracker.services.runs import stage_execute
 
     for stage in (Stage.PREPARE, Stage.SEGMENT, Stage.REGISTER, Stage.MEASURE, Stage.ASSESS):
-        assert pipeline.execute_stage(str(run.code), stage) == "done", (
+        assert stage_execute(run_code=str(run.code), stage=stage) == "done", (
             stage,
             AnalysisRun.objects.get(pk=run.pk).error,
         )

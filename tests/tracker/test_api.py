@@ -160,14 +160,14 @@ def test_bad_files_are_each_named_and_nothing_is_stored(
     teams: dict[str, Any], phantom_visits: list[Path]
 ) -> None:
     files = upload_files(phantom_visits[0])
-    whole = files["t1ce"].read()
-    files["t1ce"] = SimpleUploadedFile("t1ce.nii.gz", whole[: len(whole) // 2])  # truncated
+    whole = files["t1c"].read()
+    files["t1c"] = SimpleUploadedFile("t1c.nii.gz", whole[: len(whole) // 2])  # truncated
     files["flair"] = SimpleUploadedFile("flair.nii.gz", b"not an image at all")
     del files["t2"]  # a visit may lack T2: not a problem
     response = post_visit(client_for(teams["alice"]), teams["patient"], files)
     assert response.status_code == 400
     problems = response.json()
-    assert set(problems) == {"t1ce", "flair"}
+    assert set(problems) == {"t1c", "flair"}
     assert problems["flair"][0].startswith("not a readable NIfTI image"), problems["flair"]
     assert all("staging" not in m and ".nii" not in m for m in problems["flair"])
     assert Visit.objects.count() == 0
@@ -387,11 +387,11 @@ def test_the_same_file_as_two_sequences_is_refused(
     teams: dict[str, Any], phantom_visits: list[Path]
 ) -> None:
     files = upload_files(phantom_visits[0])
-    files["flair"] = SimpleUploadedFile("flair.nii.gz", files["t1ce"].read())
-    files["t1ce"].seek(0)
+    files["flair"] = SimpleUploadedFile("flair.nii.gz", files["t1c"].read())
+    files["t1c"].seek(0)
     response = post_visit(client_for(teams["alice"]), teams["patient"], files)
     assert response.status_code == 400
-    assert "the same file as t1ce (identical content)" in response.json()["flair"][0]
+    assert "the same file as t1c (identical content)" in response.json()["flair"][0]
     assert Visit.objects.count() == 0
     assert stored_files() == []
 
@@ -417,7 +417,7 @@ def test_a_body_over_the_limit_is_refused_on_its_content_length(
     client = client_for(teams["alice"])
     response = client.post(
         f"/api/patients/{teams['patient'].code}/visits/",
-        {"acquired_on": "2024-02-05", "t1ce": SimpleUploadedFile("t1ce.nii.gz", b"x" * 10)},
+        {"acquired_on": "2024-02-05", "t1c": SimpleUploadedFile("t1c.nii.gz", b"x" * 10)},
         format="multipart",
         CONTENT_LENGTH=str(200 * 1024 * 1024),
     )
@@ -540,3 +540,22 @@ def test_the_export_endpoint_is_in_the_schema_and_refuses_unknown_kinds(
     response = client.get(f"/api/patients/{teams['patient'].code}/export/secrets.txt")
     assert response.status_code == 404
     assert "no such export" in response.json()["detail"]
+
+
+def test_the_former_field_name_t1ce_is_still_accepted_once(
+    teams: dict[str, Any], phantom_visits: list[Path]
+) -> None:
+    """An integration written against ``t1ce`` keeps working; sending both names is refused."""
+    files = upload_files(phantom_visits[0])
+    both = {**files, "t1ce": SimpleUploadedFile("t1ce.nii.gz", files["t1c"].read())}
+    files["t1c"].seek(0)
+    response = post_visit(client_for(teams["alice"]), teams["patient"], both)
+    assert response.status_code == 400
+    assert response.json() == {"t1ce": ["the same sequence as t1c: send it once"]}
+    assert stored_files() == []
+    files = upload_files(phantom_visits[0])
+    files["t1ce"] = files.pop("t1c")
+    response = post_visit(client_for(teams["alice"]), teams["patient"], files)
+    assert response.status_code == 201, response.content
+    scans = Scan.objects.filter(visit__code=response.json()["code"])
+    assert sorted(scans.values_list("sequence", flat=True)) == ["flair", "t1", "t1c", "t2"]

@@ -256,13 +256,13 @@ def test_a_clinician_reviews_a_patient_in_a_real_browser(
 
     # A good upload: the progress bar, then the timeline with the new visit queued and the
     # page following its progress (no worker here: the task is recorded, not sent).
-    from tracker.services import pipeline
+    from tracker.services import enqueue
 
     sent: list[tuple[str, str]] = []
-    monkeypatch.setattr(pipeline, "enqueue_stage", lambda code, stage: sent.append((code, stage)))
+    monkeypatch.setattr(enqueue, "task_send", lambda task, code: sent.append((code, task)))
     page.reload()
     page.fill("#acquired_on", "2024-06-03")
-    for field, suffix in (("t1", "t1n"), ("t1ce", "t1c"), ("t2", "t2w"), ("flair", "t2f")):
+    for field, suffix in (("t1", "t1n"), ("t1c", "t1c"), ("t2", "t2w"), ("flair", "t2f")):
         page.set_input_files(f"#{field}", str(next(phantom_visits[0].glob(f"*-{suffix}.nii.gz"))))
     page.click("#upload-form button[type=submit]")
     page.wait_for_url(f"{live_server.url}/patients/{patient.code}/")
@@ -271,7 +271,7 @@ def test_a_clinician_reviews_a_patient_in_a_real_browser(
     assert row.inner_text() == "prepare (queued)"
     assert "Analyses are running" in page.inner_text("#progress-note")
     assert sent
-    assert sent[0][1] == "prepare"
+    assert sent[0][1] == "tracker.prepare"
     page.wait_for_timeout(3500)  # one poll of the progress endpoint
     page.screenshot(path=ARTIFACTS / "07-uploaded-queued.png", full_page=True)
     assert not problems, problems

@@ -50,6 +50,7 @@ def visit(
     category: str | None = None,
     *,
     progression: bool = False,
+    nadir: bool = False,
     steroid_dose_mg: str = "0.00",
 ) -> dict[str, Any]:
     assessment: dict[str, Any] | None = None
@@ -61,6 +62,7 @@ def visit(
             "relative_change": None,
             "reasons": [],
             "is_progression_visit": progression,
+            "is_nadir_visit": nadir,
         }
     return {
         "code": f"visit-{on}",
@@ -102,15 +104,13 @@ def timeline(
         "patient": {"code": "3f2c1d4e-0000-4000-8000-000000000001", "label": "GBM-001"},
         "treatments": treatments or [],
         "visits": visits,
-        "progression_visit": next(
-            (
-                v["code"]
-                for v in visits
-                if v["assessment"] and v["assessment"]["is_progression_visit"]
-            ),
-            None,
-        ),
+        "progression_visit": _marked(visits, "is_progression_visit"),
+        "nadir_visit": _marked(visits, "is_nadir_visit"),
     }
+
+
+def _marked(visits: list[dict[str, Any]], mark: str) -> str | None:
+    return next((v["code"] for v in visits if v["assessment"] and v["assessment"][mark]), None)
 
 
 def five_visits() -> dict[str, Any]:
@@ -120,7 +120,7 @@ def five_visits() -> dict[str, Any]:
         [
             visit("2024-01-01", results(12.0, spd=300.0), "pre_baseline"),
             visit("2024-03-04", results(12.4, spd=400.0), "baseline"),
-            visit("2024-05-06", results(8.0, spd=320.0), "PR"),
+            visit("2024-05-06", results(8.0, spd=320.0), "PR", nadir=True),
             visit("2024-07-01", None),
             visit("2024-09-01", results(20.0, spd=700.0), "PD", progression=True),
         ],
@@ -298,7 +298,8 @@ def test_baseline_nadir_and_progression_are_marked_at_their_visits() -> None:
 
     assert marker("baseline").get("data-date") == "2024-03-04"
     assert marker("progression").get("data-date") == "2024-09-01"
-    # The pre-baseline scan has the smaller SPD (300) but the nadir is at or after baseline.
+    # The engine's nadir is marked, never worked out here: the pre-baseline scan has the
+    # smaller SPD (300), and no marker goes there.
     assert marker("nadir").get("data-date") == "2024-05-06"
     assert marker("nadir").get("data-series") == "SPD"
     labels = {kind: "".join(marker(kind).itertext()) for kind in ("baseline", "nadir")}
@@ -313,11 +314,11 @@ def test_baseline_nadir_and_progression_are_marked_at_their_visits() -> None:
     assert ring_xy == pytest.approx(position(nadir_point), abs=0.11)
 
 
-def test_the_nadir_falls_back_to_whole_tumour_volume_without_spd() -> None:
+def test_the_nadir_is_ringed_on_whole_tumour_volume_without_spd() -> None:
     data = timeline(
         [
             visit("2024-01-01", results(10.0), "baseline"),
-            visit("2024-02-01", results(6.0), "PR"),
+            visit("2024-02-01", results(6.0), "PR", nadir=True),
             visit("2024-03-01", results(7.0), "SD"),
         ]
     )
@@ -331,7 +332,7 @@ def test_the_nadir_falls_back_to_whole_tumour_volume_without_spd() -> None:
     assert points(root, "SPD") == []
 
 
-def test_no_baseline_means_no_nadir() -> None:
+def test_no_nadir_from_the_engine_means_no_nadir_marker() -> None:
     data = timeline([visit("2024-01-01", results(10.0)), visit("2024-02-01", results(6.0))])
 
     assert with_class(parse(growth_chart_svg(data)), "marker-nadir") == []

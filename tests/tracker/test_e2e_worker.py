@@ -118,7 +118,8 @@ def test_a_killed_worker_leaves_nothing_half_written_and_the_sweeper_recovers_th
     import signal
 
     from tracker.models import Scan
-    from tracker.services.pipeline import requeue_stale, run_folder
+    from tracker.services.runs import runs_requeue_stale
+    from tracker.storage import run_files
 
     env = _worker_env()
     client = client_for(teams["alice"])
@@ -147,11 +148,11 @@ def test_a_killed_worker_leaves_nothing_half_written_and_the_sweeper_recovers_th
             first.kill()
     run = AnalysisRun.objects.get(visit__code=code)
     assert (run.stage, run.status) == ("prepare", RunStatus.RUNNING)
-    assert not (run_folder(run) / "prepared").exists()  # written whole or not at all
+    assert not run_files(run).prepared.exists()  # written whole or not at all
     for scan in Scan.objects.filter(visit__code=code):
         stored = Path(settings.MEDIA_ROOT) / scan.file.name
         assert hashlib.sha256(stored.read_bytes()).hexdigest() == scan.sha256
-    assert requeue_stale(older_than_s=0).runs == [str(run.code)]
+    assert runs_requeue_stale(older_than_s=0).runs == [str(run.code)]
     second = start_worker(env, tmp_path / "second.log")
     try:
         started = time.monotonic()

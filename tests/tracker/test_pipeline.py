@@ -22,7 +22,8 @@ from tracker.models import (
     TreatmentEvent,
     Visit,
 )
-from tracker.services import pipeline
+from tracker.queues import Task
+from tracker.services import enqueue, runs
 from tracker.services.assessments import patient_assess
 
 pytestmark = pytest.mark.django_db
@@ -31,9 +32,9 @@ pytestmark = pytest.mark.django_db
 def test_a_stage_is_claimed_once(teams: dict[str, Any]) -> None:
     visit = Visit.objects.create(patient=teams["patient"], acquired_on="2024-01-01")
     run = AnalysisRun.objects.create(visit=visit)
-    assert pipeline.claim(str(run.code), Stage.PREPARE) is not None
-    assert pipeline.claim(str(run.code), Stage.PREPARE) is None  # already running
-    assert pipeline.claim(str(run.code), Stage.SEGMENT) is None  # not at that stage
+    assert runs.run_claim(run_code=str(run.code), stage=Stage.PREPARE) is not None
+    assert runs.run_claim(run_code=str(run.code), stage=Stage.PREPARE) is None  # already running
+    assert runs.run_claim(run_code=str(run.code), stage=Stage.SEGMENT) is None  # not at that stage
 
 
 def test_a_stage_that_cannot_read_its_input_fails_the_run_with_the_reason(
@@ -41,12 +42,12 @@ def test_a_stage_that_cannot_read_its_input_fails_the_run_with_the_reason(
 ) -> None:
     visit = Visit.objects.create(patient=teams["patient"], acquired_on="2024-01-01")
     run = AnalysisRun.objects.create(visit=visit)  # no originals on disk
-    assert pipeline.execute_stage(str(run.code), Stage.PREPARE) == "failed"
+    assert runs.stage_execute(run_code=str(run.code), stage=Stage.PREPARE) == "failed"
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
     assert run.error.startswith("prepare: ")
     assert run.stages["prepare"]["status"] == "failed"
-    assert pipeline.execute_stage(str(run.code), Stage.PREPARE) == "not claimed"
+    assert runs.stage_execute(run_code=str(run.code), stage=Stage.PREPARE) == "not claimed"
 
 
 def test_the_sweeper_requeues_runs_a_dead_worker_left_behind(
@@ -62,7 +63,7 @@ def test_the_sweeper_requeues_runs_a_dead_worker_left_behind(
         visit=fresh_visit, stage=Stage.SEGMENT, status=RunStatus.RUNNING, claimed_at=timezone.now()
     )
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        requeued = pipeline.requeue_stale(older_than_s=600)
+        requeued = runs.runs_requeue_stale(older_than_s=600)
     assert requeued.runs == [str(stuck.code)]
     assert requeued.patients == []
     stuck.refresh_from_db()
@@ -82,20 +83,15 @@ def test_a_broker_that_is_down_loses_nothing_the_sweeper_sends_it_later(
     the patient's assessment request stay for the sweeper."""
     from kombu.exceptions import OperationalError
 
-    from tracker import tasks
-
     def broker_down(*args: Any, **kwargs: Any) -> None:
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
-    monkeypatch.setattr(tasks.prepare, "delay", broker_down)
-    monkeypatch.setattr(tasks.assess_patient, "delay", broker_down)
+    monkeypatch.setattr(enqueue, "task_send", broker_down)
     patient = teams["patient"]
     visit = Visit.objects.create(patient=patient, acquired_on="2024-01-01")
     with django_capture_on_commit_callbacks(execute=True):
-        from tracker.services.visits import run_create
-
-        run = run_create(visit)
-        pipeline.reassess_patient(patient)
+        run = runs.run_create(visit=visit)
+        enqueue.patient_reassess(patient=patient)
     assert "could not queue prepare" in caplog.text
     assert "could not queue the assessment" in caplog.text
     run.refresh_from_db()
@@ -107,24 +103,26 @@ def test_a_broker_that_is_down_loses_nothing_the_sweeper_sends_it_later(
         assessment_requested_at=timezone.now() - dt.timedelta(hours=1)
     )
     sent: list[tuple[str, str]] = []
-    monkeypatch.setattr(tasks.prepare, "delay", lambda code: sent.append(("prepare", code)))
-    monkeypatch.setattr(tasks.assess_patient, "delay", lambda code: sent.append(("assess", code)))
+    monkeypatch.setattr(enqueue, "task_send", lambda task, code: sent.append((task, code)))
     with django_capture_on_commit_callbacks(execute=True):
-        requeued = pipeline.requeue_stale(older_than_s=600)
+        requeued = runs.runs_requeue_stale(older_than_s=600)
     assert requeued.runs == [str(run.code)]
     assert requeued.patients == [str(patient.code)]
-    assert sorted(sent) == [("assess", str(patient.code)), ("prepare", str(run.code))]
+    assert sorted(sent) == [
+        (Task.ASSESS_PATIENT, str(patient.code)),
+        (Task.PREPARE, str(run.code)),
+    ]
 
 
 def test_an_assessment_clears_the_request_it_covers(teams: dict[str, Any]) -> None:
     patient = teams["patient"]
-    pipeline.reassess_patient(patient)
+    enqueue.patient_reassess(patient=patient)
     patient.refresh_from_db()
     assert patient.assessment_requested_at is not None
-    patient_assess(patient)
+    patient_assess(patient=patient)
     patient.refresh_from_db()
     assert patient.assessment_requested_at is None
-    assert pipeline.requeue_stale(older_than_s=0).patients == []
+    assert runs.runs_requeue_stale(older_than_s=0).patients == []
 
 
 def test_what_must_never_happen_is_a_database_constraint(teams: dict[str, Any]) -> None:
@@ -190,7 +188,7 @@ def test_two_phantom_visits_are_analysed_tracked_and_assessed(
     second = Visit.objects.get(code=visits[1]["code"])
     second.clinical_status = "worse"
     second.save(update_fields=["clinical_status"])
-    patient_assess(patient)
+    patient_assess(patient=patient)
     current = Assessment.objects.get(visit=second, is_current=True)
     assert current.category == "PD"
     assert current.is_progression_visit
@@ -207,10 +205,10 @@ def _check_the_pictures(teams: dict[str, Any], visits: list[dict[str, Any]]) -> 
     from PIL import Image
 
     from inference import render
-    from tracker.services.display import display_folder
+    from tracker.storage import run_files
 
     run = AnalysisRun.objects.get(visit__code=visits[1]["code"], is_current=True)
-    folder = display_folder(run)
+    folder = run_files(run).display
     meta = render.read_meta(folder)
     assert meta["prior"]["visit"] == visits[0]["code"]
     assert meta["prior"]["registration_passed"]
@@ -253,10 +251,10 @@ def test_a_redelivered_task_takes_over_a_run_whose_worker_was_killed(
     """The redelivered task once said 'not claimed' and the run waited up to 30 minutes."""
     dead = _running(teams, silent_for_s=600)
     live = _running(teams, silent_for_s=5, on="2024-04-01")
-    taken = pipeline.claim(str(dead.code), Stage.SEGMENT)
+    taken = runs.run_claim(run_code=str(dead.code), stage=Stage.SEGMENT)
     assert taken is not None
-    assert taken.claimed_by == pipeline.worker_id()
-    assert pipeline.claim(str(live.code), Stage.SEGMENT) is None
+    assert taken.claimed_by == runs.worker_id()
+    assert runs.run_claim(run_code=str(live.code), stage=Stage.SEGMENT) is None
 
 
 def test_the_sweeper_acts_within_minutes_by_default(
@@ -265,7 +263,7 @@ def test_the_sweeper_acts_within_minutes_by_default(
     dead = _running(teams, silent_for_s=300)
     live = _running(teams, silent_for_s=5, on="2024-04-01")
     with django_capture_on_commit_callbacks(execute=False):
-        requeued = pipeline.requeue_stale()
+        requeued = runs.runs_requeue_stale()
     assert requeued.runs == [str(dead.code)]
     live.refresh_from_db()
     assert live.status == RunStatus.RUNNING
@@ -285,8 +283,8 @@ def test_a_running_stage_beats(teams: dict[str, Any], settings: Any, monkeypatch
         time.sleep(2.5)
         beats.append((start, AnalysisRun.objects.get(pk=run.pk).heartbeat_at))
 
-    monkeypatch.setitem(pipeline.STAGES, Stage.MEASURE, slow_stage)
-    monkeypatch.setattr(pipeline, "advance", lambda *args: None)
-    assert pipeline.execute_stage(str(run.code), Stage.MEASURE) == "done"
+    monkeypatch.setitem(runs.STAGES, Stage.MEASURE, slow_stage)
+    monkeypatch.setattr(runs, "run_advance", lambda **kwargs: None)
+    assert runs.stage_execute(run_code=str(run.code), stage=Stage.MEASURE) == "done"
     ((start, later),) = beats
     assert later > start

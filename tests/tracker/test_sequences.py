@@ -41,7 +41,7 @@ from tracker.models import (
 )
 from tracker.reports.pdf import _legend
 from tracker.services.assessments import patient_assess
-from tracker.services.display import display_folder
+from tracker.storage import run_files
 
 pytestmark = pytest.mark.django_db
 
@@ -53,7 +53,7 @@ FLAIR_ONLY = "FLAIR (T1, T1c, T2 missing): whole tumour measured; core and enhan
 
 
 @pytest.mark.slow
-def test_an_upload_with_only_t1ce_and_flair_is_accepted(
+def test_an_upload_with_only_t1c_and_flair_is_accepted(
     teams: dict[str, Any], phantom_visits: list[Path], django_capture_on_commit_callbacks: Any
 ) -> None:
     files = upload_files(phantom_visits[0])
@@ -71,10 +71,10 @@ def test_an_upload_with_only_t1_and_t2_is_refused_naming_what_is_missing(
     teams: dict[str, Any], phantom_visits: list[Path]
 ) -> None:
     files = upload_files(phantom_visits[0])
-    del files["t1ce"], files["flair"]
+    del files["t1c"], files["flair"]
     response = post_visit(client_for(teams["alice"]), teams["patient"], files, on="2024-03-01")
     assert response.status_code == 400
-    assert response.json() == {"t1ce": [NEITHER], "flair": [NEITHER]}
+    assert response.json() == {"t1c": [NEITHER], "flair": [NEITHER]}
     assert Visit.objects.count() == 0
     assert AnalysisRun.objects.count() == 0
     assert Scan.objects.count() == 0
@@ -278,7 +278,7 @@ def test_a_visit_without_t1c_is_not_evaluable_and_never_a_nadir(
     t1c = _analysed_visit(
         patient, "2024-05-01", ["t1c"], ["ET", "TC"], longest_mm=40.0, first=first
     )
-    patient_assess(patient)
+    patient_assess(patient=patient)
     current = {a.visit_id: a for a in Assessment.objects.filter(is_current=True)}
     assert current[first.pk].category == "baseline"
     left_out = current[flair.pk]
@@ -301,7 +301,7 @@ def test_a_visit_without_t1c_is_not_evaluable_and_never_a_nadir(
 def test_a_patient_with_only_a_flair_visit_is_not_evaluable(teams: dict[str, Any]) -> None:
     patient = teams["patient"]
     visit = _analysed_visit(patient, "2024-01-01", ["flair", "t2"], ["WT"], longest_mm=0.0)
-    (assessment,) = patient_assess(patient)
+    (assessment,) = patient_assess(patient=patient)
     assert assessment.visit_id == visit.pk
     assert assessment.category == "NE"
 
@@ -317,7 +317,7 @@ def test_a_non_enhancing_tumour_without_flair_or_t2_is_not_evaluable(
     later = _analysed_visit(
         patient, "2024-03-01", ["t1", "t1c"], ["ET", "TC"], longest_mm=20.0, first=first
     )
-    patient_assess(patient)
+    patient_assess(patient=patient)
     assessment = Assessment.objects.get(visit=later, is_current=True)
     assert assessment.category == "NE"
     assert assessment.reasons[0].startswith("not evaluable: no FLAIR or T2 at this visit")
@@ -369,14 +369,14 @@ def test_a_flair_only_follow_up_is_analysed_end_to_end(
     assert 'data-volume="flair"' in page
     # Its segmentation is shown in one whole-tumour colour, here and in the 3-D viewer: the
     # core and enhancing labels the model wrote are not measured, so not shown as such.
-    shown = np.unique(read_layer(display_folder(run), "labels"))
+    shown = np.unique(read_layer(run_files(run).display, "labels"))
     assert set(shown) == {0, WHOLE_TUMOUR}
     assert "tumour, sub-regions not measured (no T1 post-contrast)" in page
     colours = json.loads(page.split('id="niivue-labels" type="application/json">')[1].split("<")[0])
     assert colours["I"] == [0, 1, 2, 3]
     assert set(colours["G"][1:]) == {0x9E}
     baseline = AnalysisRun.objects.get(code=visits[0]["results"]["run"])
-    assert set(np.unique(read_layer(display_folder(baseline), "labels"))) <= {0, 1, 2, 3}
+    assert set(np.unique(read_layer(run_files(baseline).display, "labels"))) <= {0, 1, 2, 3}
     slices = f"/visits/{follow_up['code']}/slices"
     assert web.get(f"{slices}/flair/axial/10.png").status_code == 200
     assert web.get(f"{slices}/t1c/axial/10.png").status_code == 404
@@ -400,7 +400,7 @@ def test_a_follow_up_with_no_tumour_left_is_assessed(teams: dict[str, Any]) -> N
     later = _analysed_visit(
         patient, "2024-03-01", full, ["ET", "TC", "WT"], longest_mm=0.0, first=first, gone=True
     )
-    patient_assess(patient)
+    patient_assess(patient=patient)
     assessment = Assessment.objects.get(visit=later, is_current=True)
     assert assessment.category == "CR"
     assert assessment.confirmed is False

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 from django.db import models as django_models
 
-from inference import response
-from tracker import models
-from tracker.api import serializers as s
+from inference import response, timeline
+from tracker import inputs, models
 
 
 @pytest.mark.parametrize(
@@ -22,6 +21,7 @@ from tracker.api import serializers as s
         (models.Setting, response.Setting),
         (models.ClinicalStatus, response.Clinical),
         (models.Category, response.Category),
+        (models.LesionKind, timeline.LesionKind),
     ],
 )
 def test_the_models_choices_are_the_engines_terms(
@@ -44,13 +44,13 @@ def test_non_target_status_is_the_engines() -> None:
 @pytest.mark.parametrize(
     ("serializer", "name", "model", "field_name"),
     [
-        (s.PatientInput, "presentation", models.Patient, "presentation"),
-        (s.PatientInput, "setting", models.Patient, "setting"),
-        (s.PatientInput, "criteria", models.Patient, "criteria"),
-        (s.PatientInput, "idh_status", models.Patient, "idh_status"),
-        (s.VisitInput, "clinical_status", models.Visit, "clinical_status"),
-        (s.VisitInput, "non_target", models.Visit, "non_target"),
-        (s.VisitUpdateInput, "non_target", models.Visit, "non_target"),
+        (inputs.PatientInput, "presentation", models.Patient, "presentation"),
+        (inputs.PatientInput, "setting", models.Patient, "setting"),
+        (inputs.PatientInput, "criteria", models.Patient, "criteria"),
+        (inputs.PatientInput, "idh_status", models.Patient, "idh_status"),
+        (inputs.VisitInput, "clinical_status", models.Visit, "clinical_status"),
+        (inputs.VisitInput, "non_target", models.Visit, "non_target"),
+        (inputs.VisitUpdateInput, "non_target", models.Visit, "non_target"),
     ],
 )
 def test_the_api_offers_the_choices_the_models_store(
@@ -59,3 +59,15 @@ def test_the_api_offers_the_choices_the_models_store(
     offered = set(serializer().fields[name].choices) - {""}
     stored = {value for value, _ in model._meta.get_field(field_name).choices}
     assert offered == stored
+
+
+def test_the_upload_fields_are_the_sequence_names() -> None:
+    """One field per sequence, named as ``inference.labels.Sequence`` (``t1ce``, the former name
+    of ``t1c``, is still accepted: tested in test_api)."""
+    from inference.labels import Sequence
+    from tracker.services.uploads import FIELDS
+
+    assert {sequence.value: sequence for sequence in Sequence} == FIELDS
+    fields = inputs.VisitInput().fields.items()
+    files = {name for name, field in fields if type(field).__name__ == "FileField"}
+    assert files == {*FIELDS, "t1ce", "archive"}

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from axes.helpers import get_lockout_message
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework.exceptions import ParseError
@@ -83,9 +85,6 @@ def locked_out(
     request: HttpRequest, original_response: Any = None, credentials: Any = None
 ) -> HttpResponse:
     """django-axes' answer to a locked-out login: JSON under ``/api/``, text elsewhere."""
-    from axes.helpers import get_lockout_message  # noqa: PLC0415
-    from django.conf import settings  # noqa: PLC0415
-
     minutes = round(settings.AXES_COOLOFF_TIME * 60)
     message = f"Too many failed logins: locked out for {minutes} minutes."
     if _is_api(request):

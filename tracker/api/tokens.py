@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 
 from tracker.api.errors import BoundedJSONParser
-from tracker.api.serializers import StrictCharField
+from tracker.inputs import StrictCharField
 from tracker.services.visits import audit
 
 

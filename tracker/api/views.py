@@ -23,18 +23,17 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tracker import selectors
+from tracker import inputs, selectors
 from tracker.api import serializers as s
 from tracker.models import AnalysisRun, Assessment, CareTeam, Patient, Review, RunStatus, Visit
 from tracker.services.exports import EXPORTS, export_response
-from tracker.services.pipeline import run_retry
-from tracker.services.uploads import UploadError
+from tracker.services.runs import run_create, run_retry
+from tracker.services.uploads import ARCHIVE_FIELD, UPLOAD_FIELDS, UploadError
 from tracker.services.visits import (
     ConflictError,
     audit,
     patient_create,
     review_create,
-    run_create,
     treatment_create,
     visit_create,
     visit_delete,
@@ -88,9 +87,9 @@ class PatientListCreateApi(generics.ListAPIView):
             queryset = queryset.filter(label__icontains=label)
         return queryset.order_by("label")
 
-    @extend_schema(request=s.PatientInput, responses={201: s.PatientOutput})
+    @extend_schema(request=inputs.PatientInput, responses={201: s.PatientOutput})
     def post(self, request: Request) -> Response:
-        data = s.PatientInput(data=request.data)
+        data = inputs.PatientInput(data=request.data)
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
         team = CareTeam.objects.filter(
@@ -117,10 +116,10 @@ class PatientDetailApi(APIView):
 
 
 class TreatmentCreateApi(APIView):
-    @extend_schema(request=s.TreatmentInput, responses={201: s.TreatmentOutput})
+    @extend_schema(request=inputs.TreatmentInput, responses={201: s.TreatmentOutput})
     def post(self, request: Request, code: str) -> Response:
         patient = selectors.patient_get_for_user(code, request.user)
-        data = s.TreatmentInput(data=request.data)
+        data = inputs.TreatmentInput(data=request.data)
         data.is_valid(raise_exception=True)
         event = treatment_create(patient=patient, by=request.user, **data.validated_data)
         return Response(s.TreatmentOutput(event).data, status=status.HTTP_201_CREATED)
@@ -130,7 +129,7 @@ class VisitCreateApi(APIView):
     parser_classes = [MultiPartParser, FormParser]  # files
 
     @extend_schema(
-        request={"multipart/form-data": s.VisitInput},
+        request={"multipart/form-data": inputs.VisitInput},
         responses={
             201: s.VisitOutput,
             409: OpenApiResponse(description="The patient already has a visit on that date."),
@@ -138,12 +137,11 @@ class VisitCreateApi(APIView):
     )
     def post(self, request: Request, code: str) -> Response:
         patient = selectors.patient_get_for_user(code, request.user)
-        data = s.VisitInput(data=request.data)
+        data = inputs.VisitInput(data=request.data)
         data.is_valid(raise_exception=True)
-        fields = dict(data.validated_data)
-        files = {name: fields.pop(name) for name in ("t1", "t1ce", "t2", "flair") if name in fields}
-        archive = fields.pop("archive", None)
-        extra = sorted(set(request.FILES) - {"t1", "t1ce", "t2", "flair", "archive"})
+        files, archive = data.files()
+        fields = data.validated_data
+        extra = sorted(set(request.FILES) - {*UPLOAD_FIELDS, ARCHIVE_FIELD})
         if extra:
             raise ValidationError({name: ["not an upload field"] for name in extra})
         try:
@@ -166,12 +164,12 @@ class VisitDetailApi(APIView):
         audit(user=request.user, action="read_visit", patient=visit.patient, code=str(visit.code))
         return Response(visit_dict(visit))
 
-    @extend_schema(request=s.VisitUpdateInput, responses=s.VisitOutput)
+    @extend_schema(request=inputs.VisitUpdateInput, responses=s.VisitOutput)
     def patch(self, request: Request, code: str) -> Response:
         """Clinical status, corticosteroid dose, non-target status or notes; the patient's
         timeline is assessed again."""
         visit = selectors.visit_get_for_user(code, request.user)
-        data = s.VisitUpdateInput(data=request.data, partial=True)
+        data = inputs.VisitUpdateInput(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         visit_update(visit=visit, by=request.user, **data.validated_data)
         return Response(visit_dict(_visits_with_results().get(pk=visit.pk)))
@@ -212,7 +210,7 @@ class VisitReanalyseApi(APIView):
             if busy is not None:
                 return Response(s.RunOutput(busy).data, status=status.HTTP_409_CONFLICT)
             failed = visit.runs.filter(status=RunStatus.FAILED).order_by("-created_at").first()
-            run = run_retry(failed) if failed is not None else run_create(visit)
+            run = run_retry(run=failed) if failed is not None else run_create(visit=visit)
             audit(
                 user=request.user,
                 action="reanalyse_visit",
@@ -232,7 +230,7 @@ class VisitReviewApi(APIView):
     )
     def post(self, request: Request, code: str) -> Response:
         visit = selectors.visit_get_for_user(code, request.user)
-        data = s.ReviewInput(data=request.data)
+        data = inputs.ReviewInput(data=request.data)
         data.is_valid(raise_exception=True)
         try:
             review = review_create(visit=visit, by=request.user, **data.validated_data)
@@ -251,6 +249,8 @@ class PatientTimelineApi(APIView):
                 "patient": s.PatientOutput(),
                 "treatments": s.TreatmentOutput(many=True),
                 "visits": s.VisitOutput(many=True),
+                "baseline_visit": serializers.UUIDField(allow_null=True),
+                "nadir_visit": serializers.UUIDField(allow_null=True),
                 "progression_visit": serializers.UUIDField(allow_null=True),
             },
         )

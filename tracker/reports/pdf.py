@@ -8,8 +8,10 @@ from typing import Any
 
 from django.template.loader import render_to_string
 
+from inference.render import key_slice_png, legend, read_meta
 from tracker.charts import growth_chart_svg
 from tracker.models import AnalysisRun, Category, Patient
+from tracker.services.display import display_ensure
 
 CATEGORY_NAMES: dict[str, str] = dict(Category.choices)
 
@@ -37,35 +39,19 @@ def _data_uri(content: bytes, kind: str) -> str:
 
 
 def key_visits(timeline: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """Baseline, nadir (the smallest sum of products, or whole-tumour volume where no lesion is
-    measurable, at or after baseline, among visits where both were measured) and the latest
-    analysed visit; each named once."""
+    """Baseline and nadir as the RANO engine found them (``baseline_visit``, ``nadir_visit``;
+    the first analysed visit where there is no baseline yet) and the latest analysed visit;
+    each named once."""
     analysed = [v for v in timeline["visits"] if v["results"] is not None]
     if not analysed:
         return []
-    baseline = next(
-        (v for v in analysed if (v["assessment"] or {}).get("category") == "baseline"),
-        analysed[0],
-    )
-    after = [v for v in analysed if v["acquired_on"] >= baseline["acquired_on"]]
-    measured = [
-        v
-        for v in after
-        if v["results"]["sum_of_products_mm2"] is not None
-        and v["results"]["volumes_ml"].get("WT") is not None
-    ]
-
-    def size(visit: dict[str, Any]) -> tuple[float, float]:
-        results = visit["results"]
-        return (
-            float(results["sum_of_products_mm2"] or 0.0),
-            float(results["volumes_ml"].get("WT") or 0.0),
-        )
-
-    nadir = min(measured or after, key=size)
+    by_code = {v["code"]: v for v in analysed}
+    baseline = by_code.get(timeline.get("baseline_visit") or "", analysed[0])
+    nadir = by_code.get(timeline.get("nadir_visit") or "")
     latest = analysed[-1]
     chosen: list[tuple[str, dict[str, Any]]] = []
-    for name, visit in (("baseline", baseline), ("nadir", nadir), ("latest", latest)):
+    landmarks = (("baseline", baseline), ("nadir", nadir), ("latest", latest))
+    for name, visit in [(n, v) for n, v in landmarks if v is not None]:
         for index, (other_name, other) in enumerate(chosen):
             if other["code"] == visit["code"]:
                 chosen[index] = (f"{other_name} and {name}", other)
@@ -76,9 +62,6 @@ def key_visits(timeline: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _key_slices(timeline: dict[str, Any]) -> list[dict[str, Any]]:
-    from inference.render import key_slice_png, read_meta  # noqa: PLC0415
-    from tracker.services.display import ensure_display  # noqa: PLC0415
-
     chosen = key_visits(timeline)
     runs = {
         str(run.code): run
@@ -89,7 +72,7 @@ def _key_slices(timeline: dict[str, Any]) -> list[dict[str, Any]]:
     slices = []
     for name, visit in chosen:
         run = runs.get(visit["results"]["run"])
-        folder = ensure_display(run) if run is not None else None
+        folder = display_ensure(run=run) if run is not None else None
         picture, shown = None, []
         if folder is not None:
             picture = _data_uri(key_slice_png(folder, scale=1), "image/png")
@@ -100,8 +83,6 @@ def _key_slices(timeline: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _legend(key_slices: list[dict[str, Any]]) -> list[dict[str, str]]:
     """The colours the key slices use (a visit without T1c: one whole-tumour colour)."""
-    from inference.render import legend  # noqa: PLC0415
-
     return legend(v for k in key_slices for v in k["labels_shown"])
 
 

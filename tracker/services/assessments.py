@@ -15,14 +15,25 @@ confirmation windows run across it.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
+from inference.io import read_lesion_map
 from inference.labels import Region
-from inference.lesions import TrackEntry
-from inference.response import assess, baseline_index, parse_timeline
+from inference.lesions import TrackEntry, track_lesions
+from inference.register import load_transform, resample
+from inference.response import assess, parse_timeline
+from inference.timeline import (
+    LesionSize,
+    PatientRecord,
+    VisitRecord,
+    build_timeline,
+    lesion_kinds,
+    t2_flair_tracks,
+)
 from tracker.models import (
     AnalysisRun,
     Assessment,
@@ -31,8 +42,9 @@ from tracker.models import (
     Presentation,
     RegistrationRole,
     TreatmentKind,
-    Visit,
 )
+from tracker.services.registrations import registration_create
+from tracker.storage import media
 
 
 def _analysed_runs(patient: Patient) -> list[AnalysisRun]:
@@ -48,10 +60,6 @@ def _tracks(runs: list[AnalysisRun], kind: str = LesionKind.CORE) -> list[list[T
     """For each run, every track of one lesion kind seen so far (L1, L2, ... for the core, N1,
     N2, ... for the T2/FLAIR abnormality; present or not, split from or merged into another),
     tracked in the first run's space."""
-    from inference.io import read_lesion_map  # noqa: PLC0415
-    from inference.lesions import track_lesions  # noqa: PLC0415
-    from inference.register import load_transform, resample  # noqa: PLC0415
-    from tracker.services.pipeline import media, register_runs  # noqa: PLC0415
 
     def path(run: AnalysisRun) -> str:
         measurement = run.measurement
@@ -68,42 +76,24 @@ def _tracks(runs: list[AnalysisRun], kind: str = LesionKind.CORE) -> list[list[T
             (
                 r
                 for r in run.registrations.all()
-                if r.role == "baseline" and r.to_visit_id == runs[0].visit_id
+                if r.role == RegistrationRole.BASELINE and r.to_visit_id == runs[0].visit_id
             ),
             None,
         )
         if registration is None:
-            registration = register_runs(runs[0], run, RegistrationRole.BASELINE)
+            registration = registration_create(
+                fixed=runs[0], moving=run, role=RegistrationRole.BASELINE
+            )
         transform = load_transform(media(registration.transform))
         lesion_map = read_lesion_map(media(path(run)))
         maps.append(resample(lesion_map, reference, transform, labels=True))
     history = track_lesions(maps)
-    if kind == LesionKind.T2_FLAIR:
-        for entries in history:
-            for entry in entries:
-                entry.track = _t2_track(entry.track)
-                entry.split_from = entry.split_from and _t2_track(entry.split_from)
-                entry.merged_into = entry.merged_into and _t2_track(entry.merged_into)
-    return history
-
-
-def _t2_track(track: str) -> str:
-    return f"N{track[1:]}"
+    return t2_flair_tracks(history) if kind == LesionKind.T2_FLAIR else history
 
 
 def _numbers(entries: list[TrackEntry]) -> dict[int, str]:
     """Lesion number -> track id at one visit."""
     return {e.component: e.track for e in entries if e.present and e.component is not None}
-
-
-def lesion_kinds(patient: Patient) -> dict[str, str]:
-    """Which lesions the engine is given, as which component [RANO2, RANO-LGG]: an enhancing
-    tumour's lesions are components of the tumour core; a non-enhancing tumour's, and the
-    non-enhancing component of a mixed one, are components of the whole T2/FLAIR abnormality,
-    and their enhancing disease the core components that enhance."""
-    if patient.presentation == Presentation.ENHANCING:
-        return {LesionKind.CORE: "ce"}
-    return {LesionKind.CORE: "ce", LesionKind.T2_FLAIR: "non-ce"}
 
 
 def _radiotherapy_end(patient: Patient) -> dt.date | None:
@@ -117,137 +107,59 @@ def _radiotherapy_end(patient: Patient) -> dt.date | None:
     return max(ends) if ends else None
 
 
-def _component(patient: Patient, et_volume_ml: float) -> str:
-    if patient.presentation == Presentation.MIXED:
-        return "ce" if et_volume_ml > 0 else "non-ce"
-    return "ce" if patient.presentation == Presentation.ENHANCING else "non-ce"
-
-
 def timeline_input(
     patient: Patient,
     runs: list[AnalysisRun],
     histories: dict[str, list[list[TrackEntry]]],
     not_evaluable: dict[int, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """The ``assess`` input (DESIGN.md) for the analysed visits and their lesion tracks.
-
-    ``histories`` holds, per lesion kind the presentation uses (``lesion_kinds``), the tracks
-    of the evaluable runs in order; a run in ``not_evaluable`` (run pk -> reasons) goes in as a
-    not-evaluable visit. After the baseline every track seen since is listed at every visit (a
-    vanished one as 0 x 0); a fragment names the track it split from; a lesion merged into
-    another is listed 0 x 0 with ``merged_into`` for as long as the two stay one; a track that
-    first shows after the baseline is a new lesion (``new_lesion``, measurable when any such
-    lesion is)."""
+    """The ``assess`` input (``inference.timeline.build_timeline``) for the analysed runs and
+    their lesion tracks; a run in ``not_evaluable`` (run pk -> reasons) goes in as a
+    not-evaluable visit."""
     not_evaluable = not_evaluable or {}
     radiotherapy_end = _radiotherapy_end(patient)
-    top: dict[str, Any] = {
-        "criteria": patient.criteria,
-        "presentation": patient.presentation,
-        "setting": patient.setting,
-        "radiotherapy_end_on": radiotherapy_end.isoformat() if radiotherapy_end else None,
-        "confirm_pd": patient.confirm_progression,
-        "physiologic_steroid_max_mg": float(patient.physiologic_steroid_max_mg),
-        "antiangiogenic_therapy": any(
+    record = PatientRecord(
+        criteria=patient.criteria,
+        presentation=patient.presentation,
+        setting=patient.setting,
+        radiotherapy_end_on=radiotherapy_end,
+        confirm_pd=patient.confirm_progression,
+        physiologic_steroid_max_mg=float(patient.physiologic_steroid_max_mg),
+        antiangiogenic_therapy=any(
             t.kind == TreatmentKind.ANTIANGIOGENIC for t in patient.treatments.all()
         ),
-    }
-    visits = [_visit_entry(run.visit, not_evaluable.get(run.pk)) for run in runs]
-    index = baseline_index(parse_timeline({**top, "visits": visits}))[0]
-    evaluable = [
-        (position, run, entry)
-        for position, (run, entry) in enumerate(zip(runs, visits, strict=True))
-        if run.pk not in not_evaluable
-    ]
-    new_at: dict[int, list[Any]] = {}  # visit position -> its new lesions
-    for kind, component in lesion_kinds(patient).items():
-        tracks = histories.get(kind, [])
-        if len(tracks) != len(evaluable):
-            raise ValueError(f"{kind} tracks for {len(tracks)} of {len(evaluable)} visits")
-        enhancing_only = kind == LesionKind.CORE and patient.presentation != Presentation.ENHANCING
-        state = _KindState(component)
-        for (position, run, entry), history in zip(evaluable, tracks, strict=True):
-            lesions = state.lesions(run, kind, history, enhancing_only)
-            if index is None or position <= index:
-                entry["lesions"] += [state.row(t, lesions[t]) for t in sorted(lesions)]
-                state.listed = sorted(lesions) if position == index else state.listed
-                continue
-            rows, appeared = state.follow_up(lesions, history)
-            entry["lesions"] += rows
-            new_at.setdefault(position, []).extend(appeared)
-    for position, appeared in new_at.items():
-        visits[position]["new_lesion"] = (
-            {"measurable": any(x.measurable for x in appeared)} if appeared else None
+    )
+    return build_timeline(
+        record, [_visit_record(run, not_evaluable.get(run.pk, [])) for run in runs], histories
+    )
+
+
+def _visit_record(run: AnalysisRun, not_evaluable: list[str]) -> VisitRecord:
+    visit, volumes = run.visit, run.measurement.volumes_ml
+    lesions: dict[str, list[LesionSize]] = {}
+    for lesion in run.lesions.all():
+        lesions.setdefault(lesion.kind, []).append(
+            LesionSize(
+                number=lesion.number,
+                longest_mm=lesion.longest_mm,
+                perpendicular_mm=lesion.perpendicular_mm,
+                et_volume_ml=lesion.et_volume_ml,
+                measurable=lesion.measurable,
+            )
         )
-    for run, entry in zip(runs, visits, strict=True):
-        volumes = run.measurement.volumes_ml
-        whole, enhancing = volumes.get("WT"), volumes.get("ET")
-        entry["non_enhancing_volume_ml"] = (
-            None  # no FLAIR or T2 (or not evaluable): not measured, and not invented
-            if whole is None or enhancing is None or run.pk in not_evaluable
-            else round(max(whole - enhancing, 0.0), 4)
-        )
-    return {**top, "visits": visits}
-
-
-class _KindState:
-    """One lesion kind's tracks across the visits, as the engine input lists them."""
-
-    def __init__(self, component: str) -> None:
-        self.component = component
-        self.listed: list[str] = []  # tracks listed at every visit after the baseline
-        self.merged: dict[str, str] = {}  # track -> the track it is measured with
-
-    def lesions(
-        self, run: AnalysisRun, kind: str, history: list[TrackEntry], enhancing_only: bool
-    ) -> dict[str, Any]:
-        numbers = _numbers(history)
-        return {
-            numbers[x.number]: x
-            for x in run.lesions.all()
-            if x.kind == kind and x.number in numbers and (x.et_volume_ml > 0 or not enhancing_only)
-        }
-
-    def row(self, track: str, lesion: Any) -> dict[str, Any]:
-        return _lesion_entry(track, self.component, lesion)
-
-    def follow_up(
-        self, lesions: dict[str, Any], history: list[TrackEntry]
-    ) -> tuple[list[dict[str, Any]], list[Any]]:
-        """The rows of one visit after the baseline, and its new lesions (not fragments)."""
-        by_track = {e.track: e for e in history}
-        new_tracks = [t for t in sorted(lesions) if t not in self.listed]
-        for track, e in by_track.items():
-            if e.merged_into is not None and track in self.listed:
-                self.merged[track] = e.merged_into
-        for track in [t for t in self.merged if t in lesions]:
-            del self.merged[track]  # measured on its own again
-        rows = []
-        for track in [*self.listed, *new_tracks]:
-            row = self.row(track, lesions.get(track))
-            into = _measured_with(track, self.merged)
-            if into is not None and into in lesions and track not in lesions:
-                row["merged_into"] = into
-            parent = by_track[track].split_from if track in by_track else None
-            if track in new_tracks and parent in self.listed:
-                row["split_from"] = parent
-            rows.append(row)
-        appeared = [
-            lesions[t]
-            for t in new_tracks
-            if t not in by_track or by_track[t].split_from not in self.listed
-        ]
-        self.listed = [*self.listed, *new_tracks]
-        return rows, appeared
-
-
-def _measured_with(track: str, merged: dict[str, str]) -> str | None:
-    """The track a merged lesion is measured with, following merges of merges."""
-    seen = {track}
-    into = merged.get(track)
-    while into is not None and into in merged and into not in seen:
-        seen.add(into)
-        into = merged[into]
-    return into
+    return VisitRecord(
+        # A patient has one visit per day (a constraint), so the date is a unique id, and it
+        # is what a tumour board reads in the reasons ("over nadir ... (2024-03-02)").
+        id=visit.acquired_on.isoformat(),
+        acquired_on=visit.acquired_on,
+        non_target=visit.non_target,
+        clinical_status=visit.clinical_status,
+        steroid_dose_mg=float(visit.steroid_dose_mg),
+        lesions=lesions,
+        whole_ml=volumes.get("WT"),
+        enhancing_ml=volumes.get("ET"),
+        not_evaluable=not_evaluable,
+    )
 
 
 def unassessable_reasons(patient: Patient, run: AnalysisRun) -> list[str]:
@@ -279,64 +191,83 @@ def unassessable_reasons(patient: Patient, run: AnalysisRun) -> list[str]:
     return []
 
 
-def _visit_entry(visit: Visit, not_evaluable: list[str] | None = None) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        # A patient has one visit per day (a constraint), so the date is a unique id, and it
-        # is what a tumour board reads in the reasons ("over nadir ... (2024-03-02)").
-        "id": visit.acquired_on.isoformat(),
-        "acquired_on": visit.acquired_on.isoformat(),
-        "lesions": [],
-        "non_enhancing_volume_ml": None,
-        "new_lesion": None,
-        "non_target": visit.non_target,
-        "clinical_status": visit.clinical_status,
-        "steroid_dose_mg": float(visit.steroid_dose_mg),
-    }
-    if not_evaluable:
-        entry["not_evaluable"] = "; ".join(not_evaluable)
-    return entry
+@dataclass(frozen=True)
+class _Tracked:
+    """What the lesion tracks were computed from: the analysed runs (with their measurements)
+    and the presentation that says which lesion kinds are tracked."""
+
+    runs: tuple[tuple[int, int | None], ...]
+    presentation: str
 
 
-def _lesion_entry(track: str, component: str, lesion: Any) -> dict[str, Any]:
-    """One lesion as the engine reads it; a track not present now is 0 x 0."""
-    if lesion is None:  # tracked, gone now
-        return {
-            "track": track,
-            "component": component,
-            "longest_mm": 0.0,
-            "perpendicular_mm": 0.0,
-            "et_volume_ml": 0.0,
-        }
-    longest = round(lesion.longest_mm, 3)
-    return {
-        "track": track,
-        "component": component,
-        "longest_mm": longest,
-        "perpendicular_mm": min(round(lesion.perpendicular_mm, 3), longest),
-        "et_volume_ml": round(lesion.et_volume_ml, 4),
-    }
+def _tracked(patient: Patient, runs: list[AnalysisRun]) -> _Tracked:
+    return _Tracked(
+        tuple((run.pk, getattr(run, "measurement", None) and run.measurement.pk) for run in runs),
+        patient.presentation,
+    )
 
 
-def patient_assess(patient: Patient) -> list[Assessment]:
+def _histories(
+    patient: Patient, runs: list[AnalysisRun]
+) -> tuple[dict[int, list[str]], dict[str, list[list[TrackEntry]]]]:
+    """The runs left out (run pk -> reasons) and the tracks of the others, per lesion kind.
+    Reads lesion maps and may register a visit to the first: done before the patient's row is
+    locked, so a slow registration never holds other writers of the patient up."""
+    left_out = {run.pk: unassessable_reasons(patient, run) for run in runs}
+    left_out = {pk: reasons for pk, reasons in left_out.items() if reasons}
+    assessed = [run for run in runs if run.pk not in left_out]
+    return left_out, {kind: _tracks(assessed, kind) for kind in lesion_kinds(patient.presentation)}
+
+
+ATTEMPTS = 5  # tracks recomputed when the timeline changed while they were computed
+
+
+def patient_assess(*, patient: Patient) -> list[Assessment]:
     """Assess the analysed visits; store one current ``Assessment`` per visit and store lesion
-    tracks on the lesions."""
+    tracks on the lesions.
+
+    The tracks are computed first, without a lock; then, holding the patient's row lock, the
+    analysed runs are read again and the result is stored only if they are the ones tracked
+    (else the tracks are computed again). So two assessments of one patient store one after the
+    other, each from a consistent timeline, and the first attempt never holds the lock over file
+    reading (a retry inside a caller's transaction does: the lock lasts until that commits)."""
+    for _ in range(ATTEMPTS):
+        current = Patient.objects.prefetch_related("treatments").get(pk=patient.pk)
+        runs = _analysed_runs(current)
+        left_out, histories = _histories(current, runs)
+        stored = _store(current.pk, _tracked(current, runs), left_out, histories)
+        if stored is not None:
+            return stored
+    raise RuntimeError(
+        f"the timeline of patient {patient.code} kept changing while it was assessed "
+        f"({ATTEMPTS} attempts); the sweeper will assess it again"
+    )
+
+
+def _store(
+    patient_pk: int,
+    tracked: _Tracked,
+    left_out: dict[int, list[str]],
+    histories: dict[str, list[list[TrackEntry]]],
+) -> list[Assessment] | None:
+    """Under the patient's row lock: the engine's result stored, or None if the analysed runs
+    are no longer the ones tracked."""
     with transaction.atomic():
         # One assessment of a patient at a time: two runs finishing together queue up here
         # instead of both writing "current" rows.
-        Patient.objects.select_for_update().filter(pk=patient.pk).first()
+        Patient.objects.select_for_update().filter(pk=patient_pk).first()
         started = timezone.now()  # a request after this waits for the lock: it stays set
-        patient = Patient.objects.prefetch_related("treatments").get(pk=patient.pk)
+        patient = Patient.objects.prefetch_related("treatments").get(pk=patient_pk)
+        runs = _analysed_runs(patient)
+        if _tracked(patient, runs) != tracked:
+            return None
         Patient.objects.filter(pk=patient.pk, assessment_requested_at__lte=started).update(
             assessment_requested_at=None
         )
-        runs = _analysed_runs(patient)
         Assessment.objects.filter(visit__patient=patient, is_current=True).update(is_current=False)
         if not runs:
             return []
-        left_out = {run.pk: unassessable_reasons(patient, run) for run in runs}
-        left_out = {pk: reasons for pk, reasons in left_out.items() if reasons}
         assessed = [run for run in runs if run.pk not in left_out]
-        histories = {kind: _tracks(assessed, kind) for kind in lesion_kinds(patient)}
         data = timeline_input(patient, runs, histories, left_out)
         result = assess(parse_timeline(data)).as_dict()
         runs_by_id = {run.visit.acquired_on.isoformat(): run for run in runs}
@@ -361,6 +292,7 @@ def patient_assess(patient: Patient) -> list[Assessment]:
                     relative_change=row["relative_change"],
                     reasons=reasons,
                     is_progression_visit=row["id"] == result["progression_visit"],
+                    is_nadir_visit=row["id"] == result["nadir_visit"],
                     criteria=patient.criteria,
                     timeline_input=data,
                     model_versions=versions,

@@ -9,27 +9,24 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from inference import render
+from inference.io import read_label_map, read_probability_map
+from inference.preprocess import read_prepared
+from inference.register import load_transform
+from inference.validate import reference_sequence
 from tracker.models import AnalysisRun, Registration, RegistrationRole
-from tracker.services.pipeline import media, run_folder
+from tracker.storage import media, run_files
 
 log = logging.getLogger(__name__)
 
 
-def display_folder(run: AnalysisRun) -> Path:
-    return run_folder(run) / "display"
-
-
-def build_display(run: AnalysisRun) -> Path:
+def display_build(*, run: AnalysisRun) -> Path:
     """Write the run's display folder (whole or not at all), with the prior visit's layers
     where the run was registered to one."""
-    from inference import render  # noqa: PLC0415
-    from inference.io import read_label_map, read_probability_map  # noqa: PLC0415
-    from inference.preprocess import read_prepared  # noqa: PLC0415
-
-    folder = run_folder(run)
-    images, mask, _ = read_prepared(folder / "prepared")
-    labels, _ = read_label_map(folder / "segmentation" / "seg.nii.gz")
-    probabilities = read_probability_map(folder / "segmentation" / "prob.nii.gz")
+    files = run_files(run)
+    images, mask, _ = read_prepared(files.prepared)
+    labels, _ = read_label_map(files.labels)
+    probabilities = read_probability_map(files.probabilities)
     volumes = render.display_volumes(
         images, mask, labels, probabilities, supported_regions=run.supported_regions
     )
@@ -52,7 +49,7 @@ def build_display(run: AnalysisRun) -> Path:
         except Exception:
             # The prior's files may have been re-analysed away; this visit still shows.
             log.exception("no prior comparison for run %s", run.code)
-    return render.write_display(volumes, display_folder(run))
+    return render.write_display(volumes, files.display)
 
 
 def _prior(run: AnalysisRun) -> tuple[Registration, AnalysisRun] | None:
@@ -74,15 +71,9 @@ def _prior_layers(
 ) -> tuple[dict[str, Any], str]:
     """The prior's grey layer and labels on this visit's grid, and which sequence the grey
     layer is: its T1c, or its FLAIR where it has none."""
-    from inference import render  # noqa: PLC0415
-    from inference.io import read_label_map  # noqa: PLC0415
-    from inference.preprocess import read_prepared  # noqa: PLC0415
-    from inference.register import load_transform  # noqa: PLC0415
-    from inference.validate import reference_sequence  # noqa: PLC0415
-
-    folder = run_folder(prior_run)
-    images, mask, _ = read_prepared(folder / "prepared")
-    labels, _ = read_label_map(folder / "segmentation" / "seg.nii.gz")
+    files = run_files(prior_run)
+    images, mask, _ = read_prepared(files.prepared)
+    labels, _ = read_label_map(files.labels)
     sequence = reference_sequence(images)
     transform = load_transform(media(registration.transform))
     layers = render.prior_layers(
@@ -96,15 +87,15 @@ def _prior_layers(
     return layers, sequence.value
 
 
-def ensure_display(run: AnalysisRun) -> Path | None:
+def display_ensure(*, run: AnalysisRun) -> Path | None:
     """The run's display folder, built now if it is missing; None if the run has no images."""
-    folder = display_folder(run)
-    if (folder / "display.json").is_file():
-        return folder
-    if not (run_folder(run) / "segmentation" / "seg.nii.gz").is_file():
+    files = run_files(run)
+    if (files.display / "display.json").is_file():
+        return files.display
+    if not files.labels.is_file():
         return None
     try:
-        return build_display(run)
+        return display_build(run=run)
     except Exception:
         log.exception("cannot build the display images of run %s", run.code)
         return None

@@ -12,6 +12,8 @@ from django.http import HttpResponse
 from django.utils import timezone
 
 from tracker.models import Patient
+from tracker.reports import exports
+from tracker.reports.pdf import progression_report
 from tracker.services.visits import audit
 from tracker.timeline import timeline_dict
 
@@ -32,14 +34,10 @@ def _download(body: bytes | str, content_type: str, filename: str) -> HttpRespon
 
 def export_response(patient: Patient, kind: str, *, by: Any) -> HttpResponse:
     """The download of one export (``kind`` in ``EXPORTS``), audited."""
-    from tracker.reports import exports  # noqa: PLC0415
-
     timeline = timeline_dict(patient)
     generated_at = timezone.now().isoformat(timespec="seconds")
     body: bytes | str
     if kind == "report.pdf":
-        from tracker.reports.pdf import progression_report  # noqa: PLC0415
-
         body = progression_report(patient, timeline, generated_at=generated_at, by=by)
         response = _download(body, "application/pdf", _export_name(patient, "pdf"))
     elif kind == "measurements.csv":

@@ -1,6 +1,7 @@
-"""Checking an uploaded visit before anything is stored: NIfTI files (fields ``t1``, ``t1ce``,
-``t2``, ``flair``; T1 post-contrast or FLAIR at least, the others when the visit has them) or one
-zip (``archive``).
+"""Checking an uploaded visit before anything is stored: NIfTI files (one field per sequence,
+named as ``inference.labels.Sequence``: ``t1``, ``t1c``, ``t2``, ``flair``; T1 post-contrast or
+FLAIR at least, the others when the visit has them) or one zip (``archive``). ``t1ce``, the
+field's name before December 2026, is still accepted for ``t1c``.
 
 Files are copied into a private staging folder under names of our own (never the uploaded file
 name), read and validated by ``inference`` (headers, truncation, dimensions, NaN voxels,
@@ -18,20 +19,31 @@ import hashlib
 import io
 import shutil
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import nibabel as nib
 from django.conf import settings
 from django.core.files import File
 
 from inference.errors import InputError, VisitInputError
 from inference.io import classify_filename, nifti_payload_bytes, read_image, read_visit
-from inference.labels import Sequence
+from inference.labels import ALL_SEQUENCES, Sequence
 from inference.validate import SEGMENTABLE, ImageLimits, check_segmentable
+from tracker.storage import staging_root
 
-FIELDS = {"t1": Sequence.T1, "t1ce": Sequence.T1C, "t2": Sequence.T2, "flair": Sequence.FLAIR}
+FIELDS: dict[str, Sequence] = {s.value: s for s in ALL_SEQUENCES}
+# Earlier names of a field, still accepted (an integration written against them keeps working).
+ALIASES: dict[str, Sequence] = {"t1ce": Sequence.T1C}
+ARCHIVE_FIELD = "archive"
+# Every file field of an upload form: name -> (sequence, a note for the documentation).
+UPLOAD_FIELDS: dict[str, tuple[Sequence, str]] = {
+    **{name: (sequence, "") for name, sequence in FIELDS.items()},
+    **{name: (s, f" (former name of {s.value}, still accepted)") for name, s in ALIASES.items()},
+}
 _STAGED = {
     Sequence.T1: "upload-t1n",
     Sequence.T1C: "upload-t1c",
@@ -42,7 +54,7 @@ _CHUNK = 1024 * 1024
 
 
 class UploadError(Exception):
-    """Problems with an upload, by field: ``{"t1ce": ["truncated: ..."], ...}``."""
+    """Problems with an upload, by field: ``{"t1c": ["truncated: ..."], ...}``."""
 
     def __init__(self, problems: dict[str, list[str]]) -> None:
         super().__init__("; ".join(f"{k}: {', '.join(v)}" for k, v in problems.items()))
@@ -147,8 +159,6 @@ def _extract(source: Any, out: Any, name: str) -> str:
     if name.lower().endswith(".gz"):
         shutil.copyfileobj(source, out, _CHUNK)
         return ""
-    import nibabel as nib  # noqa: PLC0415
-
     head = source.read(544)
     out.write(head)
     try:
@@ -178,8 +188,11 @@ def _extract(source: Any, out: Any, name: str) -> str:
 def stage_upload(files: dict[str, File[Any]], archive: File[Any] | None) -> StagedVisit:
     """Copy, read and validate an upload; every problem raises one ``UploadError`` naming each
     bad field. Nothing is stored: the caller keeps or discards the staging folder."""
-    unknown = sorted(set(files) - set(FIELDS))
+    unknown = sorted(set(files) - set(UPLOAD_FIELDS))
     problems: dict[str, list[str]] = {name: ["not an upload field"] for name in unknown}
+    for alias, sequence in ALIASES.items():
+        if alias in files and sequence.value in files:
+            problems[alias] = [f"the same sequence as {sequence.value}: send it once"]
     total = sum(f.size or 0 for f in files.values()) + (archive.size or 0 if archive else 0)
     if total > _limit_bytes():
         raise UploadError({"upload": [f"{total} bytes, more than {_limit_bytes()}"]})
@@ -197,8 +210,8 @@ def stage_upload(files: dict[str, File[Any]], archive: File[Any] | None) -> Stag
                 sha[sequence] = _sha256(path)
                 field_of[sequence] = f"archive ({sequence.long_name})"
         else:
-            for name, sequence in FIELDS.items():
-                if name not in files:
+            for name, (sequence, _) in UPLOAD_FIELDS.items():
+                if name not in files or sequence in staged:
                     continue
                 path, digest = _copy(files[name], folder / _STAGED[sequence])
                 staged[sequence], sha[sequence], field_of[sequence] = path, digest, name
@@ -274,9 +287,7 @@ STAGING_KEPT_S = 3600  # no upload is checked for longer than this
 def clean_stale_staging(*, older_than_s: int = STAGING_KEPT_S) -> int:
     """Remove staging folders a killed web worker left behind (untouched for ``older_than_s``);
     run when the web server starts and by the sweeper. Returns how many were removed."""
-    import time  # noqa: PLC0415
-
-    root = Path(settings.MEDIA_ROOT) / "staging"
+    root = staging_root()
     if not root.is_dir():
         return 0
     cutoff = time.time() - older_than_s
@@ -293,6 +304,6 @@ def clean_stale_staging(*, older_than_s: int = STAGING_KEPT_S) -> int:
 
 
 def _staging_root() -> Path:
-    root = Path(settings.MEDIA_ROOT) / "staging"
+    root = staging_root()
     root.mkdir(parents=True, exist_ok=True)
     return root

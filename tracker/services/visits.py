@@ -10,12 +10,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.core.files import File
 from django.db import IntegrityError, transaction
 
 from tracker.models import (
-    AnalysisRun,
     AuditEvent,
     CareTeam,
     Patient,
@@ -25,7 +23,10 @@ from tracker.models import (
     TreatmentEvent,
     Visit,
 )
+from tracker.services.enqueue import patient_reassess
+from tracker.services.runs import run_create
 from tracker.services.uploads import StagedVisit, stage_upload
+from tracker.storage import original_folder, stored
 
 
 class ConflictError(Exception):
@@ -62,8 +63,6 @@ def treatment_create(
 ) -> TreatmentEvent:
     """A treatment changes the assessment (radiotherapy dates, anti-angiogenic therapy):
     the patient's timeline is assessed again."""
-    from tracker.services.pipeline import reassess_patient  # noqa: PLC0415
-
     with transaction.atomic():
         event = TreatmentEvent.objects.create(
             patient=patient,
@@ -74,14 +73,14 @@ def treatment_create(
             notes=notes,
         )
         audit(user=by, action="create_treatment", patient=patient, code=str(event.code))
-        reassess_patient(patient)
+        patient_reassess(patient=patient)
     return event
 
 
 def _store_originals(visit: Visit, staged: StagedVisit) -> list[Path]:
     """Move the staged files to the visit's folder of originals, read-only. Returns the paths
     written so a failed transaction can remove them."""
-    folder = Path(settings.MEDIA_ROOT) / "visits" / str(visit.code) / "original"
+    folder = original_folder(visit)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for sequence, source in staged.files.items():
@@ -95,7 +94,7 @@ def _store_originals(visit: Visit, staged: StagedVisit) -> list[Path]:
         Scan.objects.create(
             visit=visit,
             sequence=SequenceName(sequence.value),
-            file=str(target.relative_to(settings.MEDIA_ROOT)),
+            file=stored(target),
             sha256=staged.sha256[sequence],
             size_bytes=target.stat().st_size,
             geometry=staged.geometry.get(sequence, {}),
@@ -132,7 +131,7 @@ def visit_create(
                 notes=notes,
             )
             written = _store_originals(visit, staged)
-            run_create(visit)
+            run_create(visit=visit)
             audit(user=by, action="upload_visit", patient=patient, code=str(visit.code))
     except BaseException as error:
         for path in written:
@@ -150,8 +149,6 @@ def visit_create(
 
 def visit_update(*, visit: Visit, by: Any = None, **fields: Any) -> Visit:
     """Clinical status, steroid dose, non-target status or notes changed: reassess."""
-    from tracker.services.pipeline import reassess_patient  # noqa: PLC0415
-
     allowed = {"clinical_status", "steroid_dose_mg", "non_target", "notes"}
     unknown = set(fields) - allowed
     if unknown:
@@ -161,7 +158,7 @@ def visit_update(*, visit: Visit, by: Any = None, **fields: Any) -> Visit:
             setattr(visit, name, value)
         visit.save(update_fields=list(fields))
         audit(user=by, action="update_visit", patient=visit.patient, code=str(visit.code))
-        reassess_patient(visit.patient)
+        patient_reassess(patient=visit.patient)
     return visit
 
 
@@ -169,8 +166,6 @@ def visit_delete(*, visit: Visit, by: Any = None) -> None:
     """Removes the visit and its results (originals are kept on disk under the visit's code for
     the record) and reassesses the patient. A visit a clinician has reviewed is not deleted
     (``ConflictError``): the review is part of the record."""
-    from tracker.services.pipeline import reassess_patient  # noqa: PLC0415
-
     patient = visit.patient
     review = visit.reviews.order_by("-reviewed_at").select_related("reviewer").first()
     if review is not None:
@@ -182,17 +177,7 @@ def visit_delete(*, visit: Visit, by: Any = None) -> None:
     with transaction.atomic():
         audit(user=by, action="delete_visit", patient=patient, code=str(visit.code))
         visit.delete()
-        reassess_patient(patient)
-
-
-def run_create(visit: Visit) -> AnalysisRun:
-    """A new analysis of the visit, queued after commit. The visit's current results stay shown
-    until this run completes."""
-    from tracker.services.pipeline import enqueue_stage, send_after_commit  # noqa: PLC0415
-
-    run = AnalysisRun.objects.create(visit=visit)
-    send_after_commit(lambda: enqueue_stage(run.code, run.stage), f"{run.stage} of {run.code}")
-    return run
+        patient_reassess(patient=patient)
 
 
 def review_create(

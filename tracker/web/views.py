@@ -6,8 +6,10 @@ page that shows a patient's data and every export is an audit row."""
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -25,7 +27,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -33,19 +35,32 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from tracker import selectors
-from tracker.api import serializers as s
+from inference.errors import InputError
+from inference.render import (
+    LABEL_COLOURS,
+    LABEL_NAMES,
+    TUMOUR_LABELS,
+    display_labels,
+    layer_png,
+    legend,
+    read_meta,
+)
+from tracker import inputs, selectors
 from tracker.charts import growth_chart_svg
 from tracker.models import (
     AnalysisRun,
     Assessment,
     CareTeam,
     Category,
+    ClinicalStatus,
     Review,
     RunStatus,
 )
-from tracker.services.uploads import UploadError
+from tracker.services.display import display_ensure
+from tracker.services.exports import EXPORTS, export_response
+from tracker.services.uploads import FIELDS, UploadError
 from tracker.services.visits import ConflictError, audit, review_create, visit_create
+from tracker.storage import run_files, viewer_volume
 from tracker.timeline import timeline_dict
 
 CATEGORY_NAMES: dict[str, str] = dict(Category.choices)
@@ -187,8 +202,6 @@ def _querystring(request: HttpRequest, *, exclude: str) -> str:
 
 
 def _is_uuid(value: str) -> bool:
-    import uuid  # noqa: PLC0415
-
     try:
         uuid.UUID(value)
     except ValueError:
@@ -322,10 +335,8 @@ def _registration_detail(quality: dict[str, Any]) -> str:
 
 def _preparation_flags(run: AnalysisRun) -> list[dict[str, Any]]:
     """The brain mask's checks from the preparation's QC record."""
-    from tracker.services.pipeline import run_folder  # noqa: PLC0415
-
     try:
-        qc = json.loads((run_folder(run) / "prepared" / "qc.json").read_text())
+        qc = json.loads(run_files(run).qc.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
     flags = []
@@ -354,8 +365,6 @@ def _preparation_flags(run: AnalysisRun) -> list[dict[str, Any]]:
 @login_required
 @require_GET
 def visit_detail(request: HttpRequest, code: str) -> HttpResponse:
-    from tracker.services.display import ensure_display  # noqa: PLC0415
-
     visit = selectors.visit_get_for_user(code, request.user)
     patient = visit.patient
     timeline = timeline_dict(patient)
@@ -363,17 +372,8 @@ def visit_detail(request: HttpRequest, code: str) -> HttpResponse:
     run = AnalysisRun.objects.filter(visit=visit, is_current=True).first()
     viewer = None
     if run is not None:
-        folder = ensure_display(run)
+        folder = display_ensure(run=run)
         if folder is not None:
-            from inference.render import (  # noqa: PLC0415
-                LABEL_COLOURS,
-                LABEL_NAMES,
-                TUMOUR_LABELS,
-                display_labels,
-                legend,
-                read_meta,
-            )
-
             meta = read_meta(folder)
             # The colours this visit and its prior use (a visit without T1c: one tumour colour).
             labels_shown = set(meta.get("labels_shown", TUMOUR_LABELS))
@@ -450,10 +450,6 @@ def visit_slice(
     request: HttpRequest, code: str, layer: str, plane: str, index: int
 ) -> HttpResponse:
     """One slice picture of the viewer (the visit page's read is the audited one)."""
-    from inference.errors import InputError  # noqa: PLC0415
-    from inference.render import layer_png  # noqa: PLC0415
-    from tracker.services.display import display_folder  # noqa: PLC0415
-
     visit = selectors.visit_get_for_user(code, request.user)
     allowed = {name for name, _ in SEQUENCES} | {"labels", "tumour", "prior-t1c", "prior-labels"}
     if layer not in allowed or plane not in PLANES:
@@ -462,7 +458,7 @@ def visit_slice(
     if run is None:
         raise Http404("no analysis")
     try:
-        picture = layer_png(display_folder(run), layer, plane, index)
+        picture = layer_png(run_files(run).display, layer, plane, index)
     except InputError as error:
         raise Http404(str(error)) from None
     response = HttpResponse(picture, content_type="image/png")
@@ -470,30 +466,17 @@ def visit_slice(
     return response
 
 
-VOLUMES = {
-    "t1c": ("prepared", "t1c.nii.gz"),
-    "flair": ("prepared", "flair.nii.gz"),
-    "seg": ("segmentation", "seg.nii.gz"),
-}
-
-
 @login_required
 @require_GET
 def visit_volume(request: HttpRequest, code: str, name: str) -> HttpResponseBase:
     """A NIfTI volume of the current run for the WebGL viewer (NiiVue): the prepared T1c or
     FLAIR, or the segmentation. Audited: the whole volume leaves the server."""
-    from django.http import FileResponse  # noqa: PLC0415
-
-    from tracker.services.pipeline import run_folder  # noqa: PLC0415
-
     visit = selectors.visit_get_for_user(code, request.user)
-    if name not in VOLUMES:
-        raise Http404("no such volume")
     run = AnalysisRun.objects.filter(visit=visit, is_current=True).first()
     if run is None:
         raise Http404("no analysis")
-    path = run_folder(run).joinpath(*VOLUMES[name])
-    if not path.is_file():
+    path = viewer_volume(run, name)
+    if path is None or not path.is_file():
         raise Http404("no such volume")
     audit(
         user=request.user,
@@ -511,20 +494,17 @@ def visit_volume(request: HttpRequest, code: str, name: str) -> HttpResponseBase
 @require_POST
 def visit_review(request: HttpRequest, code: str) -> HttpResponse:
     visit = selectors.visit_get_for_user(code, request.user)
-    action = request.POST.get("action", "")
-    category = request.POST.get("category", "") if action == Review.Action.OVERRIDE else ""
     url = reverse("web:visit", args=[visit.code])
-    if action not in Review.Action.values or (category and category not in Category.values):
-        messages.error(request, "Choose confirm, or override with a category.")
+    form = request.POST.dict()
+    if form.get("action") != Review.Action.OVERRIDE:
+        form.pop("category", None)  # the override's choice, left in the form: not sent with it
+    data = inputs.ReviewInput(data=form)
+    if not data.is_valid():
+        problems = [f"{m}" for field in data.errors.values() for m in field]
+        messages.error(request, "; ".join(problems))
         return redirect(f"{url}#review")
     try:
-        review_create(
-            visit=visit,
-            by=request.user,
-            action=action,
-            category=category,
-            reason=request.POST.get("reason", ""),
-        )
+        review_create(visit=visit, by=request.user, **data.validated_data)
     except (ConflictError, ValueError) as error:
         messages.error(request, str(error))
         return redirect(f"{url}#review")
@@ -542,11 +522,10 @@ def visit_upload(request: HttpRequest, code: str) -> HttpResponse:
     patient = selectors.patient_get_for_user(code, request.user)
     errors: dict[str, list[str]] = {}
     if request.method == "POST":
-        data = s.VisitInput(data={**request.POST.dict(), **request.FILES.dict()})
+        data = inputs.VisitInput(data={**request.POST.dict(), **request.FILES.dict()})
         if data.is_valid():
-            fields = dict(data.validated_data)
-            files = {n: fields.pop(n) for n in ("t1", "t1ce", "t2", "flair") if n in fields}
-            archive = fields.pop("archive", None)
+            files, archive = data.files()
+            fields = data.validated_data
             try:
                 visit_create(
                     patient=patient, files=files, archive=archive, by=request.user, **fields
@@ -570,14 +549,14 @@ def visit_upload(request: HttpRequest, code: str) -> HttpResponse:
             "errors": errors,
             "today": timezone.localdate().isoformat(),
             "max_mb": _max_upload_mb(),
+            "upload_fields": [(name, sequence.long_name) for name, sequence in FIELDS.items()],
+            "clinical_statuses": ClinicalStatus.choices,
         },
         status=400 if errors else 200,
     )
 
 
 def _max_upload_mb() -> int:
-    from django.conf import settings  # noqa: PLC0415
-
     return int(settings.TRACKER_MAX_UPLOAD_MB)
 
 
@@ -589,8 +568,6 @@ def _max_upload_mb() -> int:
 def export(request: HttpRequest, code: str, kind: str) -> HttpResponse:
     """report.pdf, measurements.csv, lesions.csv, timeline.json, fhir.json; each audited (the
     API serves the same, ``tracker.services.exports``)."""
-    from tracker.services.exports import EXPORTS, export_response  # noqa: PLC0415
-
     patient = selectors.patient_get_for_user(code, request.user)
     if kind not in EXPORTS:
         raise Http404("no such export")

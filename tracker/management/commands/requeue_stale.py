@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
-from tracker.services.pipeline import requeue_stale
+from tracker.services.runs import runs_requeue_stale
 
 
 class Command(BaseCommand):
@@ -21,7 +21,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         with transaction.atomic():
-            requeued = requeue_stale(older_than_s=options["older_than"])
+            requeued = runs_requeue_stale(older_than_s=options["older_than"])
         self.stdout.write(f"requeued {len(requeued.runs)} run(s)")
         for code in requeued.runs:
             self.stdout.write(f"  {code}")
