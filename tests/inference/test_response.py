@@ -637,9 +637,10 @@ def test_the_command_line_names_a_missing_file(tmp_path):
     assert "no such file" in result.stderr
 
 
-def test_the_readme_example_is_valid_and_reads_as_documented():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("### Response assessment") :]
+def test_the_documented_example_is_valid_and_reads_as_documented():
+    section = (Path(__file__).resolve().parents[2] / "docs" / "response.md").read_text(
+        encoding="utf-8"
+    )
     block = section[section.index("```json") + len("```json") : section.index("```\n", 10)]
     out = assess_json(json.loads(block))
     assert [r["category"] for r in out["visits"]] == [
@@ -653,6 +654,7 @@ def test_the_readme_example_is_valid_and_reads_as_documented():
     ]
     assert [r["confirmed"] for r in out["visits"][2:]] == [False, None, False, True, None]
     assert out["progression_visit"] == "v6"
+    assert (out["baseline_visit"], out["nadir_visit"]) == ("v1", "v5")
     assert out["visits"][2]["reasons"][0] in section.replace("\n", " ")
 
 
