@@ -1,9 +1,10 @@
 """Benchmark: bias of the RANO bidimensional product against analytic ellipsoids (SYNTHETIC:
 exact shapes, not scans). For each grid and size range, ellipsoids with random semi-axes,
 in-plane rotation and tilts up to 35 degrees, on a grid at a random sub-voxel offset, are
-measured (``inference.measure.measure``) and compared with the product of the diameters of
-their largest axial cross-section (``inference.phantoms.ellipsoid_lesion``). Reported per group:
-mean and median signed error, its spread, the worst case. Target (issue 14): |mean| <= 1 %.
+measured (``inference.measurement.measure.measure``) and compared with the product of the diameters
+of their largest axial cross-section (``inference.segmentation.phantoms.ellipsoid_lesion``).
+Reported per group: mean and median signed error, its spread, the worst case. Target (issue 14):
+|mean| <= 1 %.
 
 Rerun
     .venv/bin/python bench/bench_diameter_bias.py            # 100 shapes a group, ~40 s
@@ -23,8 +24,8 @@ from common import REPO, environment, write_results
 
 sys.path.insert(0, str(REPO))
 
-from inference.measure import measure
-from inference.phantoms import ellipsoid_lesion, rotation
+from inference.measurement.measure import measure
+from inference.segmentation.phantoms import ellipsoid_lesion, rotation
 
 GROUPS = [  # (grid spacing mm, semi-axes range mm)
     ((1.0, 1.0, 1.0), (5.0, 9.0)),

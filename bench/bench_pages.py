@@ -41,7 +41,7 @@ def _display_for(patient: Any) -> None:
     """Display volumes of a real visit's size for each of the patient's runs."""
     import numpy as np
 
-    from inference.render import DisplayVolumes, key_slices, write_display
+    from inference.measurement.render import DisplayVolumes, key_slices, write_display
     from tracker.models import AnalysisRun
     from tracker.storage import run_files
 

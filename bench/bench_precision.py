@@ -1,13 +1,13 @@
 """Benchmark: measurement precision on SYNTHETIC PHANTOM patients with exact truth.
 
 What it measures (issue "Ground truth and measurement", precision targets), per phantom patient
-(``inference.phantoms.make_patient(seed)``, seeds 1000.., scenarios cycling):
+(``inference.segmentation.phantoms.make_patient(seed)``, seeds 1000.., scenarios cycling):
 
 * volume accuracy through the chain: the ground-truth label map of a scan acquired at 1 mm
   (scan A) and of one acquired with 1 x 1 x 5 mm slices (scan C) goes through the preparation's
   label path (reorient to LPS, nearest-neighbour onto the 1 mm grid of the T1 post-contrast box:
-  ``inference.preprocess.reorient`` + ``resample_to_reference``), is measured
-  (``inference.measure.measure``) and compared with the continuous shapes' volumes in
+  ``inference.imaging.preprocess.reorient`` + ``resample_to_reference``), is measured
+  (``inference.measurement.measure.measure``) and compared with the continuous shapes' volumes in
   ``truth.json``. Target: median absolute error <= 2 % (WT, TC, ET; lesions >= 1 mL);
 * scan-rescan: the same tumour imaged again with a new pose, noise and bias (scan B), through the
   same chain; the equivalent-sphere diameter difference A - B. Target: within +-0.1 mm for 95 %
@@ -18,10 +18,10 @@ What it measures (issue "Ground truth and measurement", precision targets), per 
 * bidimensional product of each measurable lesion against the truth's (continuous shape in the
   scanner's axial plane). Target: within 5 %;
 * lesion tracking: every follow-up visit registered to the baseline with
-  ``inference.register.register_visits`` (T1 post-contrast), its lesion map resampled into the
-  baseline nearest-neighbour, ``inference.lesions.track_lesions`` over the visits; a track is
-  correct when each true lesion keeps one track id at every visit where it exists and a new
-  lesion gets a new id. Target: 100 % correct.
+  ``inference.imaging.register.register_visits`` (T1 post-contrast), its lesion map resampled into
+  the baseline nearest-neighbour, ``inference.measurement.lesions.track_lesions`` over the visits;
+  a track is correct when each true lesion keeps one track id at every visit where it exists and a
+  new lesion gets a new id. Target: 100 % correct.
 
 Rerun
     .venv/bin/python bench/bench_precision.py   # 20 patients -> bench/results/precision.json
@@ -43,12 +43,12 @@ from common import REPO, environment, write_results
 
 sys.path.insert(0, str(REPO))
 
+from inference.imaging.preprocess import reorient, resample_to_reference
+from inference.imaging.register import register_visits, resample
 from inference.labels import Sequence
-from inference.lesions import track_lesions
-from inference.measure import equivalent_diameter_mm, measure
-from inference.phantoms import Scenario, make_patient, render_visit
-from inference.preprocess import reorient, resample_to_reference
-from inference.register import register_visits, resample
+from inference.measurement.lesions import track_lesions
+from inference.measurement.measure import equivalent_diameter_mm, measure
+from inference.segmentation.phantoms import Scenario, make_patient, render_visit
 
 SYNTHETIC = "SYNTHETIC PHANTOM"
 

@@ -3,7 +3,8 @@
 What it measures
 * ``brats2015-expert/pat0001..0003``: the expert label maps (BraTS 2015 labels mapped to the
   internal ones: 1 necrosis and 3 non-enhancing -> NCR, 2 -> ED, 4 -> ET) measured with
-  ``inference.measure.measure``: volumes per compartment and region, lesions, RANO products.
+  ``inference.measurement.measure.measure``: volumes per compartment and region, lesions, RANO
+  products.
 * ``tcia-brain-tumor-progression/01..05``: the providers' tumour masks at the two time points
   (binary: measured as tumour core). The header spacing is not the true spacing (the images were
   resized), so absolute mL are not real; the relative volume change and the growth rate per
@@ -29,10 +30,10 @@ from common import REPO, data_folder, environment, write_results
 
 sys.path.insert(0, str(REPO))
 
-from inference.io import read_label_map, read_visit
-from inference.lesions import track_lesions
-from inference.measure import measure
-from inference.register import register_visits, resample
+from inference.imaging.io import read_label_map, read_visit
+from inference.imaging.register import register_visits, resample
+from inference.measurement.lesions import track_lesions
+from inference.measurement.measure import measure
 
 DAYS_PER_MONTH = 365.25 / 12
 

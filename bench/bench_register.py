@@ -1,16 +1,16 @@
 """Benchmark: visit-to-visit registration on known rigid motions (accuracy and speed).
 
 What it measures
-    ``inference.register.register_visits`` (the library function, quality check included) on a
-    1 mm visit and a copy of it moved by a known rigid motion. Target: mean target registration
+    ``inference.imaging.register.register_visits`` (the library function, quality check included)
+    on a 1 mm visit and a copy of it moved by a known rigid motion. Target: mean target registration
     error (TRE) <= 0.5 mm on motions of up to 10 degrees and 15 mm, in <= 8 s on 2 CPU cores.
 
 How each trial is built (trial i = 0 .. repeats-1, numpy generator seeded with i)
     * motion: ``sitk.Euler3DTransform`` centred on the fixed T1c's centre; rotation angles uniform
       in [-10, 10] degrees per axis, translation uniform in [-15, 15] mm per axis;
     * fixed visit: the real BraTS 2023 case ``brats-gli-00001-000`` (240 x 240 x 155, 1 mm) read
-      with ``inference.io.read_visit``; with ``--source synthetic``, or when the data folder is
-      missing, ``inference.demo.synthetic_visit(i)`` instead (labelled SYNTHETIC PHANTOM);
+      with ``inference.imaging.io.read_visit``; with ``--source synthetic``, or when the data
+      folder is missing, ``inference.demo.synthetic_visit(i)`` instead (labelled SYNTHETIC PHANTOM);
     * moving visit: every sequence moved by the motion (``inference.demo.moved``, fixed -> moving
       convention), then independent Rician noise (sigma = 3 % of the image's 99th percentile over
       all voxels) and a multiplicative bias field exp(a * ramp), ramp a linear function of position
@@ -96,14 +96,14 @@ def load_fixed(source: str, seed: int) -> tuple[dict[Any, sitk.Image], sitk.Imag
     from inference.labels import Sequence
 
     if source == "brats":
-        from inference.io import read_visit
+        from inference.imaging.io import read_visit
 
         visit = read_visit(data_folder() / CASE)
         t1c = visit.images[Sequence.T1C]
         mask = sitk.Cast(t1c != 0, sitk.sitkUInt8)
         return visit.images, mask, f"real BraTS case {CASE}"
-    from inference import atlas
     from inference.demo import synthetic_visit
+    from inference.imaging import atlas
 
     images = synthetic_visit(seed)
     mask = sitk.Cast(atlas.template_brain_mask() > 0, sitk.sitkUInt8)
@@ -112,13 +112,13 @@ def load_fixed(source: str, seed: int) -> tuple[dict[Any, sitk.Image], sitk.Imag
 
 def run_trial(seed: int, source: str) -> dict[str, Any]:
     from inference.demo import moved
-    from inference.labels import Sequence
-    from inference.register import (
+    from inference.imaging.register import (
         mask_points,
         register_visits,
         rotation_degrees,
         target_registration_error,
     )
+    from inference.labels import Sequence
 
     rng = np.random.default_rng(seed)
     fixed, mask, data = load_fixed(source, seed)

@@ -7,27 +7,27 @@ five visits each.
 
 Stage 1 (slow, cached under var/bench-response/<seed>/): every visit rendered as a raw BraTS-2023
 folder (``phantoms.write_patient``), prepared by the real ``prepare_visit``, segmented by the
-shipped model (``inference.segment.Segmenter``, test-time flips unless ``--no-flips``) back in
-the visit's raw T1 post-contrast geometry, and measured (``inference.measure.measure``); each
-follow-up registered to the baseline on T1 post-contrast (``register_visits``), its lesion map
-resampled nearest-neighbour onto the baseline's, and the lesions tracked
-(``inference.lesions.track_lesions``). Two timelines in the ``assess`` input format of DESIGN.md
-are written: ``measured.json`` (the pipeline's tracks and diameters) and ``truth.json`` (the
-phantom's continuous-shape diameters by true track), with ``details.json`` (volumes and sums of
-products measured vs truth, seconds per stage). A patient whose two timelines exist is not
-redone unless ``--recompute``.
+shipped model (``inference.segmentation.segment.Segmenter``, test-time flips unless ``--no-flips``)
+back in the visit's raw T1 post-contrast geometry, and measured
+(``inference.measurement.measure.measure``); each follow-up registered to the baseline on T1
+post-contrast (``register_visits``), its lesion map resampled nearest-neighbour onto the
+baseline's, and the lesions tracked (``inference.measurement.lesions.track_lesions``). Two
+timelines in the ``assess`` input format of DESIGN.md are written: ``measured.json`` (the
+pipeline's tracks and diameters) and ``truth.json`` (the phantom's continuous-shape diameters by
+true track), with ``details.json`` (volumes and sums of products measured vs truth, seconds per
+stage). A patient whose two timelines exist is not redone unless ``--recompute``.
 
 Timelines: RANO 2.0 2-D criteria, newly diagnosed, baseline = the first visit (the
 post-radiotherapy scan; radiotherapy ended 28 days before), confirmation of progression on,
 no steroids, clinically stable, no non-target disease outside the listed lesions. Both are
-assembled by ``inference.timeline.build_timeline``, the service's own assembly: an enhancing
-tumour on its core lesions, a non-enhancing one on its T2/FLAIR lesions (tracked the same way);
-every track seen since the baseline listed at every visit (0 x 0 once vanished), a track that
+assembled by ``inference.response.timeline.build_timeline``, the service's own assembly: an
+enhancing tumour on its core lesions, a non-enhancing one on its T2/FLAIR lesions (tracked the same
+way); every track seen since the baseline listed at every visit (0 x 0 once vanished), a track that
 first shows after the baseline a new lesion at that visit (measurable when any such lesion is).
 Timelines cached before 2026-12-06 were assembled by the benchmark's own simpler rule (new
 lesions flagged at every later visit and never summed): rerun with ``--recompute``.
 
-Stage 2 (fast): ``inference.response.assess`` on both timelines. The known outcome of a
+Stage 2 (fast): ``inference.response.rano.assess`` on both timelines. The known outcome of a
 follow-up visit is the engine's category on the TRUTH timeline; the pipeline's answer is its
 category on the MEASURED timeline. Reported over follow-up visits: confusion matrix, per-class
 precision and recall, balanced accuracy (mean recall over the classes in the truth; target
@@ -59,15 +59,13 @@ from common import REPO, environment, write_results
 
 sys.path.insert(0, str(REPO))
 
-from inference import phantoms
-from inference.io import read_visit, write_image
+from inference.imaging.io import read_visit, write_image
+from inference.imaging.preprocess import prepare_visit, read_prepared, write_prepared
+from inference.imaging.register import register_visits, resample
 from inference.labels import Sequence
-from inference.lesions import TrackEntry, track_lesions
-from inference.measure import Measurements, measure
-from inference.phantoms import Scenario
-from inference.preprocess import prepare_visit, read_prepared, write_prepared
-from inference.register import register_visits, resample
-from inference.timeline import (
+from inference.measurement.lesions import TrackEntry, track_lesions
+from inference.measurement.measure import Measurements, measure
+from inference.response.timeline import (
     LesionKind,
     LesionSize,
     PatientRecord,
@@ -75,6 +73,8 @@ from inference.timeline import (
     build_timeline,
     t2_flair_tracks,
 )
+from inference.segmentation import phantoms
+from inference.segmentation.phantoms import Scenario
 
 SYNTHETIC = "SYNTHETIC PHANTOM"
 WORK = REPO / "var" / "bench-response"
@@ -113,8 +113,8 @@ def _presentation(patient: phantoms.Patient) -> str:
 
 def truth_timeline(patient: phantoms.Patient, truths: list[dict[str, Any]]) -> dict[str, Any]:
     """The phantom's own timeline: continuous-shape diameters of each true track, assembled as
-    the service assembles its measurements (``inference.timeline.build_timeline``). The true
-    lesions are the enhancing core of an enhancing tumour, the T2/FLAIR abnormality of a
+    the service assembles its measurements (``inference.response.timeline.build_timeline``). The
+    true lesions are the enhancing core of an enhancing tumour, the T2/FLAIR abnormality of a
     non-enhancing one (no enhancing volume is known: None)."""
     kind = LesionKind.CORE if _presentation(patient) == "ce" else LesionKind.T2_FLAIR
     visits, history = [], []
@@ -163,7 +163,7 @@ def measured_timeline(
     histories: dict[LesionKind, list[list[TrackEntry]]],
 ) -> dict[str, Any]:
     """The pipeline's timeline: our tracks, with the diameters of the lesion each one is at,
-    assembled by ``inference.timeline.build_timeline`` as the service does."""
+    assembled by ``inference.response.timeline.build_timeline`` as the service does."""
     visits = [
         VisitRecord(
             id=f"v{index}",
@@ -402,10 +402,10 @@ def assess_patients(
     patients: list[tuple[int, Scenario]], details: dict[int, dict[str, Any]]
 ) -> dict[str, Any] | None:
     try:
-        from inference.response import assess, parse_timeline
+        from inference.response.rano import assess, parse_timeline
     except Exception as error:  # the engine may be mid-edit or absent
         print(
-            f"stage 2 skipped: cannot import inference.response ({type(error).__name__}: "
+            f"stage 2 skipped: cannot import inference.response.rano ({type(error).__name__}: "
             f"{error}). The timelines are cached in {WORK.relative_to(REPO)}/<seed>/; rerun "
             "with --assess-only once the engine exists.",
             flush=True,
@@ -576,7 +576,7 @@ def main() -> int:
             if path.exists():
                 details[seed] = json.loads(path.read_text())
     else:
-        from inference.segment import DEFAULT_WEIGHTS, Segmenter
+        from inference.segmentation.segment import DEFAULT_WEIGHTS, Segmenter
 
         segmenter = Segmenter(args.weights or DEFAULT_WEIGHTS)
         print(f"  model loaded in {segmenter.load_seconds:.1f} s", flush=True)

@@ -34,11 +34,11 @@ from scipy import ndimage
 
 sys.path.insert(0, str(REPO))
 
-from inference import phantoms
-from inference.evaluate import evaluate
-from inference.io import output_folder, read_label_map, read_visit, write_image
+from inference.imaging.io import output_folder, read_label_map, read_visit, write_image
+from inference.imaging.preprocess import prepare_visit, read_prepared, write_prepared
 from inference.labels import TumorLabel
-from inference.preprocess import prepare_visit, read_prepared, write_prepared
+from inference.measurement.evaluate import evaluate
+from inference.segmentation import phantoms
 
 WORK = REPO / "var" / "bench-segment"
 SUFFIX = {"t1": "t1n", "t1c": "t1c", "t2": "t2w", "t2f": "t2f", "flair": "t2f"}
@@ -153,7 +153,7 @@ def main() -> None:
         prepare_case(case)
     if args.stage == "prepare":
         return
-    from inference.segment import DEFAULT_WEIGHTS, Segmenter
+    from inference.segmentation.segment import DEFAULT_WEIGHTS, Segmenter
 
     weights = args.weights or DEFAULT_WEIGHTS
     segmenter = Segmenter(weights)

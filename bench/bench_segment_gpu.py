@@ -55,7 +55,7 @@ def main() -> None:
     import jax
     import keras
 
-    from inference.segment import BATCH, Segmenter
+    from inference.segmentation.segment import BATCH, Segmenter
 
     started = time.perf_counter()
     segmenter = Segmenter()

@@ -3,7 +3,7 @@
 Every case in ../shared/data (``TRACKER_TEST_DATA``) goes through the service's own preparation
 (``read_visit`` + ``prepare_visit``, which carries the folder's label map onto the prepared 1 mm
 grid nearest-neighbour) and is segmented there; scores per region (WT, TC, ET) come from
-``inference.evaluate``: Dice, HD95 (mm) and volume error (mL).
+``inference.measurement.evaluate``: Dice, HD95 (mm) and volume error (mL).
 
 - ``tcga-fg-6692-sri24``: against the five-algorithm consensus (``*_fusion-mav_seg``, majority
   vote of five BraTS 2020 algorithms); each of the five algorithms is scored against the same
@@ -58,10 +58,10 @@ import matplotlib.pyplot as plt
 
 sys.path.insert(0, str(REPO))
 
-from inference.evaluate import evaluate, same_grid
-from inference.io import read_image, read_label_map, read_visit, write_text
+from inference.imaging.io import read_image, read_label_map, read_visit, write_text
+from inference.imaging.preprocess import PREPARED_NAMES, prepare_visit, write_prepared
 from inference.labels import ALL_SEQUENCES, LabelConvention, Region, Sequence, TumorLabel
-from inference.preprocess import PREPARED_NAMES, prepare_visit, write_prepared
+from inference.measurement.evaluate import evaluate, same_grid
 
 WORK = REPO / "var" / "bench-segment"
 OUT = REPO / "bench" / "results" / "segment_real.json"
@@ -546,7 +546,7 @@ def pick_cases(names: list[str] | None) -> list[Case]:
 
 
 def main() -> None:
-    from inference.segment import DEFAULT_WEIGHTS, Segmenter, read_card
+    from inference.segmentation.segment import DEFAULT_WEIGHTS, Segmenter, read_card
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

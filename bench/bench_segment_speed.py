@@ -57,8 +57,8 @@ def timed(functions: dict[str, Any], repeats: int) -> dict[str, dict[str, Any]]:
 
 def prepared_visit() -> Path:
     if not (PREPARED / "qc.json").exists():
-        from inference.io import read_visit
-        from inference.preprocess import prepare_visit, write_prepared
+        from inference.imaging.io import read_visit
+        from inference.imaging.preprocess import prepare_visit, write_prepared
 
         write_prepared(prepare_visit(read_visit(data_folder() / CASE)), PREPARED)
     return PREPARED
@@ -67,8 +67,8 @@ def prepared_visit() -> Path:
 FRESH = """
 import json, resource, sys, time
 started = time.perf_counter()
-from inference.segment import Segmenter
-from inference.preprocess import read_prepared
+from inference.segmentation.segment import Segmenter
+from inference.imaging.preprocess import read_prepared
 segmenter = Segmenter(sys.argv[2])
 loaded = time.perf_counter()
 images, mask, _ = read_prepared(sys.argv[1])
@@ -92,7 +92,7 @@ def main() -> None:
 
     import keras
 
-    from inference.segment import DEFAULT_WEIGHTS, Segmenter
+    from inference.segmentation.segment import DEFAULT_WEIGHTS, Segmenter
 
     folders = [Path(w) for w in args.weights or [DEFAULT_WEIGHTS]]
     segmenters = {}
@@ -129,7 +129,7 @@ def main() -> None:
     print(json.dumps(result["slices_155x224x224"]), flush=True)
     name = "segment_speed.json"
     if not args.slices_only:
-        from inference.preprocess import read_prepared
+        from inference.imaging.preprocess import read_prepared
 
         folder = prepared_visit()
         images, mask, _ = read_prepared(folder)

@@ -107,7 +107,7 @@ def upload_figures(patients: int, work: Path) -> dict[str, Any]:
     from django.contrib.auth.models import User
     from django.test import Client
 
-    from inference.phantoms import Scenario, make_patient, write_patient
+    from inference.segmentation.phantoms import Scenario, make_patient, write_patient
     from tests.tracker.worker import start_worker
     from tracker.models import CareTeam, Membership, Patient
 

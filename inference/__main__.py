@@ -39,8 +39,8 @@ def _series_map(pairs: list[str] | None) -> dict[str, str]:
 
 
 def cmd_prepare(args: argparse.Namespace) -> dict[str, Any]:
-    from inference.io import read_visit  # noqa: PLC0415 - keep `--help` fast
-    from inference.preprocess import prepare_visit, write_prepared  # noqa: PLC0415
+    from inference.imaging.io import read_visit  # noqa: PLC0415 - keep `--help` fast
+    from inference.imaging.preprocess import prepare_visit, write_prepared  # noqa: PLC0415
 
     started = time.perf_counter()
     visit = read_visit(args.visit_dir, series_overrides=_series_map(args.series_map))
@@ -63,9 +63,9 @@ def cmd_prepare(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_register(args: argparse.Namespace) -> dict[str, Any]:
-    from inference.io import output_folder, read_visit, write_text  # noqa: PLC0415
+    from inference.imaging.io import output_folder, read_visit, write_text  # noqa: PLC0415
+    from inference.imaging.register import register_visits, save_transform  # noqa: PLC0415
     from inference.labels import Sequence  # noqa: PLC0415
-    from inference.register import register_visits, save_transform  # noqa: PLC0415
 
     overrides = _series_map(args.series_map)
     fixed = read_visit(args.fixed_visit_dir, required=(), series_overrides=overrides)
@@ -96,8 +96,8 @@ def cmd_register(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_measure(args: argparse.Namespace) -> dict[str, Any]:
-    from inference.io import read_label_map, read_probability_map, write_text  # noqa: PLC0415
-    from inference.measure import MeasureSettings, measure  # noqa: PLC0415
+    from inference.imaging.io import read_label_map, read_probability_map, write_text  # noqa: PLC0415
+    from inference.measurement.measure import MeasureSettings, measure  # noqa: PLC0415
 
     labels, convention = read_label_map(args.labels)
     probabilities = read_probability_map(args.prob) if args.prob else None
@@ -126,8 +126,8 @@ def cmd_measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    from inference.evaluate import evaluate  # noqa: PLC0415
-    from inference.io import read_label_map  # noqa: PLC0415
+    from inference.imaging.io import read_label_map  # noqa: PLC0415
+    from inference.measurement.evaluate import evaluate  # noqa: PLC0415
 
     prediction, _ = read_label_map(args.pred)
     truth, _ = read_label_map(args.truth)
@@ -142,8 +142,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_assess(args: argparse.Namespace) -> dict[str, Any]:
-    from inference.io import read_json  # noqa: PLC0415
-    from inference.response import assess, parse_timeline  # noqa: PLC0415
+    from inference.imaging.io import read_json  # noqa: PLC0415
+    from inference.response.rano import assess, parse_timeline  # noqa: PLC0415
 
     timeline = parse_timeline(read_json(args.timeline, what="timeline"))
     result = assess(timeline).as_dict()
@@ -155,8 +155,8 @@ def cmd_assess(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_growth(args: argparse.Namespace) -> dict[str, Any]:
-    from inference.growth import analyse  # noqa: PLC0415
-    from inference.io import read_json  # noqa: PLC0415
+    from inference.imaging.io import read_json  # noqa: PLC0415
+    from inference.response.growth import analyse  # noqa: PLC0415
 
     data = read_json(args.series, what="growth series")
     if args.forecast_on is not None and isinstance(data, dict):
@@ -178,7 +178,7 @@ def cmd_growth(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_phantom(args: argparse.Namespace) -> dict[str, Any]:
-    from inference.phantoms import Scenario, make_patient, write_patient  # noqa: PLC0415
+    from inference.segmentation.phantoms import Scenario, make_patient, write_patient  # noqa: PLC0415
 
     if args.visits < 1:
         raise InputError("--visits must be at least 1")
@@ -208,9 +208,9 @@ def cmd_phantom(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_segment(args: argparse.Namespace) -> dict[str, Any]:
-    from inference.io import find_segmentable_files  # noqa: PLC0415
-    from inference.preprocess import is_prepared  # noqa: PLC0415
-    from inference.segment import (  # noqa: PLC0415
+    from inference.imaging.io import find_segmentable_files  # noqa: PLC0415
+    from inference.imaging.preprocess import is_prepared  # noqa: PLC0415
+    from inference.segmentation.segment import (  # noqa: PLC0415
         DEFAULT_WEIGHTS,
         Segmenter,
         segment_folder,
@@ -245,7 +245,7 @@ def cmd_segment(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
-    from inference.train import TrainSettings, run_training  # noqa: PLC0415
+    from inference.segmentation.train import TrainSettings, run_training  # noqa: PLC0415
 
     settings = TrainSettings(
         out=args.out,
@@ -347,7 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--phantoms", type=int, default=0, help="phantom patients (4 visits each)")
     train.add_argument("--phantom-first-seed", type=int, default=100_000)
     train.add_argument(
-        "--synthetic", type=int, default=0, help="sim-to-real volumes (inference/synthesis.py)"
+        "--synthetic",
+        type=int,
+        default=0,
+        help="sim-to-real volumes (segmentation/synthesis.py)",
     )
     train.add_argument("--synthetic-first-seed", type=int, default=300_000)
     train.add_argument(

@@ -1,8 +1,8 @@
 """The main imaging job on data it makes itself: a synthetic visit from the MNI152 template.
 
 SYNTHETIC PHANTOM DATA. The demo needs nothing but the installed packages: it renders a phantom
-patient's visit (``inference.phantoms``: the MNI152 template and tissue maps shipped in the
-nilearn wheel, a synthetic tumour, a scalp and skull), then
+patient's visit (``inference.segmentation.phantoms``: the MNI152 template and tissue maps shipped
+in the nilearn wheel, a synthetic tumour, a scalp and skull), then
 
 1. prepares the visit (the seven steps of ``preprocess``), and
 2. registers a copy of the visit moved by a known rigid motion back onto it, and reports how far
@@ -23,17 +23,17 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from inference import atlas
-from inference.io import read_visit, write_image, write_text
-from inference.labels import Sequence
-from inference.phantoms import make_patient, render_visit
-from inference.preprocess import prepare_visit, write_prepared
-from inference.register import (
+from inference.imaging import atlas
+from inference.imaging.io import read_visit, write_image, write_text
+from inference.imaging.preprocess import prepare_visit, write_prepared
+from inference.imaging.register import (
     mask_points,
     register_visits,
     save_transform,
     target_registration_error,
 )
+from inference.labels import Sequence
+from inference.segmentation.phantoms import make_patient, render_visit
 
 
 def synthetic_visit(seed: int, *, skull: bool = True) -> dict[Sequence, sitk.Image]:
@@ -105,8 +105,8 @@ def run_demo(out: Path, *, seed: int = 7, say: Callable[[str], None] = print) ->
     write_text(json.dumps(report, indent=2) + "\n", out / "registration" / "registration.json")
 
     say("3. segmenting the prepared baseline with the shipped model")
-    from inference.evaluate import evaluate  # noqa: PLC0415 - Keras loads only here
-    from inference.segment import Segmenter, write_segmentation  # noqa: PLC0415
+    from inference.measurement.evaluate import evaluate  # noqa: PLC0415 - Keras loads only here
+    from inference.segmentation.segment import Segmenter, write_segmentation  # noqa: PLC0415
 
     segmenter = Segmenter()
     segmentation = segmenter.segment(

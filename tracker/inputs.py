@@ -13,7 +13,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
 
-from inference.response import NonTarget
+from inference.response.rano import NonTarget
 from tracker.models import (
     IDH_STATUS,
     TEXT_MAX,

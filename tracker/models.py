@@ -14,7 +14,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from inference import response, timeline
+from inference.response import rano as response
+from inference.response import timeline
 
 # Free text (notes, review reasons) is bounded (API, forms, admin), so no record can make a page
 # or the PDF unbounded; the PDF shows at most 500 characters of each.
@@ -244,8 +245,9 @@ class AnalysisRun(models.Model):
     by a compare-and-set update from (stage, queued) to (stage, running).
 
     ``sequences_used`` and ``supported_regions`` are written by the segment stage (a visit may
-    lack any sequence but T1 post-contrast or FLAIR; see ``inference.segment.REGION_NEEDS``);
-    runs analysed before they were recorded had all four sequences, which the default says."""
+    lack any sequence but T1 post-contrast or FLAIR; see
+    ``inference.segmentation.segment.REGION_NEEDS``); runs analysed before they were recorded had
+    all four sequences, which the default says."""
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="runs")
@@ -301,7 +303,7 @@ class AnalysisRun(models.Model):
 class Measurement(models.Model):
     run = models.OneToOneField(AnalysisRun, on_delete=models.CASCADE, related_name="measurement")
     # Per region and label; null where the run's sequences do not support it (the reasons follow
-    # from run.sequences_used: inference.segment.sequence_support).
+    # from run.sequences_used: inference.segmentation.segment.sequence_support).
     volumes_ml = models.JSONField()
     volume_intervals_ml = models.JSONField(default=dict)
     sum_of_products_mm2 = models.FloatField(

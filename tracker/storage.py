@@ -18,8 +18,8 @@ from typing import Any
 
 from django.conf import settings
 
+from inference.imaging.preprocess import PREPARED_NAMES
 from inference.labels import Sequence
-from inference.preprocess import PREPARED_NAMES
 
 
 def media(path: str | Path) -> Path:

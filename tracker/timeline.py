@@ -10,7 +10,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from inference.segment import sequence_support
+from inference.segmentation.segment import sequence_support
 from tracker import selectors
 from tracker.models import (
     AnalysisRun,

@@ -7,8 +7,8 @@ import pytest
 import SimpleITK as sitk
 
 from inference.errors import GeometryMismatchError
-from inference.evaluate import EMPTY_HD95_MM, evaluate, hd95, surface_distances
 from inference.labels import Region
+from inference.measurement.evaluate import EMPTY_HD95_MM, evaluate, hd95, surface_distances
 
 from .images import image_from_array
 
@@ -99,3 +99,13 @@ def test_it_refuses_label_maps_on_different_grids() -> None:
     b = _labels(np.zeros((4, 5, 6), np.uint8), spacing=(1.0, 1.0, 2.0))
     with pytest.raises(GeometryMismatchError, match="not on the same grid"):
         evaluate(a, b)
+
+
+def test_the_bounding_box_holds_the_mask_with_its_margin_inside_the_array() -> None:
+    from inference.measurement.evaluate import bounding_box
+
+    mask = np.zeros((10, 12, 14), bool)
+    mask[2:4, 5, 0:3] = True
+    assert bounding_box(mask) == (slice(2, 4), slice(5, 6), slice(0, 3))
+    assert bounding_box(mask, 3) == (slice(0, 7), slice(2, 9), slice(0, 6))
+    assert bounding_box(np.zeros((2, 2, 2), bool)) == (slice(None),) * 3

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inference.growth import (
+from inference.response.growth import (
     Point,
     SeriesError,
     analyse,

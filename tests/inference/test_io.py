@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from inference.errors import DuplicateSequenceError, GeometryMismatchError, MissingSequenceError
-from inference.io import (
+from inference.imaging.io import (
     MapKind,
     classify_filename,
     classify_series_description,
@@ -340,7 +340,8 @@ def test_a_gzip_whose_header_promises_too_many_voxels_is_refused_before_expandin
 
 
 def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
-    from inference.io import atomic_path, write_text
+    from inference.files import atomic_path
+    from inference.imaging.io import write_text
 
     target = write_text("old", tmp_path / "report.json")
 

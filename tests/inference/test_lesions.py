@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from inference.errors import GeometryMismatchError
-from inference.lesions import track_lesions
+from inference.measurement.lesions import track_lesions
 
 from .images import image_from_array
 

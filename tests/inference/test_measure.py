@@ -9,14 +9,14 @@ import pytest
 import SimpleITK as sitk
 
 from inference.errors import GeometryMismatchError
-from inference.measure import (
+from inference.measurement.measure import (
     LabelValueError,
     MeasureSettings,
     ProbabilityMapError,
     equivalent_diameter_mm,
     measure,
 )
-from inference.phantoms import ellipsoid_lesion, rotation
+from inference.segmentation.phantoms import ellipsoid_lesion, rotation
 
 from .images import image_from_array
 
@@ -205,7 +205,7 @@ def test_t2_flair_lesions_are_components_of_the_whole_abnormality() -> None:
 
 def test_a_perpendicular_longer_than_the_longest_diameter_is_clamped_in_the_product_too() -> None:
     """The perpendicular was stored clamped while the product was stored unclamped."""
-    from inference.measure import Bidimensional
+    from inference.measurement.measure import Bidimensional
 
     bd = Bidimensional(longest_mm=20.0, perpendicular_mm=20.4, slice_index=3, slice_position_mm=0)
     assert bd.perpendicular_mm == 20.0

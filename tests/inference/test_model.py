@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from inference.model import CHANNELS, CLASSES, ModelConfig, build_model, dice_ce_loss
+from inference.segmentation.model import CHANNELS, CLASSES, ModelConfig, build_model, dice_ce_loss
 
 SMALL = ModelConfig(decoder_filters=(32, 16, 16, 8))
 REPO = Path(__file__).resolve().parents[2]
@@ -70,7 +70,7 @@ def test_it_runs_on_the_jax_backend_with_the_same_predictions(
 ) -> None:
     """Weights exported under this backend, loaded under JAX in a fresh process: the GPU
     machine has JAX only."""
-    from inference.segment import Segmenter, export_weights
+    from inference.segmentation.segment import Segmenter, export_weights
 
     export_weights(small_model, tmp_path, training={"data": ["test"]}, config=SMALL)
     slices = np.random.default_rng(3).normal(size=(2, 64, 64, 4)).astype(np.float32)
@@ -78,7 +78,7 @@ def test_it_runs_on_the_jax_backend_with_the_same_predictions(
     here = Segmenter(tmp_path).predict_slices(slices, flips=False)
     script = (
         "import sys, numpy as np, keras\n"
-        "from inference.segment import Segmenter\n"
+        "from inference.segmentation.segment import Segmenter\n"
         "s = Segmenter(sys.argv[1])\n"
         "x = np.load(sys.argv[1] + '/slices.npy')\n"
         "np.save(sys.argv[1] + '/jax.npy', s.predict_slices(x, flips=False))\n"

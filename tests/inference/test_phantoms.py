@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference.io import read_visit
+from inference.imaging.io import read_visit
 from inference.labels import LabelConvention, Sequence
-from inference.measure import measure
-from inference.phantoms import Scenario, expected_responses, make_patient, render_visit
+from inference.measurement.measure import measure
+from inference.segmentation.phantoms import Scenario, expected_responses, make_patient, render_visit
 
 from .cli import run_cli
 

@@ -10,9 +10,8 @@ import pytest
 import SimpleITK as sitk
 
 from inference.errors import MissingSequenceError
-from inference.io import Visit
-from inference.labels import Sequence
-from inference.preprocess import (
+from inference.imaging.io import Visit
+from inference.imaging.preprocess import (
     coregister_sequences,
     correct_bias,
     denoise,
@@ -25,8 +24,9 @@ from inference.preprocess import (
     reorient,
     write_prepared,
 )
-from inference.register import mask_points, target_registration_error
-from inference.validate import physical_bounds
+from inference.imaging.register import mask_points, target_registration_error
+from inference.imaging.validate import physical_bounds
+from inference.labels import Sequence
 
 from .images import head, image_from_array, physical_grid
 
@@ -314,8 +314,8 @@ def test_a_visit_without_t1c_or_flair_is_not_prepared(tmp_path: Path) -> None:
 
 
 def test_an_implausible_template_fit_is_recognised() -> None:
-    from inference import atlas
-    from inference.preprocess import _template_fit_check
+    from inference.imaging import atlas
+    from inference.imaging.preprocess import _template_fit_check
 
     template_mask = atlas.template_brain_mask()
     head = sitk.Cast(

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference.io import read_visit, write_dicom_series
+from inference.imaging.io import read_visit, write_dicom_series
+from inference.imaging.register import mask_points, register_visits
 from inference.labels import LabelConvention, Sequence
-from inference.register import mask_points, register_visits
 
 from .cli import run_cli
 
@@ -58,7 +58,7 @@ def test_the_raw_tcga_exam_goes_through_the_whole_preparation(
 
 
 def test_a_brats_case_is_detected_as_skull_stripped(shared_data: Path, tmp_path: Path) -> None:
-    from inference.preprocess import prepare_visit
+    from inference.imaging.preprocess import prepare_visit
 
     prepared = prepare_visit(read_visit(shared_data / "brats-gli-00001-000"))
     mask = next(r for r in prepared.records if r.name == "brain_mask").metrics

@@ -9,8 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from inference.errors import MissingSequenceError
-from inference.labels import Sequence
-from inference.register import (
+from inference.imaging.register import (
     Init,
     Pyramid,
     choose_sequence,
@@ -23,6 +22,7 @@ from inference.register import (
     save_transform,
     target_registration_error,
 )
+from inference.labels import Sequence
 
 from .images import head, visit_images
 

@@ -11,8 +11,8 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
-from inference import render
 from inference.errors import InputError
+from inference.measurement import render
 
 SHAPE_ZYX = (12, 14, 16)
 

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inference.errors import FileTooLargeError, UnreadableFileError
-from inference.io import read_json
-from inference.response import TimelineError, assess_json, parse_timeline
+from inference.imaging.io import read_json
+from inference.response.rano import TimelineError, assess_json, parse_timeline
 from tests.inference.cli import run_cli
 
 START = dt.date(2024, 1, 1)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from inference.response import TimelineError, assess_json, parse_timeline
+from inference.response.rano import TimelineError, assess_json, parse_timeline
 from tests.inference.test_response import lesion, rows, timeline, visit
 
 

@@ -13,8 +13,8 @@ import SimpleITK as sitk
 
 from inference.errors import InputError, MissingSequenceError
 from inference.labels import ALL_SEQUENCES, Region, Sequence
-from inference.model import ModelConfig, build_model
-from inference.segment import (
+from inference.segmentation.model import ModelConfig, build_model
+from inference.segmentation.segment import (
     CARD_FILE,
     DEFAULT_WEIGHTS,
     WEIGHTS_FILE,
@@ -162,7 +162,7 @@ class RecordingSegmenter(Segmenter):
 
 
 def test_missing_channels_are_zero_filled_and_the_sequences_used_are_recorded() -> None:
-    from inference.model import CHANNELS
+    from inference.segmentation.model import CHANNELS
 
     recorder = RecordingSegmenter()
     images, mask = prepared_visit()
@@ -181,7 +181,7 @@ def test_missing_channels_are_zero_filled_and_the_sequences_used_are_recorded() 
 
 
 def test_a_flair_only_visit_measures_the_whole_tumour_and_nothing_else(tmp_path: Path) -> None:
-    from inference.segment import write_segmentation
+    from inference.segmentation.segment import write_segmentation
 
     recorder = RecordingSegmenter()
     images, mask = prepared_visit()
@@ -229,7 +229,7 @@ def test_a_flair_only_visit_measures_the_whole_tumour_and_nothing_else(tmp_path:
 def test_the_regions_a_subset_supports(
     present: list[str], regions: list[str], unmeasured: set[str]
 ) -> None:
-    from inference.segment import sequence_support
+    from inference.segmentation.segment import sequence_support
 
     support = sequence_support(present)
     assert [r.value for r in support.regions] == regions
@@ -281,7 +281,7 @@ def test_truncated_weights_fail_their_checksum(weights: Path, tmp_path: Path) ->
 def test_truncated_weights_with_a_matching_card_are_called_corrupt(
     weights: Path, tmp_path: Path
 ) -> None:
-    from inference.segment import sha256_of
+    from inference.segmentation.segment import sha256_of
 
     folder = copy_weights(weights, tmp_path / "w")
     data = (folder / WEIGHTS_FILE).read_bytes()
@@ -312,7 +312,7 @@ def test_weights_of_another_shape_are_refused(weights: Path, tmp_path: Path) -> 
 
 
 def test_the_shipped_model_card_matches_its_weights() -> None:
-    from inference.segment import read_card, sha256_of
+    from inference.segmentation.segment import read_card, sha256_of
 
     card = read_card(DEFAULT_WEIGHTS)
     assert sha256_of(DEFAULT_WEIGHTS / card["weights_file"]) == card["weights_sha256"]
@@ -322,7 +322,7 @@ def test_the_shipped_model_card_matches_its_weights() -> None:
 
 
 def test_the_command_line_names_a_missing_weights_folder(tmp_path: Path) -> None:
-    from inference.io import write_image
+    from inference.imaging.io import write_image
 
     from .cli import run_cli
     from .images import head
@@ -342,9 +342,9 @@ def test_the_command_line_names_a_missing_weights_folder(tmp_path: Path) -> None
 def test_the_shipped_model_segments_a_held_out_phantom_visit(tmp_path: Path) -> None:
     """The real thing, end to end through the command line: a raw phantom visit (a seed never
     used in training) is prepared, segmented and written in its own T1c geometry."""
-    from inference.evaluate import evaluate
-    from inference.io import read_label_map
-    from inference.phantoms import make_patient, write_patient
+    from inference.imaging.io import read_label_map
+    from inference.measurement.evaluate import evaluate
+    from inference.segmentation.phantoms import make_patient, write_patient
 
     from .cli import run_cli
 
@@ -368,8 +368,8 @@ def test_the_shipped_model_segments_a_held_out_phantom_visit(tmp_path: Path) -> 
 def test_the_command_line_segments_a_prepared_folder_into_three_files(
     weights: Path, tmp_path: Path
 ) -> None:
-    from inference.io import read_label_map, read_probability_map, write_image
-    from inference.preprocess import PREPARED_NAMES
+    from inference.imaging.io import read_label_map, read_probability_map, write_image
+    from inference.imaging.preprocess import PREPARED_NAMES
 
     from .cli import run_cli
 
@@ -398,8 +398,8 @@ def test_the_command_line_segments_a_prepared_folder_into_three_files(
 def test_the_command_line_segments_a_prepared_flair_only_folder(
     weights: Path, tmp_path: Path
 ) -> None:
-    from inference.io import write_image
-    from inference.preprocess import PREPARED_NAMES
+    from inference.imaging.io import write_image
+    from inference.imaging.preprocess import PREPARED_NAMES
 
     from .cli import run_cli
 
@@ -422,7 +422,7 @@ def test_the_command_line_segments_a_prepared_flair_only_folder(
 def test_the_command_line_refuses_a_visit_without_t1c_or_flair_with_one_line(
     tmp_path: Path,
 ) -> None:
-    from inference.io import write_image
+    from inference.imaging.io import write_image
 
     from .cli import run_cli
     from .images import head

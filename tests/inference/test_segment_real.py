@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from inference.evaluate import evaluate
-from inference.io import read_visit
+from inference.imaging.io import read_visit
+from inference.imaging.preprocess import prepare_visit
 from inference.labels import Region
-from inference.preprocess import prepare_visit
-from inference.segment import Segmenter
+from inference.measurement.evaluate import evaluate
+from inference.segmentation.segment import Segmenter
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 

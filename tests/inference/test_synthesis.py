@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference import synthesis
 from inference.labels import Sequence, TumorLabel
-from inference.synthesis import CONFOUNDERS, TUMOUR_LABELS, Tissue, synthesise
-from inference.train import DROPOUT_SUBSETS, Case, drop_sequences, sample_batch
+from inference.segmentation import synthesis
+from inference.segmentation.synthesis import CONFOUNDERS, TUMOUR_LABELS, Tissue, synthesise
+from inference.segmentation.train import DROPOUT_SUBSETS, Case, drop_sequences, sample_batch
 
 SEEDS = (11, 12, 13, 14)
 

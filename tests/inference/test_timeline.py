@@ -1,6 +1,6 @@
-"""The engine's timeline from plain data (``inference.timeline``): the one assembly the service
-and the response benchmark share. Fuller cases (splits, merges, mixed tumours, visits left out)
-run through the service's mapping in tests/tracker/test_assessment_input.py."""
+"""The engine's timeline from plain data (``inference.response.timeline``): the one assembly the
+service and the response benchmark share. Fuller cases (splits, merges, mixed tumours, visits left
+out) run through the service's mapping in tests/tracker/test_assessment_input.py."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import datetime as dt
 
 import pytest
 
-from inference.lesions import TrackEntry
-from inference.response import assess, parse_timeline
-from inference.timeline import (
+from inference.measurement.lesions import TrackEntry
+from inference.response.rano import assess, parse_timeline
+from inference.response.timeline import (
     LesionKind,
     LesionSize,
     PatientRecord,

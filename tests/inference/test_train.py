@@ -10,7 +10,7 @@ import pytest
 
 from inference.errors import InputError
 from inference.labels import TumorLabel
-from inference.train import (
+from inference.segmentation.train import (
     Case,
     TrainSettings,
     augment,
@@ -69,7 +69,7 @@ def test_visits_are_grouped_by_patient(name: str, patient: str) -> None:
 
 
 def test_lumiere_weeks_belong_to_the_patient_folder(tmp_path: Path) -> None:
-    from inference.train import visit_name
+    from inference.segmentation.train import visit_name
 
     week = tmp_path / "Patient-007" / "week-044"
     assert patient_of(visit_name(week)) == "Patient-007"
@@ -121,8 +121,8 @@ def test_cases_keep_tumour_slices_and_some_plain_brain() -> None:
 
 
 def test_a_tiny_run_trains_checkpoints_resumes_and_exports(tmp_path: Path) -> None:
-    from inference.segment import CARD_FILE, Segmenter
-    from inference.train import train
+    from inference.segmentation.segment import CARD_FILE, Segmenter
+    from inference.segmentation.train import train
 
     cases = [tiny_case(f"p{p}-v0", f"p{p}", size=64) for p in range(3)]
     settings = TrainSettings(
@@ -146,7 +146,7 @@ def test_a_tiny_run_trains_checkpoints_resumes_and_exports(tmp_path: Path) -> No
 
 
 def test_training_needs_both_a_training_and_a_validation_patient(tmp_path: Path) -> None:
-    from inference.train import train
+    from inference.segmentation.train import train
 
     with pytest.raises(InputError, match="two patients"):
         train([tiny_case("a", "a")], [], TrainSettings(out=tmp_path))

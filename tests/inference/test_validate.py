@@ -25,9 +25,9 @@ from inference.errors import (
     UnreadableFileError,
     VisitInputError,
 )
-from inference.io import read_image, read_visit, write_image
+from inference.imaging.io import read_image, read_visit, write_image
+from inference.imaging.validate import ImageLimits, fov_overlap
 from inference.labels import Sequence
-from inference.validate import ImageLimits, fov_overlap
 
 from .cli import run_cli
 from .images import head, image_from_array

@@ -53,7 +53,7 @@ def client_for(user: User | None) -> APIClient:
 @pytest.fixture(scope="session")
 def phantom_visits(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Two visits of one phantom patient (SYNTHETIC PHANTOM DATA), BraTS 2023 folders."""
-    from inference.phantoms import Scenario, make_patient, write_patient
+    from inference.segmentation.phantoms import Scenario, make_patient, write_patient
 
     out = tmp_path_factory.mktemp("phantom")
     patient = make_patient(930001, visits=2, scenario=Scenario.PROGRESSION)

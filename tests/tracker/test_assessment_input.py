@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from inference.lesions import TrackEntry
-from inference.response import assess_json
+from inference.measurement.lesions import TrackEntry
+from inference.response.rano import assess_json
 from tracker.models import AnalysisRun, Lesion, Measurement, Patient, RunStatus, Stage, Visit
 from tracker.services.assessments import timeline_input
 

@@ -75,7 +75,7 @@ def test_import_visits_reads_a_dicom_exam(
 ) -> None:
     import SimpleITK as sitk
 
-    from inference.io import write_dicom_series
+    from inference.imaging.io import write_dicom_series
 
     exam = tmp_path / "dicom" / "EXAM-01"
     names = {"t1n": "T1 MPRAGE", "t1c": "T1 POST GD", "t2w": "Ax T2 FSE", "t2f": "AX FLAIR"}

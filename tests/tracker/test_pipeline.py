@@ -204,7 +204,7 @@ def _check_the_pictures(teams: dict[str, Any], visits: list[dict[str, Any]]) -> 
     from django.test import Client
     from PIL import Image
 
-    from inference import render
+    from inference.measurement import render
     from tracker.storage import run_files
 
     run = AnalysisRun.objects.get(visit__code=visits[1]["code"], is_current=True)

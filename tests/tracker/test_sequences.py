@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from inference.render import WHOLE_TUMOUR, read_layer
+from inference.measurement.render import WHOLE_TUMOUR, read_layer
 from tests.tracker.conftest import (
     client_for,
     post_visit,

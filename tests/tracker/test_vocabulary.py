@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from django.db import models as django_models
 
-from inference import response, timeline
+from inference.response import rano as response
+from inference.response import timeline
 from tracker import inputs, models
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.template.loader import render_to_string
 
-from inference.render import key_slice_png, legend, read_meta
+from inference.measurement.render import key_slice_png, legend, read_meta
 from tracker.charts import growth_chart_svg
 from tracker.models import AnalysisRun, Category, Patient
 from tracker.services.display import display_ensure

@@ -21,12 +21,12 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from inference.io import read_lesion_map
+from inference.imaging.io import read_lesion_map
+from inference.imaging.register import load_transform, resample
 from inference.labels import Region
-from inference.lesions import TrackEntry, track_lesions
-from inference.register import load_transform, resample
-from inference.response import assess, parse_timeline
-from inference.timeline import (
+from inference.measurement.lesions import TrackEntry, track_lesions
+from inference.response.rano import assess, parse_timeline
+from inference.response.timeline import (
     LesionSize,
     PatientRecord,
     VisitRecord,
@@ -113,8 +113,8 @@ def timeline_input(
     histories: dict[str, list[list[TrackEntry]]],
     not_evaluable: dict[int, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """The ``assess`` input (``inference.timeline.build_timeline``) for the analysed runs and
-    their lesion tracks; a run in ``not_evaluable`` (run pk -> reasons) goes in as a
+    """The ``assess`` input (``inference.response.timeline.build_timeline``) for the analysed runs
+    and their lesion tracks; a run in ``not_evaluable`` (run pk -> reasons) goes in as a
     not-evaluable visit."""
     not_evaluable = not_evaluable or {}
     radiotherapy_end = _radiotherapy_end(patient)

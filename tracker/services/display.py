@@ -1,7 +1,7 @@
-"""Display images of an analysed run (``inference.render``): the prepared sequences, labels and
-tumour probability windowed to 8 bits on one grid, and the prior visit brought onto it through
-the stored registration. Written once, after measurement; built on first view for runs analysed
-before this existed."""
+"""Display images of an analysed run (``inference.measurement.render``): the prepared sequences,
+labels and tumour probability windowed to 8 bits on one grid, and the prior visit brought onto it
+through the stored registration. Written once, after measurement; built on first view for runs
+analysed before this existed."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from inference import render
-from inference.io import read_label_map, read_probability_map
-from inference.preprocess import read_prepared
-from inference.register import load_transform
-from inference.validate import reference_sequence
+from inference.imaging.io import read_label_map, read_probability_map
+from inference.imaging.preprocess import read_prepared
+from inference.imaging.register import load_transform
+from inference.imaging.validate import reference_sequence
+from inference.measurement import render
 from tracker.models import AnalysisRun, Registration, RegistrationRole
 from tracker.storage import media, run_files
 

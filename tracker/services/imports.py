@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.files import File
 
-from inference.io import DicomSeries, find_segmentable_files, read_dicom_series, write_image
+from inference.imaging.io import DicomSeries, find_segmentable_files, read_dicom_series, write_image
 from tracker.models import Patient, Visit
 from tracker.services.uploads import FIELDS
 from tracker.services.visits import visit_create

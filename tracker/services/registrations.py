@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from inference.io import read_visit
-from inference.register import register_visits, save_transform
+from inference.imaging.io import read_visit
+from inference.imaging.register import register_visits, save_transform
 from tracker.models import AnalysisRun, Registration, RegistrationRole
 from tracker.storage import original_folder, run_files, stored
 

@@ -15,12 +15,23 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from inference.io import read_image, read_label_map, read_probability_map, read_visit, write_image
+from inference.imaging.io import (
+    read_image,
+    read_label_map,
+    read_probability_map,
+    read_visit,
+    write_image,
+)
+from inference.imaging.preprocess import prepare_visit, read_prepared, write_prepared
+from inference.imaging.validate import reference_sequence
 from inference.labels import Region
-from inference.measure import measure
-from inference.preprocess import prepare_visit, read_prepared, write_prepared
-from inference.segment import DEFAULT_WEIGHTS, Segmenter, sequence_support, write_segmentation
-from inference.validate import reference_sequence
+from inference.measurement.measure import measure
+from inference.segmentation.segment import (
+    DEFAULT_WEIGHTS,
+    Segmenter,
+    sequence_support,
+    write_segmentation,
+)
 from tracker.models import AnalysisRun, Lesion, LesionKind, Measurement, RunStatus, Stage
 from tracker.services.assessments import patient_assess
 from tracker.services.display import display_build

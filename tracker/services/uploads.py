@@ -10,7 +10,7 @@ checked before extraction: no absolute or parent paths, no links, at most
 ``TRACKER_ZIP_MAX_ENTRIES`` entries and ``TRACKER_MAX_UPLOAD_MB`` uncompressed; an uncompressed
 NIfTI entry is extracted only as far as its header says it reaches (its dimensions checked
 first), so a small archive cannot fill the disk. A gzip-compressed NIfTI is never expanded past
-what its header describes either (``inference.io``).
+what its header describes either (``inference.imaging.io``).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from django.conf import settings
 from django.core.files import File
 
 from inference.errors import InputError, VisitInputError
-from inference.io import classify_filename, nifti_payload_bytes, read_image, read_visit
+from inference.imaging.io import classify_filename, nifti_payload_bytes, read_image, read_visit
+from inference.imaging.validate import SEGMENTABLE, ImageLimits, check_segmentable
 from inference.labels import ALL_SEQUENCES, Sequence
-from inference.validate import SEGMENTABLE, ImageLimits, check_segmentable
 from tracker.storage import staging_root
 
 FIELDS: dict[str, Sequence] = {s.value: s for s in ALL_SEQUENCES}

@@ -36,7 +36,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from inference.errors import InputError
-from inference.render import (
+from inference.measurement.render import (
     LABEL_COLOURS,
     LABEL_NAMES,
     TUMOUR_LABELS,
@@ -431,7 +431,8 @@ def _niivue_colormap(
     names: dict[int, str],
 ) -> dict[str, list[Any]]:
     """A NiiVue label colormap (``setColormapLabel``) for the stored labels 0-3, each coloured
-    as it is shown (``inference.render.display_labels``); a hidden label is transparent."""
+    as it is shown (``inference.measurement.render.display_labels``); a hidden label is
+    transparent."""
     table: dict[str, list[Any]] = {"R": [0], "G": [0], "B": [0], "A": [0], "I": [0], "labels": [""]}
     for value in sorted(mapping):
         shown = mapping[value]

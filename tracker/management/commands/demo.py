@@ -19,7 +19,7 @@ from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
-from inference import phantoms
+from inference.segmentation import phantoms
 from tracker.models import AnalysisRun, CareTeam, Membership, Patient, RunStatus, TreatmentEvent
 from tracker.services.imports import visit_create_from_folder
 

@@ -19,7 +19,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from inference.errors import InputError
-from inference.train import patient_of, visit_name
+from inference.segmentation.train import patient_of, visit_name
 from tracker.models import CareTeam, Patient
 from tracker.services.imports import visit_create_from_folder
 from tracker.services.uploads import UploadError

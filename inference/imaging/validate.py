@@ -28,7 +28,7 @@ from inference.labels import ALL_SEQUENCES, Sequence
 
 # A visit can be segmented when it holds at least one of these: the tumour is seen on T1
 # post-contrast (core and enhancing part) or on FLAIR (whole tumour). T1 and T2 alone are not
-# enough. The model takes the missing channels as zeros (inference/segment.py).
+# enough. The model takes the missing channels as zeros (inference/segmentation/segment.py).
 SEGMENTABLE: tuple[Sequence, ...] = (Sequence.T1C, Sequence.FLAIR)
 
 

@@ -41,11 +41,11 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from inference import atlas
-from inference.io import output_folder, write_image, write_text
+from inference.imaging import atlas
+from inference.imaging.io import output_folder, write_image, write_text
+from inference.imaging.register import as_affine
 from inference.labels import Sequence, TumorLabel
-from inference.measure import bidimensional
-from inference.register import as_affine
+from inference.measurement.measure import bidimensional
 
 SYNTHETIC = "SYNTHETIC PHANTOM"
 BASELINE_DATE = dt.date(2024, 1, 8)

@@ -26,7 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from inference.evaluate import require_same_grid
+from inference.measurement.evaluate import require_same_grid
 
 
 @dataclass

@@ -40,7 +40,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from inference import atlas
+from inference.imaging import atlas
 from inference.labels import Sequence, TumorLabel
 
 SEQUENCES: tuple[Sequence, ...] = (Sequence.T1, Sequence.T1C, Sequence.T2, Sequence.FLAIR)
@@ -154,7 +154,7 @@ def real_background_folder() -> Path:
     ``open-ms-cross-sectional`` in ``TRACKER_TEST_DATA`` or in ``../shared/data``."""
     if "INFERENCE_REAL_BACKGROUNDS" in os.environ:
         return Path(os.environ["INFERENCE_REAL_BACKGROUNDS"])
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data"
     return Path(os.environ.get("TRACKER_TEST_DATA", shared)) / "open-ms-cross-sectional"
 
 

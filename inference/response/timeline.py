@@ -1,7 +1,7 @@
 """The engine's timeline (the ``assess`` input of DESIGN.md) built from plain data: a patient's
 context, each visit's measured lesions and volumes, and the lesion tracks across the visits
-(``inference.lesions.track_lesions``). The service maps its stored rows into these records and
-the benchmarks map their phantoms' measurements, so there is one assembly, tested once.
+(``inference.measurement.lesions.track_lesions``). The service maps its stored rows into these
+records and the benchmarks map their phantoms' measurements, so there is one assembly, tested once.
 
 Which lesions go in, as which component [RANO2, RANO-LGG]: an enhancing tumour's lesions are
 components of the tumour core; a non-enhancing tumour's, and the non-enhancing component of a
@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from inference.lesions import TrackEntry
-from inference.response import Presentation, baseline_index, parse_timeline
+from inference.measurement.lesions import TrackEntry
+from inference.response.rano import Presentation, baseline_index, parse_timeline
 
 
 class LesionKind(enum.StrEnum):

@@ -34,9 +34,9 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from inference.errors import GeometryMismatchError, InputError
-from inference.evaluate import region_mask, same_grid
 from inference.labels import Region, TumorLabel
-from inference.response import MEASURABLE_MM  # RANO's 10 mm, defined once, with the engine
+from inference.measurement.evaluate import region_mask, same_grid
+from inference.response.rano import MEASURABLE_MM  # RANO's 10 mm, defined once, with the engine
 
 CONNECTIVITY = {6: 1, 18: 2, 26: 3}
 _CHORD_STEP_MM = 0.1
@@ -188,7 +188,7 @@ def check_labels(labels: sitk.Image, name: str = "label map") -> np.ndarray:
     if 4 in found and 3 in found:
         raise LabelValueError(
             f"{name}: holds both 3 and 4; for BraTS 2015 labels read the file with "
-            "inference.io.read_label_map, which maps them"
+            "inference.imaging.io.read_label_map, which maps them"
         )
     out: np.ndarray = values.astype(np.uint8)
     out[out == 4] = TumorLabel.ET

@@ -28,6 +28,7 @@ import SimpleITK as sitk
 
 from inference.errors import InputError
 from inference.labels import REGION_LABELS, Region, TumorLabel
+from inference.measurement.evaluate import bounding_box
 
 # A display-only value: tumour whose sub-regions the visit's sequences cannot tell apart (FLAIR
 # without T1 post-contrast supports the whole tumour only). Never stored in a label map.
@@ -139,23 +140,10 @@ def tumour_probability(probabilities: sitk.Image) -> sitk.Image:
     return sitk.Clamp(1.0 - background, sitk.sitkFloat32, 0.0, 1.0)
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice]:
-    if not mask.any():
-        return (slice(None), slice(None), slice(None))
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        present = np.flatnonzero(mask.any(axis=other))
-        start = max(0, int(present[0]) - MARGIN_VOXELS)
-        stop = min(mask.shape[axis], int(present[-1]) + 1 + MARGIN_VOXELS)
-        box.append(slice(start, stop))
-    return (box[0], box[1], box[2])
-
-
 def display_labels(supported_regions: Iterable[str] | None) -> dict[int, int]:
     """What each stored tumour label is shown as, given the regions the visit's sequences
-    support (``inference.segment.sequence_support``): a label only a missing sequence could
-    tell apart is never shown as if measured. Without T1 post-contrast (FLAIR only) every
+    support (``inference.segmentation.segment.sequence_support``): a label only a missing sequence
+    could tell apart is never shown as if measured. Without T1 post-contrast (FLAIR only) every
     tumour label is one whole-tumour colour; without FLAIR, oedema is not shown; 0 hides."""
     if supported_regions is None:
         return {value: value for value in TUMOUR_LABELS}
@@ -207,7 +195,7 @@ def display_volumes(
     ``supported_regions`` allow (``display_labels``)."""
     mapping = display_labels(supported_regions)
     mask = sitk.GetArrayFromImage(brain_mask) > 0
-    box = _bounding_box(mask)
+    box = bounding_box(mask, MARGIN_VOXELS)
     layers: dict[str, np.ndarray] = {}
     windows: dict[str, list[float]] = {}
     for sequence, image in images.items():
@@ -274,7 +262,7 @@ def prior_layers(
 
 def write_display(volumes: DisplayVolumes, folder: Path | str) -> Path:
     """``<layer>.npy`` (uint8, memory-mappable) and ``display.json``, written whole."""
-    from inference.io import output_folder, write_text  # noqa: PLC0415
+    from inference.imaging.io import output_folder, write_text  # noqa: PLC0415
 
     with output_folder(folder) as staging:
         for name, array in volumes.layers.items():

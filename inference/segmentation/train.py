@@ -40,8 +40,9 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from inference.errors import InputError
+from inference.files import atomic_path
 from inference.labels import Sequence, TumorLabel
-from inference.model import CHANNELS, CLASSES
+from inference.segmentation.model import CHANNELS, CLASSES
 
 PATCH = 128
 SPACING_MM = 1.0
@@ -115,8 +116,8 @@ def case_from_arrays(
 
 def phantom_case(seed: int, visit: int, *, visits: int = 4, satellites: int = 0) -> Case:
     """A rendered phantom visit as prepared-like slices (see the module docstring)."""
-    from inference import phantoms  # noqa: PLC0415 - only needed for phantom training
-    from inference.register import isotropic_grid, resample  # noqa: PLC0415
+    from inference.imaging.register import isotropic_grid, resample  # noqa: PLC0415
+    from inference.segmentation import phantoms  # noqa: PLC0415 - only needed for phantom training
 
     patient = phantoms.make_patient(seed, visits=visits)
     if satellites:
@@ -147,8 +148,8 @@ def phantom_case(seed: int, visit: int, *, visits: int = 4, satellites: int = 0)
 
 def folder_case(folder: Path) -> Case:
     """A labelled visit folder (BraTS, LUMIERE, phantom), through the real preparation."""
-    from inference.io import read_visit  # noqa: PLC0415
-    from inference.preprocess import prepare_visit  # noqa: PLC0415
+    from inference.imaging.io import read_visit  # noqa: PLC0415
+    from inference.imaging.preprocess import prepare_visit  # noqa: PLC0415
 
     visit = read_visit(folder)
     if visit.segmentation is None:
@@ -207,9 +208,10 @@ def _cached(path: Path, build: Callable[[], Case]) -> Case:
         data = np.load(path)
         return Case(str(data["key"]), str(data["patient"]), data["images"], data["labels"])
     case = build()
-    staging = path.with_suffix(".partial.npz")
-    np.savez(staging, key=case.key, patient=case.patient, images=case.images, labels=case.labels)
-    staging.replace(path)
+    with atomic_path(path) as staging:
+        np.savez(
+            staging, key=case.key, patient=case.patient, images=case.images, labels=case.labels
+        )
     return case
 
 
@@ -223,7 +225,7 @@ def _phantom_job(args: tuple[Path, int, int, int]) -> Case:
 
 def synthetic_case(seed: int) -> Case:
     """A sim-to-real training volume (``synthesis.py``) as prepared-like slices."""
-    from inference import synthesis  # noqa: PLC0415 - only needed for synthetic training
+    from inference.segmentation import synthesis  # noqa: PLC0415 - only needed for synthetic training
 
     volume = synthesis.synthesise(seed)
     rng = np.random.default_rng([seed, 13])
@@ -509,7 +511,7 @@ def train(
     """Train, checkpoint, export. Returns the training summary written into the model card."""
     import keras  # noqa: PLC0415
 
-    from inference.model import ModelConfig, build_model, dice_ce_loss  # noqa: PLC0415
+    from inference.segmentation.model import ModelConfig, build_model, dice_ce_loss  # noqa: PLC0415
 
     if not train_cases or not validation_cases:
         raise InputError("training needs cases for both training and validation (two patients)")
@@ -531,7 +533,7 @@ def train(
     else:
         model = build_model(ModelConfig())
         if settings.init_weights is not None and settings.init_weights.is_dir():
-            from inference.segment import load_weights, read_card  # noqa: PLC0415
+            from inference.segmentation.segment import load_weights, read_card  # noqa: PLC0415
 
             load_weights(model, settings.init_weights, read_card(settings.init_weights))
             say(f"starting from {settings.init_weights}")
@@ -618,7 +620,7 @@ def train(
         "keras_backend": keras.backend.backend(),
         "history_epochs": len(history.history.get("loss", [])),
     }
-    from inference.segment import export_weights  # noqa: PLC0415
+    from inference.segmentation.segment import export_weights  # noqa: PLC0415
 
     export_weights(model, out, training={**settings.training_data, **summary})
     return summary
@@ -664,7 +666,7 @@ def run_training(
     settings.training_data = {
         "data": (
             [
-                "SYNTHETIC PHANTOM visits (inference/phantoms.py), seeds "
+                "SYNTHETIC PHANTOM visits (inference/segmentation/phantoms.py), seeds "
                 f"{phantom_first_seed}-{phantom_first_seed + phantom_patients - 1}"
             ]
             if plan
@@ -672,7 +674,7 @@ def run_training(
         )
         + (
             [
-                "SYNTHETIC sim-to-real volumes (inference/synthesis.py), seeds "
+                "SYNTHETIC sim-to-real volumes (inference/segmentation/synthesis.py), seeds "
                 f"{synthetic[0]}-{synthetic[-1]}; backgrounds: MNI152 tissue maps and the "
                 "tumour-free real brains open-ms-cross-sectional patient07 and patient19"
             ]

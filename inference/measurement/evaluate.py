@@ -56,6 +56,22 @@ class RegionScore:
         }
 
 
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
+    """The box holding every nonzero voxel of ``mask``, grown by ``margin`` voxels on each
+    side within the array (array axes, z-y-x for a SimpleITK array); the whole array when the
+    mask is empty."""
+    if not mask.any():
+        return tuple(slice(None) for _ in mask.shape)
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        present = np.flatnonzero(mask.any(axis=other))
+        start = max(0, int(present[0]) - margin)
+        stop = min(mask.shape[axis], int(present[-1]) + 1 + margin)
+        box.append(slice(start, stop))
+    return tuple(box)
+
+
 def same_grid(a: sitk.Image, b: sitk.Image, *, tolerance: float = 1e-3) -> bool:
     return (
         a.GetSize() == b.GetSize()

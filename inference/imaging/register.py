@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from inference.errors import MissingSequenceError, UnreadableFileError
-from inference.io import atomic_path
+from inference.files import atomic_path
 from inference.labels import REGISTRATION_PREFERENCE, Sequence
 
 

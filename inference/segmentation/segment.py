@@ -33,12 +33,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from inference.errors import InputError
+from inference.files import atomic_path
+from inference.imaging.validate import reference_sequence
 from inference.labels import ALL_SEQUENCES, REGION_LABELS, Region, Sequence, TumorLabel
-from inference.validate import reference_sequence
 
 WEIGHTS_FILE = "segmenter.weights.npz"
 CARD_FILE = "model.json"
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 SPACING_MM = 1.0
 BATCH = 16
 # Voxels whose region probability lies between these bounds are the uncertain boundary band.
@@ -177,7 +178,7 @@ def export_weights(model: Any, out: Path, *, training: dict[str, Any], config: A
     the model card. Metrics are added to the card by ``bench/bench_segment_accuracy.py``."""
     import keras  # noqa: PLC0415
 
-    from inference.model import CHANNELS, CLASSES, ModelConfig  # noqa: PLC0415
+    from inference.segmentation.model import CHANNELS, CLASSES, ModelConfig  # noqa: PLC0415
 
     out.mkdir(parents=True, exist_ok=True)
     arrays = {}
@@ -185,9 +186,8 @@ def export_weights(model: Any, out: Path, *, training: dict[str, Any], config: A
         value = np.asarray(keras.ops.convert_to_numpy(variable))
         arrays[_key(variable.path)] = value.astype(np.float16 if value.size >= 4096 else np.float32)
     weights = out / WEIGHTS_FILE
-    staging = out / (WEIGHTS_FILE + ".partial.npz")
-    np.savez_compressed(staging, **arrays)  # type: ignore[arg-type]
-    staging.replace(weights)
+    with atomic_path(weights) as staging:
+        np.savez_compressed(staging, **arrays)  # type: ignore[arg-type]
     card_path = out / CARD_FILE
     previous = json.loads(card_path.read_text()) if card_path.exists() else {}
     card = {
@@ -203,7 +203,7 @@ def export_weights(model: Any, out: Path, *, training: dict[str, Any], config: A
             "channels": [s.value for s in CHANNELS],
             "spacing_mm": SPACING_MM,
             "slices": "axial, LPS, cropped to the brain, padded to a multiple of 32",
-            "normalisation": "z-score within the brain mask, 0 outside (inference/preprocess.py)",
+            "normalisation": "z-score within the brain mask, 0 outside (imaging/preprocess.py)",
         },
         "label_map": {str(v): TumorLabel(v).name if v else "background" for v in CLASSES},
         "label_convention": "BraTS 2023 (1 NCR, 2 ED/SNFH, 3 ET)",
@@ -221,7 +221,7 @@ def export_weights(model: Any, out: Path, *, training: dict[str, Any], config: A
 
 
 def read_card(folder: Path) -> dict[str, Any]:
-    from inference.model import ARCHITECTURE  # noqa: PLC0415
+    from inference.segmentation.model import ARCHITECTURE  # noqa: PLC0415
 
     if not folder.is_dir():
         raise WeightsError(f"weights folder {folder} does not exist")
@@ -291,7 +291,7 @@ class Segmenter:
     """Load once, segment many visits."""
 
     def __init__(self, folder: Path | str = DEFAULT_WEIGHTS) -> None:
-        from inference.model import ModelConfig, build_model  # noqa: PLC0415
+        from inference.segmentation.model import ModelConfig, build_model  # noqa: PLC0415
 
         started = time.perf_counter()
         self.folder = Path(folder)
@@ -332,7 +332,7 @@ class Segmenter:
         or FLAIR at least, missing channels zero-filled). The result is on ``geometry`` (the
         visit's own T1 post-contrast image, else its FLAIR) when given, else on the prepared
         grid."""
-        from inference.model import CHANNELS, CLASSES, STRIDE  # noqa: PLC0415
+        from inference.segmentation.model import CHANNELS, CLASSES, STRIDE  # noqa: PLC0415
 
         started = time.perf_counter()
         present = [s for s in CHANNELS if s in images]
@@ -431,7 +431,7 @@ def volume_intervals(labels: sitk.Image, probabilities: sitk.Image) -> dict[str,
     """Per region: the label map's volume, the expected volume (sum of probabilities) and an
     interval from the uncertain boundary band: voxels with region probability >= 0.75 (low)
     and >= 0.25 (high). A sure segmentation has a narrow interval."""
-    from inference.model import CLASSES  # noqa: PLC0415
+    from inference.segmentation.model import CLASSES  # noqa: PLC0415
 
     voxel_ml = float(np.prod(labels.GetSpacing())) / 1000.0
     label_values = sitk.GetArrayViewFromImage(labels)
@@ -462,8 +462,8 @@ def segment_folder(
 ) -> Segmentation:
     """Segment a visit folder: ``prepare`` output as it is, or a raw visit, prepared first. The
     result is in the T1 post-contrast (else FLAIR) geometry of the folder given."""
-    from inference.io import read_visit  # noqa: PLC0415
-    from inference.preprocess import is_prepared, prepare_visit, read_prepared  # noqa: PLC0415
+    from inference.imaging.io import read_visit  # noqa: PLC0415
+    from inference.imaging.preprocess import is_prepared, prepare_visit, read_prepared  # noqa: PLC0415
 
     say = progress or (lambda _message: None)
     started = time.perf_counter()
@@ -490,7 +490,7 @@ def write_segmentation(
     result: Segmentation, segmenter: Segmenter, out: Path | str, *, source: str
 ) -> dict[str, Any]:
     """``seg.nii.gz``, ``prob.nii.gz`` and ``segmentation.json``, all or nothing."""
-    from inference.io import output_folder, write_image, write_text  # noqa: PLC0415
+    from inference.imaging.io import output_folder, write_image, write_text  # noqa: PLC0415
 
     report = {
         "visit": source,

@@ -43,14 +43,8 @@ from inference.errors import (
     UnreadableFileError,
     VisitInputError,
 )
-from inference.labels import (
-    ALL_SEQUENCES,
-    LabelConvention,
-    Sequence,
-    detect_label_convention,
-    labels_to_internal,
-)
-from inference.validate import (
+from inference.files import atomic_path
+from inference.imaging.validate import (
     SEGMENTABLE,
     ImageLimits,
     check_header,
@@ -58,6 +52,13 @@ from inference.validate import (
     check_same_head,
     check_segmentable,
     check_voxels,
+)
+from inference.labels import (
+    ALL_SEQUENCES,
+    LabelConvention,
+    Sequence,
+    detect_label_convention,
+    labels_to_internal,
 )
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -722,33 +723,11 @@ def _check_label_grid(
         )
 
 
-@contextlib.contextmanager
-def atomic_path(path: Path | str) -> Iterator[Path]:
-    """A temporary name beside ``path`` to write to; renamed onto ``path`` when the block ends
-    normally, removed when it raises. Readers see the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=_suffix(path), dir=path.parent)
-    os.close(handle)
-    try:
-        yield Path(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
 def write_image(image: sitk.Image, path: Path | str, *, compression_level: int = 1) -> Path:
     """Write an image atomically: to a temporary name in the same folder, then rename."""
     with atomic_path(path) as temporary:
         sitk.WriteImage(image, str(temporary), True, compression_level)
     return Path(path)
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    return next((s for s in (*NIFTI_SUFFIXES, ".tfm", ".json") if name.endswith(s)), path.suffix)
 
 
 def write_text(text: str, path: Path | str) -> Path:

@@ -33,11 +33,10 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from inference import atlas, evaluate
 from inference.errors import InputError, MissingSequenceError
-from inference.io import Visit, output_folder, read_image, write_image, write_text
-from inference.labels import ALL_SEQUENCES, Sequence
-from inference.register import (
+from inference.imaging import atlas
+from inference.imaging.io import Visit, output_folder, read_image, write_image, write_text
+from inference.imaging.register import (
     Init,
     Optimizer,
     Pyramid,
@@ -48,7 +47,9 @@ from inference.register import (
     resample,
     rotation_degrees,
 )
-from inference.validate import check_segmentable, reference_sequence
+from inference.imaging.validate import check_segmentable, reference_sequence
+from inference.labels import ALL_SEQUENCES, Sequence
+from inference.measurement import evaluate
 
 CANONICAL_ORIENTATION = "LPS"
 REFERENCE = Sequence.T1C  # the preferred reference; FLAIR where a visit has no T1c
@@ -434,11 +435,11 @@ def dice(a: sitk.Image, b: sitk.Image) -> float:
 
 
 def _bounding_box(mask: sitk.Image, margin: int) -> tuple[list[int], list[int]]:
-    stats = sitk.LabelShapeStatisticsImageFilter()
-    stats.Execute(mask)
-    box = stats.GetBoundingBox(1)  # (x, y, z, size_x, size_y, size_z)
-    start = [max(0, box[i] - margin) for i in range(3)]
-    stop = [min(mask.GetSize()[i], box[i] + box[i + 3] + margin) for i in range(3)]
+    """``evaluate.bounding_box`` of a SimpleITK mask as its (x, y, z) start and size."""
+    zyx = evaluate.bounding_box(sitk.GetArrayViewFromImage(mask) > 0, margin)
+    xyz = zyx[::-1]
+    start = [int(s.start or 0) for s in xyz]
+    stop = [int(n if s.stop is None else s.stop) for s, n in zip(xyz, mask.GetSize(), strict=True)]
     return start, [b - a for a, b in zip(start, stop, strict=True)]
 
 

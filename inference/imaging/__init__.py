@@ -1,0 +1,2 @@
+"""Reading, validating, preparing and registering MRI visits (and the atlas they are
+fitted to)."""
