@@ -82,7 +82,7 @@ def _tracks(runs: list[AnalysisRun], kind: str = LesionKind.CORE) -> list[list[T
         )
         if registration is None:
             registration = registration_create(
-                fixed=runs[0], moving=run, role=RegistrationRole.BASELINE
+                fixed=runs[0].visit, moving=run, role=RegistrationRole.BASELINE
             )
         transform = load_transform(media(registration.transform))
         lesion_map = read_lesion_map(media(path(run)))

@@ -1,33 +1,52 @@
 """Registering a visit onto the patient's earlier ones: onto the prior visit (for the side-by-side
 comparison) and onto the first (the space lesions are tracked in). Each registration is stored
-with its transform file and its quality checks."""
+with its transform file and its quality checks.
+
+A registration reads the visits' original scans, not their analyses, so a follow-up is
+registered to its prior and its first visit whatever order the visits are analysed in (a
+history sent at once, a PACS catching up). A visit that lands before an analysed one (uploaded
+late) becomes that one's prior: ``followup_refresh`` registers the later visit to it again and
+rebuilds its display, as it does for a follow-up whose prior is analysed after it."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from inference.imaging.io import read_visit
 from inference.imaging.register import register_visits, save_transform
-from tracker.models import AnalysisRun, Registration, RegistrationRole
+from tracker.models import AnalysisRun, Registration, RegistrationRole, Visit
+from tracker.services.display import display_build
 from tracker.storage import original_folder, run_files, stored
 
+log = logging.getLogger(__name__)
 
-def _raw_images(run: AnalysisRun) -> dict[Any, Any]:
-    return read_visit(original_folder(run.visit)).images
+
+def _raw_images(visit: Visit) -> dict[Any, Any]:
+    return read_visit(original_folder(visit)).images
+
+
+def _scanned(patient: Any) -> Any:
+    """The patient's visits whose scans are stored, in date order."""
+    return (
+        Visit.objects.filter(patient=patient, scans__isnull=False)
+        .distinct()
+        .order_by("acquired_on")
+    )
 
 
 def registration_create(
-    *, fixed: AnalysisRun, moving: AnalysisRun, role: RegistrationRole
+    *, fixed: Visit, moving: AnalysisRun, role: RegistrationRole
 ) -> Registration:
-    """Register ``moving``'s visit onto ``fixed``'s (T1 post-contrast first) and store it."""
-    registration = register_visits(_raw_images(fixed), _raw_images(moving))
-    path = run_files(moving).transform_to(fixed.visit)
+    """Register ``moving``'s visit onto ``fixed`` (T1 post-contrast first) and store it."""
+    registration = register_visits(_raw_images(fixed), _raw_images(moving.visit))
+    path = run_files(moving).transform_to(fixed)
     save_transform(registration.result.transform, path)
     registered, _ = Registration.objects.update_or_create(
         run=moving,
         role=role,
         defaults={
-            "to_visit": fixed.visit,
+            "to_visit": fixed,
             "transform": stored(path),
             "quality": registration.as_dict(),
             "passed": registration.ok,
@@ -37,21 +56,15 @@ def registration_create(
 
 
 def run_register(*, run: AnalysisRun) -> None:
-    """Register the run's visit to the prior visit and to the patient's first visit, where they
-    have been analysed (the first visit's registration is the prior's when they are one)."""
+    """Register the run's visit to the visit before it and to the patient's first visit (the
+    first visit's registration is the prior's when they are one)."""
     visit = run.visit
-    analysed = AnalysisRun.objects.select_related("visit").filter(
-        visit__patient=visit.patient, is_current=True
-    )
-    prior = (
-        analysed.filter(visit__acquired_on__lt=visit.acquired_on)
-        .order_by("-visit__acquired_on")
-        .first()
-    )
-    first = analysed.order_by("visit__acquired_on").first()
+    scanned = _scanned(visit.patient)
+    prior = scanned.filter(acquired_on__lt=visit.acquired_on).last()
+    first = scanned.first()
     if prior is not None:
         registration_create(fixed=prior, moving=run, role=RegistrationRole.PRIOR)
-    if first is None or first.visit.acquired_on >= visit.acquired_on:
+    if first is None or first.acquired_on >= visit.acquired_on:
         return
     if prior is not None and prior.pk == first.pk:
         same = Registration.objects.get(run=run, role=RegistrationRole.PRIOR)
@@ -67,3 +80,21 @@ def run_register(*, run: AnalysisRun) -> None:
         )
     else:
         registration_create(fixed=first, moving=run, role=RegistrationRole.BASELINE)
+
+
+def followup_refresh(*, run: AnalysisRun) -> AnalysisRun | None:
+    """Once ``run`` is its visit's current analysis: the next analysed visit of the patient is
+    registered to this visit if it was registered to another prior (this visit was uploaded
+    after it), and its display is rebuilt with this visit as its prior. Returns that run."""
+    visit = run.visit
+    following = _scanned(visit.patient).filter(acquired_on__gt=visit.acquired_on).first()
+    if following is None:
+        return None
+    later = AnalysisRun.objects.filter(visit=following, is_current=True).first()
+    if later is None:  # analysed later: its own stages will find this visit
+        return None
+    prior = Registration.objects.filter(run=later, role=RegistrationRole.PRIOR).first()
+    if prior is None or prior.to_visit_id != visit.pk:
+        registration_create(fixed=visit, moving=later, role=RegistrationRole.PRIOR)
+    display_build(run=later)
+    return later
