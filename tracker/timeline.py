@@ -19,6 +19,7 @@ from tracker.models import (
     Lesion,
     LesionKind,
     Patient,
+    Registration,
     TreatmentEvent,
     Visit,
 )
@@ -102,6 +103,15 @@ def run_dict(run: AnalysisRun) -> dict[str, Any]:
     }
 
 
+def registration_problems(registration: Registration) -> list[str]:
+    """Why a registration failed its quality check, as stored ([] when it passed); lesion
+    tracking and the prior comparison depend on it, so every place that shows them says so."""
+    if registration.passed:
+        return []
+    problems = (registration.quality.get("quality") or {}).get("problems") or []
+    return [str(p) for p in problems] or ["failed its quality check"]
+
+
 def lesions_of_kind(run: Any, kind: str) -> list[Lesion]:
     return [x for x in selectors.related(run, "lesions") if x.kind == kind]
 
@@ -147,6 +157,7 @@ def visit_dict(visit: Visit) -> dict[str, Any]:
                     "to_visit": str(r.to_visit.code),
                     "passed": r.passed,
                     "quality": r.quality,
+                    "problems": registration_problems(r),
                 }
                 for r in selectors.related(run, "registrations")
             ],

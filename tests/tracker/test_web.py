@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from tests.tracker.conftest import client_for
 from tests.tracker.factories import analysed_patient
 from tracker.models import (
     AnalysisRun,
@@ -353,3 +354,39 @@ def test_the_tumour_board_report_is_a_pdf_with_the_history_and_the_notice(
     ):
         assert expected in text, expected
     assert AuditEvent.objects.filter(action="export_report_pdf", patient=analysed).exists()
+
+
+def test_a_flagged_registration_shows_its_stored_reason_wherever_it_is_used(
+    teams: dict[str, Any], analysed: Patient
+) -> None:
+    """The stored reason (not a rotation that passed) on the visit page, beside the response
+    badge on the timeline, in the patient list, the API and the report."""
+    from tracker.models import Registration
+
+    first, second = analysed.visits.order_by("acquired_on")[:2]
+    reason = (
+        "low similarity after registration (correlation 0.14 inside the mask, "
+        "at least 0.40 expected)"
+    )
+    Registration.objects.create(
+        run=second.runs.get(),
+        to_visit=first,
+        role="prior",
+        transform="x",
+        passed=False,
+        quality={
+            "transform": {"rotation_deg": 6.0},
+            "quality": {"ok": False, "problems": [reason]},
+        },
+    )
+    client = _web(teams["alice"])
+    visit_page = client.get(f"/visits/{second.code}/").content.decode()
+    assert reason in visit_page
+    assert "rotation 6.0 degrees" not in visit_page
+    timeline_page = client.get(f"/patients/{analysed.code}/").content.decode()
+    assert "⚠ registration flagged" in timeline_page
+    assert f"registration to the prior visit flagged: {reason}" in timeline_page
+    listing = client.get("/patients/").content.decode()
+    assert listing.count("⚠ registration flagged") == 1
+    api = client_for(teams["alice"]).get(f"/api/visits/{second.code}/").json()
+    assert api["results"]["registrations"][0]["problems"] == [reason]

@@ -20,7 +20,7 @@ from tracker.models import (
     TreatmentEvent,
     Visit,
 )
-from tracker.timeline import lesions_of_kind, sequence_fields
+from tracker.timeline import lesions_of_kind, registration_problems, sequence_fields
 
 
 class PatientOutput(serializers.ModelSerializer):
@@ -118,10 +118,16 @@ class LesionOutput(serializers.ModelSerializer):
 
 class RegistrationOutput(serializers.ModelSerializer):
     to_visit = serializers.UUIDField(source="to_visit.code")
+    problems = serializers.SerializerMethodField(
+        help_text="why the registration failed its quality check ([] when it passed)"
+    )
 
     class Meta:
         model = Registration
-        fields = ["role", "to_visit", "passed", "quality"]
+        fields = ["role", "to_visit", "passed", "quality", "problems"]
+
+    def get_problems(self, registration: Registration) -> list[str]:
+        return registration_problems(registration)
 
 
 class AssessmentOutput(serializers.ModelSerializer):

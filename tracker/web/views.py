@@ -53,6 +53,7 @@ from tracker.models import (
     CareTeam,
     Category,
     ClinicalStatus,
+    Registration,
     Review,
     RunStatus,
 )
@@ -110,6 +111,11 @@ def _annotated_patients(user: Any) -> QuerySet[Any]:
             last_assessment=Subquery(latest.values("pk")[:1]),
             failed=Exists(failed),
             busy=Exists(busy),
+            registration_flagged=Exists(
+                Registration.objects.filter(
+                    run__visit__patient=OuterRef("pk"), run__is_current=True, passed=False
+                )
+            ),
         )
         .annotate(
             reviewed=Exists(Review.objects.filter(assessment=OuterRef("last_assessment"))),
@@ -232,6 +238,7 @@ def _badge(visit: dict[str, Any]) -> dict[str, Any] | None:
         "overridden": override is not None,
         "reasons": assessment["reasons"],
         "relative_change": assessment["relative_change"],
+        "flags": registration_flags(visit),
     }
 
 
@@ -313,7 +320,8 @@ def _qc_flags(run: AnalysisRun | None, results: dict[str, Any] | None) -> list[d
                 {
                     "name": f"registration to the {registration['role']} visit",
                     "ok": registration["passed"],
-                    "detail": _registration_detail(registration["quality"]),
+                    "detail": "; ".join(registration["problems"])
+                    or _registration_detail(registration["quality"]),
                 }
             )
     if run is not None:
@@ -322,15 +330,26 @@ def _qc_flags(run: AnalysisRun | None, results: dict[str, Any] | None) -> list[d
 
 
 def _registration_detail(quality: dict[str, Any]) -> str:
+    """A passed registration's figures: the similarity after it and the rotation it found."""
     checks = quality.get("quality", {})
     parts = []
-    if isinstance(checks.get("correlation"), int | float):
-        parts.append(f"correlation {checks['correlation']:.2f}")
+    if isinstance(checks.get("correlation_after"), int | float):
+        parts.append(f"correlation {checks['correlation_after']:.2f} inside the mask")
     rotation = quality.get("transform", {}).get("rotation_deg")
     if isinstance(rotation, int | float):
         parts.append(f"rotation {rotation:.1f} degrees")
-    parts.extend(str(r) for r in checks.get("reasons", []) if r)
     return ", ".join(parts)
+
+
+def registration_flags(visit: dict[str, Any]) -> list[str]:
+    """The visit's failed registrations, each with its reason: lesion tracking (and so the
+    response) and the prior comparison rest on them."""
+    results = visit["results"] or {}
+    return [
+        f"registration to the {r['role']} visit flagged: {'; '.join(r['problems'])}"
+        for r in results.get("registrations", [])
+        if not r["passed"]
+    ]
 
 
 def _preparation_flags(run: AnalysisRun) -> list[dict[str, Any]]:
