@@ -16,6 +16,7 @@ from rest_framework.fields import empty
 from inference.response.rano import NonTarget
 from tracker.models import (
     IDH_STATUS,
+    OVERRIDE_CATEGORIES,
     TEXT_MAX,
     Category,
     ClinicalStatus,
@@ -171,8 +172,16 @@ class VisitUpdateInput(serializers.Serializer):
 
 
 class ReviewInput(serializers.Serializer):
-    action = serializers.ChoiceField(choices=Review.Action.choices)
-    category = serializers.ChoiceField(choices=Category.choices, required=False, default="")
+    action = serializers.ChoiceField(
+        choices=Review.Action.choices,
+        help_text="confirm: agree with the engine's category; override: replace it",
+    )
+    category = serializers.ChoiceField(
+        choices=[c for c in Category.choices if c[0] in OVERRIDE_CATEGORIES],
+        required=False,
+        default="",
+        help_text="the category an override sets (a response category, not the engine's own)",
+    )
     reason = StrictCharField(required=False, default="", allow_blank=True, max_length=TEXT_MAX)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

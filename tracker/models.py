@@ -388,6 +388,13 @@ class Category(models.TextChoices):
     NOT_EVALUABLE = "NE", "not evaluable"
 
 
+# What a reviewer may override a category to: a response category. Baseline and pre-baseline are
+# the engine's choice of reference scan (change the treatment dates to move them), not a reading.
+OVERRIDE_CATEGORIES: tuple[str, ...] = tuple(
+    c for c in Category.values if c not in (Category.BASELINE, Category.PRE_BASELINE)
+)
+
+
 class Assessment(models.Model):
     """The engine's row for a visit, from the patient's latest assessment of the whole timeline
     (earlier ones are kept with ``is_current`` false)."""
@@ -425,7 +432,9 @@ class Review(models.Model):
     """A person's confirmation or override of a visit's assessed category."""
 
     class Action(models.TextChoices):
-        CONFIRM = "confirm", "confirm"
+        # "confirm" is the API's word; people read "agree": a RANO "confirmed" response is
+        # another thing (a later scan confirming it).
+        CONFIRM = "confirm", "agree"
         OVERRIDE = "override", "override"
 
     visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="reviews")

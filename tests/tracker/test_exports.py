@@ -466,7 +466,8 @@ def test_each_assessed_visit_has_a_disease_status_with_its_category(
     assert "PD by the sum of products" in notes
     assert "relative change +150.0%" in notes
     assert any(n.startswith("Overridden by alice") and "pseudoprogression" in n for n in notes)
-    assert any(n.startswith("Confirmed by alice") for n in (x["text"] for x in statuses[0]["note"]))
+    first_notes = [x["text"] for x in statuses[0]["note"]]
+    assert any(n.startswith("Agreed with the assessment: alice") for n in first_notes)
 
 
 def test_an_unconfirmed_assessment_is_preliminary(bundle: dict[str, Any]) -> None:

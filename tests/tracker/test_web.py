@@ -187,6 +187,66 @@ def test_a_review_is_saved_and_an_override_needs_a_reason(
     assert AuditEvent.objects.filter(action="review_override").exists()
 
 
+def test_review_wording_and_rules(teams: dict[str, Any], analysed: Patient) -> None:
+    """'Agree', not 'Confirm' (a RANO confirmation is another thing); no override to the
+    engine's own category nor to baseline; a refused review keeps what was chosen and typed."""
+    visit = analysed.visits.order_by("acquired_on").last()
+    assert visit is not None  # the engine says SD
+    client = _web(teams["alice"])
+    page = client.get(f"/visits/{visit.code}/").content.decode()
+    assert "Agree with the engine" in page
+    assert ">Confirm<" not in page
+    assert '<option value="baseline"' not in page
+    assert '<option value="pre_baseline"' not in page
+    assert '<option value="SD"' not in page  # the engine's own category
+    same = client.post(
+        f"/visits/{visit.code}/review/",
+        {"action": "override", "category": "SD", "reason": "looks stable"},
+        follow=True,
+    ).content.decode()
+    assert "the engine already says SD: agree with it instead of overriding" in same
+    assert '<input type="radio" name="action" value="override" checked>' in same
+    assert ">looks stable</textarea>" in same
+    to_baseline = client.post(
+        f"/visits/{visit.code}/review/",
+        {"action": "override", "category": "baseline", "reason": "this is the real baseline"},
+        follow=True,
+    ).content.decode()
+    assert '<option value="PR"' in to_baseline
+    assert not Review.objects.exists()
+    api = client_for(teams["alice"]).post(
+        f"/api/visits/{visit.code}/review/",
+        {"action": "override", "category": "baseline", "reason": "x"},
+        format="json",
+    )
+    assert api.status_code == 400
+    client.post(f"/visits/{visit.code}/review/", {"action": "confirm"})
+    review = Review.objects.get()
+    page = client.get(f"/visits/{visit.code}/").content.decode()
+    assert f"Agreed with by {review.reviewer} on {review.reviewed_at:%Y-%m-%d}" in page
+
+
+def test_an_earlier_unreviewed_progression_keeps_the_patient_in_review(
+    teams: dict[str, Any], analysed: Patient
+) -> None:
+    from tracker.models import Assessment
+
+    second, latest = list(analysed.visits.order_by("acquired_on"))[1], analysed.visits.last()
+    Assessment.objects.filter(visit=second, is_current=True).update(category="PD")
+    for visit in analysed.visits.exclude(pk=second.pk):
+        Review.objects.create(
+            visit=visit,
+            assessment=visit.assessments.get(is_current=True),
+            action="confirm",
+            reviewer=teams["alice"],
+        )
+    assert latest is not None
+    listing = _web(teams["alice"]).get("/patients/").content.decode()
+    assert "review progression" in listing
+    needs_review = _web(teams["alice"]).get("/patients/?status=review").content.decode()
+    assert analysed.label in needs_review
+
+
 def test_the_upload_form_names_each_problem_and_stores_nothing(
     teams: dict[str, Any],
 ) -> None:

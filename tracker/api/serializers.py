@@ -8,10 +8,10 @@ from rest_framework import serializers
 
 from tracker import selectors
 from tracker.models import (
+    OVERRIDE_CATEGORIES,
     TEXT_MAX,
     AnalysisRun,
     Assessment,
-    Category,
     Lesion,
     LesionKind,
     Patient,
@@ -60,7 +60,7 @@ REVIEW_SCHEMA: dict[str, Any] = {
             "title": "Confirm",
             "properties": {
                 "action": {"type": "string", "enum": ["confirm"]},
-                "category": {"type": "string", "enum": list(Category.values)},
+                "category": {"type": "string", "enum": list(OVERRIDE_CATEGORIES)},
                 "reason": {"type": "string", "maxLength": TEXT_MAX},
             },
             "required": ["action"],
@@ -70,7 +70,7 @@ REVIEW_SCHEMA: dict[str, Any] = {
             "title": "Override",
             "properties": {
                 "action": {"type": "string", "enum": ["override"]},
-                "category": {"type": "string", "enum": list(Category.values)},
+                "category": {"type": "string", "enum": list(OVERRIDE_CATEGORIES)},
                 "reason": {"type": "string", "maxLength": TEXT_MAX, "pattern": r"\S"},
             },
             "required": ["action", "category", "reason"],

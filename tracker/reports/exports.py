@@ -279,7 +279,7 @@ def _review_note(review: Mapping[str, Any]) -> str:
         category = review.get("category") or ""
         display = RANO_DISPLAY.get(category, category)
         return f"Overridden by {who} at {when} to {category} ({display}): {review.get('reason')}"
-    return f"Confirmed by {who} at {when}."
+    return f"Agreed with the assessment: {who} at {when}."
 
 
 def _measurement_observations(

@@ -14,6 +14,7 @@ from django.core.files import File
 from django.db import IntegrityError, transaction
 
 from tracker.models import (
+    OVERRIDE_CATEGORIES,
     AuditEvent,
     CareTeam,
     Patient,
@@ -190,6 +191,13 @@ def review_create(
         raise ConflictError("this visit has no assessment to review yet")
     if action == Review.Action.OVERRIDE and (not category or not reason.strip()):
         raise ValueError("an override needs a category and a reason")
+    if action == Review.Action.OVERRIDE and category == assessment.category:
+        raise ValueError(f"the engine already says {category}: agree with it instead of overriding")
+    if action == Review.Action.OVERRIDE and category not in OVERRIDE_CATEGORIES:
+        raise ValueError(
+            f"{category} is the engine's choice of reference scan, not a reading: override to "
+            f"one of {', '.join(OVERRIDE_CATEGORIES)} (or change the treatment dates)"
+        )
     with transaction.atomic():
         review = Review.objects.create(
             visit=visit,

@@ -20,3 +20,10 @@ def measured(value: Any, digits: int = 2) -> str:
     if value is None:
         return NOT_MEASURED
     return str(floatformat(value, digits))
+
+
+@register.filter
+def review_verb(action: Any) -> str:
+    """A review's action as people read it: 'agreed' (the API's 'confirm': not a RANO
+    confirmation) or 'overridden'."""
+    return {"confirm": "agreed", "override": "overridden"}.get(str(action), str(action))

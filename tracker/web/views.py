@@ -48,6 +48,7 @@ from inference.measurement.render import (
 from tracker import inputs, selectors
 from tracker.charts import growth_chart_svg
 from tracker.models import (
+    OVERRIDE_CATEGORIES,
     AnalysisRun,
     Assessment,
     CareTeam,
@@ -111,6 +112,13 @@ def _annotated_patients(user: Any) -> QuerySet[Any]:
             last_assessment=Subquery(latest.values("pk")[:1]),
             failed=Exists(failed),
             busy=Exists(busy),
+            # a progression anywhere on the timeline that no one has reviewed (not only the
+            # latest visit's): the board must see it
+            unreviewed_progression=Exists(
+                Assessment.objects.filter(
+                    visit__patient=OuterRef("pk"), is_current=True, category=Category.PD
+                ).exclude(visit__reviews__isnull=False)
+            ),
             registration_flagged=Exists(
                 Registration.objects.filter(
                     run__visit__patient=OuterRef("pk"), run__is_current=True, passed=False
@@ -130,11 +138,7 @@ def _annotated_patients(user: Any) -> QuerySet[Any]:
         .annotate(
             next_action=Case(
                 When(failed=True, then=Value(NextAction.FAILED)),
-                When(
-                    last_category=Category.PD,
-                    reviewed=False,
-                    then=Value(NextAction.REVIEW_PROGRESSION),
-                ),
+                When(unreviewed_progression=True, then=Value(NextAction.REVIEW_PROGRESSION)),
                 When(last_category__isnull=False, reviewed=False, then=Value(NextAction.REVIEW)),
                 When(busy=True, then=Value(NextAction.RUNNING)),
                 When(visit_count=0, then=Value(NextAction.NO_VISITS)),
@@ -173,7 +177,9 @@ def patient_list(request: HttpRequest) -> HttpResponse:
     elif status == "running":
         patients = patients.filter(busy=True)
     elif status == "review":
-        patients = patients.filter(last_category__isnull=False, reviewed=False)
+        patients = patients.filter(
+            Q(last_category__isnull=False, reviewed=False) | Q(unreviewed_progression=True)
+        )
     page = Paginator(patients, PAGE_SIZE).get_page(request.GET.get("page"))
     rows = [
         {
@@ -428,9 +434,15 @@ def visit_detail(request: HttpRequest, code: str) -> HttpResponse:
             "sequences": viewer["sequences"] if viewer else SEQUENCES,
             "volumes": _volume_rows(data["results"]),
             "qc": _qc_flags(run, data["results"]),
-            "categories": [(c, CATEGORY_NAMES[c]) for c in Category.values],
+            "categories": [(c, CATEGORY_NAMES[c]) for c in OVERRIDE_CATEGORIES],
+            # a review refused for a reason keeps what the reviewer chose and wrote
+            "draft": request.session.pop(_draft_key(visit.code), {}),
         },
     )
+
+
+def _draft_key(code: Any) -> str:
+    return f"review-draft-{code}"
 
 
 def _volume_rows(results: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -519,14 +531,17 @@ def visit_review(request: HttpRequest, code: str) -> HttpResponse:
     if form.get("action") != Review.Action.OVERRIDE:
         form.pop("category", None)  # the override's choice, left in the form: not sent with it
     data = inputs.ReviewInput(data=form)
+    draft = {k: request.POST.get(k, "") for k in ("action", "category", "reason")}
     if not data.is_valid():
         problems = [f"{m}" for field in data.errors.values() for m in field]
         messages.error(request, "; ".join(problems))
+        request.session[_draft_key(visit.code)] = draft
         return redirect(f"{url}#review")
     try:
         review_create(visit=visit, by=request.user, **data.validated_data)
     except (ConflictError, ValueError) as error:
         messages.error(request, str(error))
+        request.session[_draft_key(visit.code)] = draft
         return redirect(f"{url}#review")
     return redirect(f"{url}#review")
 
