@@ -220,6 +220,13 @@ def test_review_wording_and_rules(teams: dict[str, Any], analysed: Patient) -> N
         format="json",
     )
     assert api.status_code == 400
+    api = client_for(teams["alice"]).post(
+        f"/api/visits/{visit.code}/review/",
+        {"action": "override", "category": "SD", "reason": "x"},
+        format="json",
+    )
+    assert api.status_code == 400
+    assert "agree with it instead" in api.json()["category"][0]
     client.post(f"/visits/{visit.code}/review/", {"action": "confirm"})
     review = Review.objects.get()
     page = client.get(f"/visits/{visit.code}/").content.decode()

@@ -236,6 +236,8 @@ class VisitReviewApi(APIView):
             review = review_create(visit=visit, by=request.user, **data.validated_data)
         except ConflictError as error:
             return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
+        except ValueError as error:  # an override to the category the engine already gave
+            raise ValidationError({"category": [str(error)]}) from None
         return Response(s.ReviewOutput(review).data, status=status.HTTP_201_CREATED)
 
 
