@@ -9,7 +9,10 @@ works without script). ``static/tracker/chart.js`` only adds behaviour, through 
 - ``svg.growth-chart`` the chart (``data-interactive`` "true" or "false");
 - ``g.series[data-series]`` one line with its points per series (ET, NCR, ED, WT, SPD);
 - ``.point[data-series][data-date][data-value][data-visit]`` one marker per analysed visit;
-- ``.band[data-series][data-from][data-to]`` the uncertainty interval of WT and ET;
+- ``.band[data-series][data-from][data-to]`` the probability range of WT and ET (the volume
+  the model gives a probability >= 0.75 to >= 0.25: not a confidence interval);
+- ``.threshold[data-kind]`` the RANO lines on the sum of products: -50 % of baseline (PR),
+  +25 % over the nadir (PD); ``.category[data-date]`` each visit's RANO category;
 - ``.marker-nadir[data-series]`` the nadir ring, hidden with its series;
 - ``g.legend-item[data-series]`` the legend, buttons with ``aria-pressed`` when interactive;
 - ``.marker-baseline``, ``.marker-progression``, ``.treatment``, ``.visit-tick`` with ``data-date``.
@@ -325,7 +328,7 @@ class _LinearScale:
 
 @dataclass(frozen=True, slots=True)
 class _LegendEntry:
-    series: _Series | None  # None: the "shaded: uncertainty interval" note
+    series: _Series | None  # None: the "shaded: probability range" note
     label: str
     x: float
     y: float
@@ -353,7 +356,7 @@ def _layout(
     left, right = float(_MARGIN_LEFT), float(width - _MARGIN_RIGHT)
     labels: list[tuple[_Series | None, str]] = [(s, s.label) for s in series]
     if has_bands:
-        labels.append((None, "Shaded: uncertainty interval"))
+        labels.append((None, "Shaded: probability range (not a confidence interval)"))
     legend: list[_LegendEntry] = []
     x, y = left, 6 + _LEGEND_ROW / 2
     for entry_series, label in labels:
@@ -679,7 +682,10 @@ def _bands(
                 f'class="band" data-series="{s.key}" data-from="{first}" data-to="{last}" '
                 f'fill="{s.colour}" fill-opacity="0.18" stroke="none"'
             )
-            title = f"<title>{s.key} uncertainty interval, {first} to {last}</title>"
+            title = (
+                f"<title>{s.key} probability range (volume with p >= 0.75 to p >= 0.25), "
+                f"{first} to {last}</title>"
+            )
             if len(run) == 1:
                 low, high = run[0].intervals[s.key]
                 x = x_of(run[0].on)
@@ -736,6 +742,54 @@ def _nadir(analysed: Sequence[_Visit]) -> tuple[_Visit, str] | None:
         return None
     key = "SPD" if "SPD" in nadir.values else "WT"
     return (nadir, key) if key in nadir.values else None
+
+
+def _threshold_lines(
+    layout: _Layout, scales: Mapping[str, _LinearScale], analysed: Sequence[_Visit]
+) -> Iterable[str]:
+    """The RANO lines on the sum-of-products axis: a partial response is -50 % of the
+    baseline's, progression +25 % over the nadir's (the engine's baseline and nadir). A line
+    above the axis is left out. The axis is mm², never a volume."""
+    if "SPD" not in scales:
+        return
+    scale = scales["SPD"]
+    baseline = next((v for v in analysed if v.category == "baseline"), None)
+    nadir = next((v for v in analysed if v.is_nadir), None)
+    lines = []
+    if baseline is not None and "SPD" in baseline.values:
+        lines.append(("pr", baseline.values["SPD"] * 0.5, "SPD -50 % of baseline (PR)"))
+    if nadir is not None and "SPD" in nadir.values:
+        lines.append(("pd", nadir.values["SPD"] * 1.25, "SPD +25 % over nadir (PD)"))
+    colour = next(s.colour for s in SERIES if s.key == "SPD")
+    for kind, value, label in lines:
+        y = scale(value)
+        if not layout.plot_top <= y <= layout.plot_bottom:
+            continue
+        yield (
+            f'<g class="threshold" data-kind="{kind}" data-value="{_n(value)}">'
+            f'<line x1="{_n(layout.left)}" y1="{_n(y)}" x2="{_n(layout.right)}" y2="{_n(y)}" '
+            f'stroke="{colour}" stroke-width="1" stroke-dasharray="2 4"/>'
+            f'<text x="{_n(layout.right - 4)}" y="{_n(y - 3)}" text-anchor="end" font-size="10" '
+            f'fill="{_INK}">{_text(label)} {_value_text(value, "mm²")}</text>'
+            f"<title>{_text(label)}: {_value_text(value, 'mm²')}</title></g>"
+        )
+
+
+def _category_labels(
+    layout: _Layout, x_of: _DateScale, analysed: Sequence[_Visit]
+) -> Iterable[str]:
+    """Each assessed visit's RANO category, just above the time axis."""
+    yield '<g class="categories">'
+    for visit in analysed:
+        if not visit.category:
+            continue
+        label = {"baseline": "BL", "pre_baseline": "pre"}.get(visit.category, visit.category)
+        yield (
+            f'<text class="category" data-date="{visit.on.isoformat()}" x="{_n(x_of(visit.on))}" '
+            f'y="{_n(layout.plot_bottom - 4)}" text-anchor="middle" font-size="9" '
+            f'fill="{_INK}">{_text(label)}</text>'
+        )
+    yield "</g>"
 
 
 def _event_lines(layout: _Layout, x_of: _DateScale, visits: Sequence[_Visit]) -> Iterable[str]:
@@ -864,8 +918,9 @@ def growth_chart_svg(
 
     Volumes (ET, NCR, ED, WT, mL, left axis) and the sum of products (SPD, mm², right axis)
     over real time, one marker per analysed visit (unanalysed visits only get an x-axis tick),
-    uncertainty bands for WT and ET where the visit has an interval, baseline, nadir and
-    progression marked, treatments in a strip above and the steroid dose in a strip below.
+    probability-range bands for WT and ET where the visit has one, baseline, nadir and
+    progression marked, the RANO lines on the sum of products and each visit's category,
+    treatments in a strip above and the steroid dose in a strip below.
     ``interactive=False`` (the PDF) leaves out the keyboard stops (``tabindex``) and the legend's
     button semantics. ``height`` grows when the legend and treatment lanes need more room.
     """
@@ -925,6 +980,8 @@ def growth_chart_svg(
     parts += _steroid_strip(layout, x_of, _steroid_steps(visits, treatments))
     parts += _bands(x_of, volume_scale, analysed, series)
     parts += _event_lines(layout, x_of, visits)
+    parts += _threshold_lines(layout, scales, analysed)
+    parts += _category_labels(layout, x_of, analysed)
     parts += _series_groups(x_of, scales, analysed, series, interactive)
     parts += _nadir_marker(layout, x_of, scales, analysed)
     parts += _legend(layout, interactive)

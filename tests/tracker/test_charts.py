@@ -286,7 +286,7 @@ def test_it_draws_no_band_and_no_band_legend_without_intervals() -> None:
     svg = growth_chart_svg(five_visits())
 
     assert with_class(parse(svg), "band") == []
-    assert "uncertainty interval" not in svg
+    assert "probability range" not in svg
 
 
 def test_baseline_nadir_and_progression_are_marked_at_their_visits() -> None:
@@ -486,3 +486,20 @@ def test_it_renders_twenty_visits_well_under_20_ms() -> None:
     seconds = min(timeit.repeat(lambda: growth_chart_svg(data), number=20, repeat=5)) / 20
 
     assert seconds < 0.020
+
+
+def test_the_rano_lines_and_categories_are_drawn_on_the_sum_of_products() -> None:
+    """-50 % of the baseline's SPD (PR) and +25 % over the nadir's (PD), on the mm² axis; each
+    assessed visit's category above the time axis."""
+    root = parse(growth_chart_svg(five_visits()))
+    lines = {
+        t.get("data-kind"): float(t.get("data-value", "nan")) for t in with_class(root, "threshold")
+    }
+    assert lines == {"pr": 200.0, "pd": 400.0}  # baseline 400 mm², nadir 320 mm²
+    labels = {t.get("data-date"): "".join(t.itertext()) for t in with_class(root, "category")}
+    assert labels == {
+        "2024-01-01": "pre",
+        "2024-03-04": "BL",
+        "2024-05-06": "PR",
+        "2024-09-01": "PD",
+    }

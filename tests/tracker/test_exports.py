@@ -415,15 +415,15 @@ def test_one_volume_observation_per_region_per_analysed_visit(bundle: dict[str, 
     assert "tumour-segmenter 1.2" in wt["method"]["text"]
 
 
-def test_an_uncertainty_interval_becomes_a_note(bundle: dict[str, Any]) -> None:
+def test_a_probability_range_becomes_a_note(bundle: dict[str, Any]) -> None:
     first = {
         o["code"]["coding"][0]["code"]: o
         for o in resources(bundle, "Observation")
         if o["effectiveDateTime"] == "2024-01-01"
     }
 
-    assert "uncertainty interval 13.1-15.4 mL" in first["volume-WT"]["note"][0]["text"]
-    assert "uncertainty interval 2.7-3.5 mL" in first["volume-ET"]["note"][0]["text"]
+    assert "probability range 13.1-15.4 mL" in first["volume-WT"]["note"][0]["text"]
+    assert "probability range 2.7-3.5 mL" in first["volume-ET"]["note"][0]["text"]
     assert "note" not in first["volume-NCR"]
 
 

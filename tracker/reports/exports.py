@@ -177,7 +177,7 @@ def _write_csv(columns: list[str], rows: Iterable[Mapping[str, Any]]) -> str:
 
 
 def measurements_csv(timeline: Mapping[str, Any]) -> str:
-    """One row per visit: its current run's volumes (with the uncertainty interval where the
+    """One row per visit: its current run's volumes (with the probability range where the
     pipeline gave one), sum of products, lesion counts, the response assessment and the newest
     review. A visit without results or assessment keeps its row, with those cells empty."""
     label = timeline["patient"]["label"]
@@ -323,8 +323,9 @@ def _measurement_observations(
             observation["note"] = [
                 {
                     "text": (
-                        f"uncertainty interval {interval['low_ml']}-{interval['high_ml']} mL "
-                        "(voxels with region probability >= 0.75 and >= 0.25)"
+                        f"probability range {interval['low_ml']}-{interval['high_ml']} mL "
+                        "(voxels with region probability >= 0.75 and >= 0.25; not a "
+                        "confidence interval)"
                     )
                 }
             ]
