@@ -6,10 +6,12 @@ their fields again for every object, most of a 20-visit timeline's response time
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from collections.abc import Callable
 from typing import Any
 
+from inference.response.rano import CONFIRMATION_DAYS, PSEUDOPROGRESSION
 from inference.segmentation.segment import sequence_support
 from tracker import selectors
 from tracker.models import (
@@ -230,3 +232,60 @@ def _marked(visits: list[Visit], mark: Callable[[Assessment], bool]) -> str | No
         ),
         None,
     )
+
+
+def headline(timeline: dict[str, Any]) -> dict[str, Any] | None:
+    """What a tumour board reads first: the latest assessed visit's category (a reviewer's
+    override first), its sum of products against the engine's baseline and nadir in %, the
+    date from which a confirmation scan counts where the category is preliminary, and where a
+    progression turned out to be pseudoprogression. None before any assessment."""
+    visits = timeline["visits"]
+    assessed = [v for v in visits if v["assessment"]]
+    if not assessed:
+        return None
+    latest = assessed[-1]
+    assessment = latest["assessment"]
+    reviews = latest["reviews"]
+    override = reviews[0] if reviews and reviews[0]["action"] == "override" else None
+    by_code = {v["code"]: v for v in visits}
+
+    def spd(code: str | None) -> float | None:
+        results = (by_code.get(code or "") or {}).get("results") or {}
+        value = results.get("sum_of_products_mm2")
+        return None if value is None else float(value)
+
+    now = spd(latest["code"])
+
+    def change(reference: float | None) -> float | None:
+        if now is None or not reference:
+            return None
+        return round(100 * (now - reference) / reference, 1)
+
+    landmark = {
+        key: by_code.get(timeline.get(f"{key}_visit") or "") for key in ("baseline", "nadir")
+    }
+    due = None
+    if assessment["confirmed"] is False:
+        scanned = dt.date.fromisoformat(latest["acquired_on"])
+        due = (scanned + dt.timedelta(days=CONFIRMATION_DAYS)).isoformat()
+    return {
+        "visit": latest,
+        "category": override["category"] if override else assessment["category"],
+        "category_name": dict(Category.choices).get(
+            override["category"] if override else assessment["category"], ""
+        ),
+        "engine_category": assessment["category"],
+        "overridden": override is not None,
+        "confirmed": assessment["confirmed"],
+        "spd_mm2": now,
+        "baseline": landmark["baseline"],
+        "nadir": landmark["nadir"],
+        "vs_baseline_percent": change(spd(timeline.get("baseline_visit"))),
+        "vs_nadir_percent": change(spd(timeline.get("nadir_visit"))),
+        "confirmation_due_from": due,
+        "pseudoprogression": [
+            v["acquired_on"]
+            for v in assessed
+            if any(PSEUDOPROGRESSION in r for r in v["assessment"]["reasons"])
+        ],
+    }

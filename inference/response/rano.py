@@ -91,6 +91,8 @@ MEASURABLE_MM = Fraction(10)  # both diameters at least this [RANO2]; measure.py
 MAX_TARGETS = 3
 MAX_TARGETS_MIXED = 2  # per component: up to 2 enhancing + 2 non-enhancing [RANO2]
 CONFIRMATION_DAYS = 28  # "at least 4 weeks" [RANO2010, RANO2]
+# The words a row's reasons use when a preliminary progression turned out not to be one.
+PSEUDOPROGRESSION = "pseudoprogression (treatment effect)"
 RADIOTHERAPY_WINDOW_DAYS = 84  # "within 12 weeks after the end of radiotherapy" [RANO2]
 
 
@@ -1161,7 +1163,7 @@ class _Engine:
         self.pending_pd = None
         row.reasons.append(
             f"the preliminary progression of {first.id} is not confirmed: no longer progression "
-            "over the nadir, so it was pseudoprogression (treatment effect)"
+            f"over the nadir, so it was {PSEUDOPROGRESSION}"
         )
         return None
 

@@ -457,3 +457,36 @@ def test_a_flagged_registration_shows_its_stored_reason_wherever_it_is_used(
     assert listing.count("⚠ registration flagged") == 1
     api = client_for(teams["alice"]).get(f"/api/visits/{second.code}/").json()
     assert api["results"]["registrations"][0]["problems"] == [reason]
+
+
+def test_the_headline_says_where_the_patient_stands(
+    teams: dict[str, Any], analysed: Patient, tmp_path: Any
+) -> None:
+    """The latest category with its change against the engine's baseline and nadir, when a
+    confirmation scan counts, and where a progression was pseudoprogression: on the timeline
+    page and the report's first page."""
+    import datetime as dt
+
+    from inference.response.rano import PSEUDOPROGRESSION
+    from tracker.models import Assessment
+
+    visits = list(analysed.visits.order_by("acquired_on"))  # SPD 400, 401, 402, 403 mm²
+    Assessment.objects.filter(visit=visits[1]).update(is_nadir_visit=True)
+    Assessment.objects.filter(visit=visits[2]).update(
+        category="SD", reasons=[f"the preliminary progression of v1 ... was {PSEUDOPROGRESSION}"]
+    )
+    Assessment.objects.filter(visit=visits[3]).update(category="PD", confirmed=False)
+    page = _web(teams["alice"]).get(f"/patients/{analysed.code}/").content.decode()
+    text = " ".join(page.split())
+    latest = visits[3].acquired_on
+    assert f"Now ({latest}):" in text
+    assert "progressive disease, preliminary" in text
+    assert f"+0.8 % against the baseline ({visits[0].acquired_on})" in text
+    assert f"+0.5 % against the nadir ({visits[1].acquired_on})" in text
+    due = latest + dt.timedelta(days=28)
+    assert f"a scan on or after <strong>{due}</strong>" in text
+    assert f"shown on {visits[2].acquired_on}" in text
+    pdf = _web(teams["alice"]).get(f"/patients/{analysed.code}/export/report.pdf")
+    report = _pdf_text(pdf.content, tmp_path)
+    assert "Where it stands" in report
+    assert str(due) in report

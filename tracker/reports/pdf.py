@@ -12,6 +12,7 @@ from inference.measurement.render import key_slice_png, legend, read_meta
 from tracker.charts import growth_chart_svg
 from tracker.models import AnalysisRun, Category, Patient
 from tracker.services.display import display_ensure
+from tracker.timeline import headline
 
 CATEGORY_NAMES: dict[str, str] = dict(Category.choices)
 
@@ -139,6 +140,7 @@ def progression_report(
         {
             "patient": patient,
             "timeline": timeline,
+            "headline": headline(timeline),
             "rows": _rows(timeline),
             "chart": _data_uri(chart.encode("utf-8"), "image/svg+xml"),
             "key_slices": key_slices,

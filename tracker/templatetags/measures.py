@@ -27,3 +27,11 @@ def review_verb(action: Any) -> str:
     """A review's action as people read it: 'agreed' (the API's 'confirm': not a RANO
     confirmation) or 'overridden'."""
     return {"confirm": "agreed", "override": "overridden"}.get(str(action), str(action))
+
+
+@register.filter
+def signed_percent(value: Any) -> str:
+    """+25.3 % / -50.0 %; '–' for null. One decimal, as everywhere a change is shown."""
+    if value is None:
+        return "–"
+    return f"{float(value):+.1f} %".replace("-", "\u2212")
