@@ -289,3 +289,30 @@ def headline(timeline: dict[str, Any]) -> dict[str, Any] | None:
             if any(PSEUDOPROGRESSION in r for r in v["assessment"]["reasons"])
         ],
     }
+
+
+def lesion_table(timeline: dict[str, Any]) -> dict[str, Any]:
+    """Each tracked lesion's RANO diameters over the analysed visits: ``visits`` (dates) and
+    ``rows`` (one per track, in track order, each cell ``longest x perpendicular`` mm, or None
+    where the lesion is not seen). Untracked lesions (visits not evaluable) are left out."""
+    analysed = [v for v in timeline["visits"] if v["results"]]
+    tracks: dict[str, dict[str, dict[str, Any]]] = {}
+    for visit in analysed:
+        results = visit["results"]
+        for lesion in [*results.get("lesions", []), *results.get("t2_flair_lesions", [])]:
+            if lesion["track"]:
+                tracks.setdefault(lesion["track"], {})[visit["code"]] = lesion
+
+    def order(track: str) -> tuple[str, int]:
+        return track[0], int(track[1:]) if track[1:].isdigit() else 0
+
+    return {
+        "visits": [v["acquired_on"] for v in analysed],
+        "rows": [
+            {
+                "track": track,
+                "cells": [tracks[track].get(v["code"]) for v in analysed],
+            }
+            for track in sorted(tracks, key=order)
+        ],
+    }

@@ -490,3 +490,20 @@ def test_the_headline_says_where_the_patient_stands(
     report = _pdf_text(pdf.content, tmp_path)
     assert "Where it stands" in report
     assert str(due) in report
+
+
+def test_the_lesions_are_tabled_over_time(teams: dict[str, Any], analysed: Patient) -> None:
+    from tracker.models import Lesion
+
+    visits = list(analysed.visits.order_by("acquired_on"))
+    Lesion.objects.filter(run__visit=visits[2], track="L2").delete()  # L2 not seen at visit 3
+    page = _web(teams["alice"]).get(f"/patients/{analysed.code}/").content.decode()
+    table = page[page.index('id="lesion-table"') :]
+    table = table[: table.index("</table>")]
+    header = [f'<th scope="col">{v.acquired_on}</th>' for v in visits]
+    assert all(h in table for h in header)
+    l1 = table[table.index('<th scope="row">L1</th>') :].split("</tr>")[0]
+    assert l1.count("20.0 × 11.0*") == 4
+    l2 = table[table.index('<th scope="row">L2</th>') :].split("</tr>")[0]
+    assert l2.count("20.0 × 12.0*") == 3
+    assert l2.count('<td class="num">–</td>') == 1

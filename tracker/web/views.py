@@ -63,7 +63,7 @@ from tracker.services.exports import EXPORTS, export_response
 from tracker.services.uploads import FIELDS, UploadError
 from tracker.services.visits import ConflictError, audit, review_create, visit_create
 from tracker.storage import run_files, viewer_volume
-from tracker.timeline import headline, timeline_dict
+from tracker.timeline import headline, lesion_table, timeline_dict
 
 CATEGORY_NAMES: dict[str, str] = dict(Category.choices)
 PLANES = ("axial", "coronal", "sagittal")
@@ -290,6 +290,7 @@ def patient_detail(request: HttpRequest, code: str) -> HttpResponse:
             "busy": any(r["busy"] for r in rows),
             "treatments": timeline["treatments"],
             "headline": headline(timeline),
+            "lesions": lesion_table(timeline),
         },
     )
 
