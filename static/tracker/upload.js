@@ -9,6 +9,20 @@
   var status = document.getElementById("upload-status");
   var errors = document.getElementById("upload-errors");
 
+  // What a field is, as the form shows it, and the file chosen in it: a message names both.
+  function describe(field) {
+    var label = form.querySelector('label[for="' + field + '"]');
+    var input = form.querySelector('input[type=file][name="' + field + '"]');
+    var name = label ? label.textContent : field;
+    if (input && input.files && input.files.length) { name += " (" + input.files[0].name + ")"; }
+    return name;
+  }
+
+  function reset() {
+    bar.hidden = true;
+    bar.value = 0;
+  }
+
   function showErrors(body) {
     errors.textContent = "";
     var intro = document.createElement("p");
@@ -19,7 +33,7 @@
       messages.forEach(function (message) {
         var item = document.createElement("li");
         var name = document.createElement("strong");
-        name.textContent = field;
+        name.textContent = describe(field);
         item.appendChild(name);
         item.appendChild(document.createTextNode(": " + (typeof message === "string" ? message : JSON.stringify(message))));
         list.appendChild(item);
@@ -39,6 +53,16 @@
       var file = data.get(input.name);
       if (file && file.size === 0 && !file.name) { data.delete(input.name); }
     });
+    var chosen = Array.prototype.some.call(
+      form.querySelectorAll("input[type=file]"),
+      function (input) { return input.files && input.files.length > 0; }
+    );
+    if (!chosen) {
+      reset();
+      showErrors({ upload: ["no file chosen: choose the visit's files (T1 post-contrast or FLAIR at least), or one zip"] });
+      status.textContent = "";
+      return;
+    }
     var request = new XMLHttpRequest();
     request.open("POST", form.getAttribute("data-api"));
     request.setRequestHeader("X-CSRFToken", form.querySelector("[name=csrfmiddlewaretoken]").value);
@@ -58,11 +82,13 @@
         window.location.assign(form.getAttribute("data-done"));
       } else {
         status.textContent = "Refused (" + request.status + ").";
+        reset();
         showErrors(body);
       }
     });
     request.addEventListener("error", function () {
       status.textContent = "The upload did not reach the server.";
+      reset();
     });
     request.send(data);
   });

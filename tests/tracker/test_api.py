@@ -559,3 +559,13 @@ def test_the_former_field_name_t1ce_is_still_accepted_once(
     assert response.status_code == 201, response.content
     scans = Scan.objects.filter(visit__code=response.json()["code"])
     assert sorted(scans.values_list("sequence", flat=True)) == ["flair", "t1", "t1c", "t2"]
+
+
+def test_an_upload_with_no_file_names_the_files_it_needs(teams: dict[str, Any]) -> None:
+    response = post_visit(client_for(teams["alice"]), teams["patient"], {})
+    assert response.status_code == 400
+    (message,) = response.json()["upload"]
+    assert message.startswith("no file chosen")
+    for name in ("t1 (T1)", "t1c (T1 post-contrast)", "t2 (T2)", "flair (FLAIR)", "archive"):
+        assert name in message
+    assert Visit.objects.count() == 0

@@ -237,17 +237,24 @@ def test_a_clinician_reviews_a_patient_in_a_real_browser(
     assert any("Content Security Policy" in p for p in problems), problems
     problems.clear()
 
-    # The upload form shows the server's messages and stores nothing.
+    # The upload form: an empty submit names what it needs without sending anything; the
+    # server's messages name each field and its file; the progress bar resets; nothing stored.
     page.goto(f"{live_server.url}/patients/{patient.code}/upload/")
     page.fill("#acquired_on", "2024-06-03")
+    page.click("#upload-form button[type=submit]")
+    page.locator("#upload-errors").wait_for(state="visible")
+    assert "no file chosen" in page.locator("#upload-errors").inner_text()
     bad = ARTIFACTS / "not-an-image.nii.gz"
     bad.write_bytes(b"this is not a NIfTI file")
     page.set_input_files("#t1", str(bad))
     page.click("#upload-form button[type=submit]")
-    page.locator("#upload-errors").wait_for(state="visible")
+    page.wait_for_function(
+        "() => document.getElementById('upload-status').textContent.startsWith('Refused')"
+    )
     message = page.locator("#upload-errors").inner_text()
-    assert "t1" in message, message
-    assert "flair" in message, message
+    assert "T1 (not-an-image.nii.gz)" in message, message
+    assert "FLAIR" in message, message
+    assert page.locator("#upload-progress").is_hidden()
     assert patient.visits.count() == 2
     page.screenshot(path=ARTIFACTS / "06-upload-refused.png", full_page=True)
     # The refused upload's 400 is logged by the browser; nothing else may be.

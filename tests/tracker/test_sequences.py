@@ -107,7 +107,8 @@ def test_an_upload_form_without_t1c_or_flair_says_what_is_missing(teams: dict[st
     response = web.post(f"/patients/{patient.code}/upload/", {"acquired_on": "2024-03-01"})
     assert response.status_code == 400
     text = response.content.decode()
-    assert "cannot segment without T1 post-contrast or FLAIR: found no sequence" in text
+    assert "no file chosen: send the visit&#x27;s NIfTI files" in text
+    assert "with T1 post-contrast or FLAIR at least" in text
     assert not Visit.objects.exists()
 
 

@@ -188,6 +188,16 @@ def _extract(source: Any, out: Any, name: str) -> str:
 def stage_upload(files: dict[str, File[Any]], archive: File[Any] | None) -> StagedVisit:
     """Copy, read and validate an upload; every problem raises one ``UploadError`` naming each
     bad field. Nothing is stored: the caller keeps or discards the staging folder."""
+    if not files and archive is None:
+        names = ", ".join(f"{name} ({sequence.long_name})" for name, sequence in FIELDS.items())
+        raise UploadError(
+            {
+                "upload": [
+                    f"no file chosen: send the visit's NIfTI files, {names}, with T1 "
+                    f"post-contrast or FLAIR at least; or one zip as {ARCHIVE_FIELD}"
+                ]
+            }
+        )
     unknown = sorted(set(files) - set(UPLOAD_FIELDS))
     problems: dict[str, list[str]] = {name: ["not an upload field"] for name in unknown}
     for alias, sequence in ALIASES.items():
