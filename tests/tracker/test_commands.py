@@ -89,3 +89,20 @@ def test_import_visits_reads_a_dicom_exam(
     assert "imported 1 visit(s), skipped 0" in out.getvalue(), out.getvalue()
     visit = Patient.objects.get(label="EXAM-01").visits.get()
     assert sorted(visit.scans.values_list("sequence", flat=True)) == ["flair", "t1", "t1c", "t2"]
+
+
+def test_the_demo_wait_reports_progress_and_the_end(teams: dict[str, Any]) -> None:
+    """The console says how far the analyses are while it waits (visits done / total)."""
+    from tracker.management.commands.demo import Command
+
+    for day, (stage, status) in enumerate(
+        [(Stage.DONE, RunStatus.DONE), (Stage.DONE, RunStatus.DONE)], start=1
+    ):
+        visit = Visit.objects.create(patient=teams["patient"], acquired_on=f"2024-01-0{day}")
+        AnalysisRun.objects.create(visit=visit, stage=stage, status=status)
+    out = StringIO()
+    command = Command(stdout=out)
+    command._wait(teams["patient"].team, timeout=5)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("  2 / 2 visits analysed after")
+    assert lines[-1].startswith("all 2 runs finished (0 failed)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +102,23 @@ class Command(BaseCommand):
 
     def _wait(self, team: CareTeam, timeout: int) -> None:
         started = time.monotonic()
+        shown = -1
         while time.monotonic() - started < timeout:
             runs = AnalysisRun.objects.filter(visit__patient__team=team)
             pending = runs.filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).count()
+            total = runs.count()
+            if total - pending != shown:  # progress, once per change
+                shown = total - pending
+                stages = Counter(
+                    runs.filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).values_list(
+                        "stage", flat=True
+                    )
+                )
+                doing = ", ".join(f"{n} at {stage}" for stage, n in sorted(stages.items()))
+                self.stdout.write(
+                    f"  {shown} / {total} visits analysed after "
+                    f"{time.monotonic() - started:.0f} s{f' ({doing})' if doing else ''}"
+                )
             if pending == 0:
                 failed = runs.filter(status=RunStatus.FAILED)
                 for run in failed:
