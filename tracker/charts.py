@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+from django.template.defaultfilters import floatformat
+
 __all__ = ["growth_chart_svg"]
 
 
@@ -79,7 +81,7 @@ _LANE_LABELS = dict(_LANES)
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 # Layout, in SVG user units (px on screen).
-_MARGIN_LEFT = 104  # room for the lane labels and "Steroids (mg)"
+_MARGIN_LEFT = 104  # room for the lane labels and "Steroids (mg/day)"
 _MARGIN_RIGHT = 64  # room for the SPD axis
 _LEGEND_ROW = 18
 _LANE = 13
@@ -235,7 +237,9 @@ def _n(value: float) -> str:
 
 
 def _value_text(value: float, unit: str) -> str:
-    return f"{value:.2f} mL" if unit == "mL" else f"{value:.1f} {unit}"
+    """Rounded as the pages' tables round (Django's ``floatformat``: half up on the decimal
+    value), so the chart and a table never differ in the last digit."""
+    return f"{floatformat(value, 2 if unit == 'mL' else 1)} {unit}"
 
 
 def _dose_text(dose_mg: float) -> str:
@@ -622,7 +626,7 @@ def _steroid_strip(
         f'<line x1="{_n(layout.left)}" y1="{_n(bottom)}" x2="{_n(layout.right)}" '
         f'y2="{_n(bottom)}" stroke="{_GRID}" stroke-width="1"/>'
         f'<text x="{_n(layout.left - 26)}" y="{_n((top + bottom) / 2 + 3.5)}" '
-        f'text-anchor="end" fill="{_INK}">Steroids (mg)</text>'
+        f'text-anchor="end" fill="{_INK}">Steroids (mg/day)</text>'
     )
     if not steps:
         yield (
@@ -646,7 +650,7 @@ def _steroid_strip(
     line = "".join(path)
     area = f"{line}V{_n(bottom)}H{_n(min(x_of(steps[0][0]), right))}Z"
     title = "Steroid dose: " + "; ".join(
-        f"{_dose_text(dose)} from {on.isoformat()}" for on, dose in steps
+        f"{_dose_text(dose)}/day from {on.isoformat()}" for on, dose in steps
     )
     yield (
         f'<path class="steroid-area" d="{area}" fill="{_MUTED}" fill-opacity="0.12" '

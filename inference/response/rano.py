@@ -624,7 +624,7 @@ class _Part:
         return f"{self.label} sum of {what}s of {count} target lesions"
 
     def unit(self) -> str:
-        return "mL" if self.by_volume else "mm2"
+        return "mL" if self.by_volume else "mm²"
 
 
 def _parts(timeline: Timeline, baseline: VisitInput) -> list[_Part]:
@@ -660,7 +660,7 @@ def _shown(value: Fraction) -> Decimal:
 def _number(value: Fraction, unit: str) -> str:
     if unit == "mL":
         return f"{_shown(value):,.1f} mL"
-    return f"{_shown(value):,.0f} mm2"
+    return f"{_shown(value):,.0f} mm²"
 
 
 def _mm(value: Fraction) -> str:
@@ -1041,7 +1041,7 @@ class _Engine:
                 grown = "from nothing" if nadir == 0 else _percent((now - nadir) / nadir)
                 measured.append(
                     f"non-target {part.label} disease measured: sum of products "
-                    f"{_number(now, 'mm2')}, {grown} over its nadir {_number(nadir, 'mm2')} "
+                    f"{_number(now, 'mm²')}, {grown} over its nadir {_number(nadir, 'mm²')} "
                     f"({nadir_id}), with a measurable non-target lesion"
                 )
         if flagged:

@@ -374,7 +374,7 @@ def test_several_target_lesions_sum_the_three_largest_measurable_products():
     )
     result = rows(timeline(base, follow))
     assert "L1, L2, L3" in result[0]["reasons"][1]
-    assert "2,200 mm2" in result[0]["reasons"][1]
+    assert "2,200 mm²" in result[0]["reasons"][1]
     assert result[1]["category"] == "PR"
     assert result[1]["relative_change"] == pytest.approx(-0.5)
 
@@ -434,7 +434,7 @@ def test_mixed_tumours_progress_on_either_component():
 def test_the_reason_reads_like_a_tumour_board_sentence():
     data = _after_radiotherapy(visit(42, lesion("L1", 131, 100), id="up"))
     reason = rows(data)[2]["reasons"][0]
-    assert reason.startswith("enhancing product 13,100 mm2 is +31.0 % over baseline 10,000 mm2")
+    assert reason.startswith("enhancing product 13,100 mm² is +31.0 % over baseline 10,000 mm²")
     assert reason.endswith(
         "progression, preliminary because within 12 weeks of the end of radiotherapy on 2023-12-04"
     )

@@ -374,10 +374,10 @@ def test_the_steroid_dose_is_a_step_line_from_visits_and_dosed_steroid_courses()
 
     (step,) = with_class(root, "steroid-step")
     assert title_of(step) == (
-        "Steroid dose: 0 mg from 2024-01-01; 4 mg from 2024-02-01; 0 mg from 2024-04-01; "
-        "8 mg from 2024-04-10; 0 mg from 2024-04-21"
+        "Steroid dose: 0 mg/day from 2024-01-01; 4 mg/day from 2024-02-01; "
+        "0 mg/day from 2024-04-01; 8 mg/day from 2024-04-10; 0 mg/day from 2024-04-21"
     )
-    assert "Steroids (mg)" in {t.text for t in root.iter(f"{SVG}text")}
+    assert "Steroids (mg/day)" in {t.text for t in root.iter(f"{SVG}text")}
     # A course with a dose is drawn as the step line, not as a treatment band.
     assert with_class(root, "treatment") == []
 
@@ -503,3 +503,14 @@ def test_the_rano_lines_and_categories_are_drawn_on_the_sum_of_products() -> Non
         "2024-05-06": "PR",
         "2024-09-01": "PD",
     }
+
+
+def test_the_chart_rounds_as_the_tables_do() -> None:
+    """25.465 mL: 25.47 in a table (floatformat, half up on the decimal value) and in the
+    chart (it once said 25.46, the binary float's rounding)."""
+    from django.template.defaultfilters import floatformat
+
+    data = timeline([visit("2024-01-01", results(25.465), "baseline")])
+    titles = [t.text or "" for t in parse(growth_chart_svg(data)).iter(f"{SVG}title")]
+    assert str(floatformat(25.465, 2)) == "25.47"
+    assert any("WT 2024-01-01: 25.47 mL" in t for t in titles), titles

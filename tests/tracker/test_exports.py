@@ -201,7 +201,13 @@ def test_it_writes_a_header_and_one_row_per_visit() -> None:
         "WT_ml",
     ]
     assert header.split(",") == MEASUREMENT_COLUMNS
-    for column in ("WT_low_ml", "WT_high_ml", "ET_low_ml", "review_category", "relative_change"):
+    for column in (
+        "WT_low_ml",
+        "WT_high_ml",
+        "ET_low_ml",
+        "review_category",
+        "relative_change_percent",
+    ):
         assert column in MEASUREMENT_COLUMNS
     assert "\r" not in text
     assert text.endswith("\n")
@@ -239,10 +245,10 @@ def test_it_writes_the_numbers_of_each_visit() -> None:
         "PD",
     )
     assert (v1["confirmed"], v3["confirmed"]) == ("", "false")
-    assert (v1["relative_change"], float(v2["relative_change"])) == ("", -0.25)
-    assert (v1["reviewed"], v1["review_category"]) == ("confirm", "")
+    assert (v1["relative_change_percent"], float(v2["relative_change_percent"])) == ("", -25.0)
+    assert (v1["reviewed"], v1["review_category"]) == ("agreed", "")
     assert (v2["reviewed"], v2["review_category"]) == ("", "")
-    assert (v3["reviewed"], v3["review_category"]) == ("override", "SD")
+    assert (v3["reviewed"], v3["review_category"]) == ("overridden", "SD")
 
 
 def test_a_visit_without_results_or_assessment_gives_empty_cells() -> None:
@@ -271,7 +277,7 @@ def test_it_escapes_cells_a_spreadsheet_would_run_as_formulas() -> None:
         "'-2+3",
         "'\t=1",
     ]
-    assert measurements[1]["relative_change"] == "-0.25"  # a negative number stays a number
+    assert measurements[1]["relative_change_percent"] == "-25.0"  # a negative number stays a number
 
 
 # Lesions CSV ------------------------------------------------------------------------------------

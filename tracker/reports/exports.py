@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 REGIONS = ("ET", "NCR", "ED", "TC", "WT")
+# A review as people read it ("confirm" is the API's word for agreeing with the engine).
+REVIEW_VERBS = {"confirm": "agreed", "override": "overridden"}
 
 MEASUREMENT_COLUMNS = [
     "patient_label",
@@ -40,7 +42,7 @@ MEASUREMENT_COLUMNS = [
     "not_measured",
     "response_category",
     "confirmed",
-    "relative_change",
+    "relative_change_percent",
     "reviewed",
     "review_category",
 ]
@@ -216,11 +218,17 @@ def measurements_csv(timeline: Mapping[str, Any]) -> str:
             row |= {
                 "response_category": assessment.get("category"),
                 "confirmed": assessment.get("confirmed"),
-                "relative_change": assessment.get("relative_change"),
+                # a percentage with one decimal, as the pages show it
+                "relative_change_percent": None
+                if assessment.get("relative_change") is None
+                else round(100 * float(assessment["relative_change"]), 1),
             }
         review = _latest_review(visit)
         if review:
-            row |= {"reviewed": review.get("action"), "review_category": review.get("category")}
+            row |= {
+                "reviewed": REVIEW_VERBS.get(review.get("action") or "", review.get("action")),
+                "review_category": review.get("category"),
+            }
         rows.append(row)
     return _write_csv(MEASUREMENT_COLUMNS, rows)
 

@@ -8,6 +8,8 @@ from typing import Any
 from django import template
 from django.template.defaultfilters import floatformat
 
+from tracker.reports.exports import REVIEW_VERBS
+
 register = template.Library()
 
 NOT_MEASURED = "not measured"
@@ -26,7 +28,7 @@ def measured(value: Any, digits: int = 2) -> str:
 def review_verb(action: Any) -> str:
     """A review's action as people read it: 'agreed' (the API's 'confirm': not a RANO
     confirmation) or 'overridden'."""
-    return {"confirm": "agreed", "override": "overridden"}.get(str(action), str(action))
+    return REVIEW_VERBS.get(str(action), str(action))
 
 
 @register.filter
