@@ -69,6 +69,9 @@ class Bidimensional:
     slice_index: int  # axial slice (LPS order) where it was measured
     slice_position_mm: float  # its S coordinate
     endpoints_mm: list[list[float]] = field(default_factory=list)  # longest diameter, (x, y, z)
+    # the perpendicular chord on the measured slice, (x, y, z); its length before the
+    # through-plane correction that ``perpendicular_mm`` carries
+    perpendicular_endpoints_mm: list[list[float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # The perpendicular is at most the longest diameter by definition; a chord measured a
@@ -112,6 +115,9 @@ class Lesion:
             "slice_index": bd.slice_index,
             "slice_position_mm": round(bd.slice_position_mm, 3),
             "longest_endpoints_mm": [[round(v, 3) for v in p] for p in bd.endpoints_mm],
+            "perpendicular_endpoints_mm": [
+                [round(v, 3) for v in p] for p in bd.perpendicular_endpoints_mm
+            ],
         }
 
 
@@ -273,8 +279,9 @@ def _longest_diameter(points_mm: np.ndarray) -> tuple[float, np.ndarray, np.ndar
 
 def _perpendicular_chord(
     plane: np.ndarray, spacing_rc: tuple[float, float], start: np.ndarray, end: np.ndarray
-) -> float:
-    """Longest chord of the region perpendicular to the segment start -> end (mm).
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Longest chord of the region perpendicular to the segment start -> end (mm), and its two
+    ends (row, column in mm).
 
     Lines perpendicular to the longest diameter are sampled every 0.1 mm along it; on each, the
     region is where the bilinear interpolation of the mask is >= 0.5, and the chord is the span
@@ -294,16 +301,18 @@ def _perpendicular_chord(
     coordinates = [points[..., 0] / spacing_rc[0], points[..., 1] / spacing_rc[1]]
     field = ndimage.map_coordinates(plane, coordinates, order=1, cval=0.0)
     inside = field >= 0.5
-    best = 0.0
-    for row, flags in zip(field, inside, strict=True):
+    best, ends = 0.0, (start, start)
+    for position, row, flags in zip(along, field, inside, strict=True):
         hits = np.nonzero(flags)[0]
         if hits.size == 0:
             continue
         first, last = hits[0], hits[-1]
         low = _crossing(across, row, first - 1, first)
         high = _crossing(across, row, last, last + 1)
-        best = max(best, high - low)
-    return best
+        if high - low > best:
+            centre = start + position * axis
+            best, ends = high - low, (centre + low * normal, centre + high * normal)
+    return best, ends[0], ends[1]
 
 
 def _crossing(positions: np.ndarray, values: np.ndarray, i: int, j: int) -> float:
@@ -334,14 +343,24 @@ def bidimensional(mask: np.ndarray, image: sitk.Image) -> Bidimensional:
         lengths[int(index)] = _longest_diameter(points)
     z = max(lengths, key=lambda k: (lengths[k][0], -k))
     length, a, b = lengths[z]
-    perpendicular = _perpendicular_chord(_boundary_field(mask[z], SMOOTHING_PX), spacing_rc, a, b)
+    perpendicular, c, d = _perpendicular_chord(
+        _boundary_field(mask[z], SMOOTHING_PX), spacing_rc, a, b
+    )
     scale = _through_plane_scale({k: v[0] for k, v in lengths.items()}, z, spacing_z)
-    endpoints = [
-        list(image.TransformContinuousIndexToPhysicalPoint([p[1] / spacing_x, p[0] / spacing_y, z]))
-        for p in (a, b)
-    ]
+
+    def physical(point: np.ndarray) -> list[float]:
+        index = [point[1] / spacing_x, point[0] / spacing_y, z]
+        return list(image.TransformContinuousIndexToPhysicalPoint(index))
+
     position = image.TransformContinuousIndexToPhysicalPoint([0.0, 0.0, float(z)])[2]
-    return Bidimensional(length * scale, perpendicular * scale, z, float(position), endpoints)
+    return Bidimensional(
+        length * scale,
+        perpendicular * scale,
+        z,
+        float(position),
+        [physical(a), physical(b)],
+        [physical(c), physical(d)],
+    )
 
 
 def _through_plane_scale(lengths: dict[int, float], best: int, spacing_z: float) -> float:

@@ -188,11 +188,14 @@ def display_volumes(
     probabilities: sitk.Image | None = None,
     *,
     supported_regions: Iterable[str] | None = None,
+    lesions: Iterable[Mapping[str, Any]] = (),
 ) -> DisplayVolumes:
     """Window the prepared sequences and bring labels and tumour probability onto their grid,
     cropped to the brain (plus a margin). ``images`` maps sequences (``.value`` t1, t1c, t2,
     flair) to prepared images on ``brain_mask``'s grid. Labels are shown as the visit's
-    ``supported_regions`` allow (``display_labels``)."""
+    ``supported_regions`` allow (``display_labels``). ``lesions`` are the measurement's
+    (``Measurements.as_dict()["lesions"]``): the target ones are placed on the display grid
+    with their RANO diameters, and the views open on the largest one's measured slice."""
     mapping = display_labels(supported_regions)
     mask = sitk.GetArrayFromImage(brain_mask) > 0
     box = bounding_box(mask, MARGIN_VOXELS)
@@ -219,7 +222,50 @@ def display_volumes(
         "key_slices": key_slices(layers["labels"]),
         "labels_shown": sorted({v for v in mapping.values() if v}),
     }
+    targets = target_lesions(meta, lesions)
+    meta["lesions"] = targets
+    if targets:
+        meta["key_slices"] = dict(targets[0]["slices"])
     return DisplayVolumes(layers, meta)
+
+
+def target_lesions(
+    meta: Mapping[str, Any], lesions: Iterable[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The target lesions on the display grid, largest product first: the slices through the
+    middle of the longest diameter (on its measured axial slice) and both diameters' ends as
+    continuous (z, y, x) display indices, to draw them."""
+    grid = reference_grid(meta)
+    z_count, y_count, x_count = meta["grid"]["shape_zyx"]
+    out = []
+    for lesion in sorted(lesions, key=lambda x: -float(x.get("product_mm2") or 0)):
+        ends = lesion.get("longest_endpoints_mm") or []
+        if not lesion.get("target") or len(ends) != 2:
+            continue
+
+        def zyx(point: Any) -> list[float]:
+            x, y, z = grid.TransformPhysicalPointToContinuousIndex([float(v) for v in point])
+            return [round(z, 2), round(y, 2), round(x, 2)]
+
+        longest = [zyx(p) for p in ends]
+        middle = [(a + b) / 2 for a, b in zip(*longest, strict=True)]
+        limits = (z_count, y_count, x_count)
+        z, y, x = (min(max(round(v), 0), n - 1) for v, n in zip(middle, limits, strict=True))
+        perpendicular = lesion.get("perpendicular_endpoints_mm") or []
+        out.append(
+            {
+                "number": lesion.get("id"),
+                "longest_mm": lesion.get("longest_mm"),
+                "perpendicular_mm": lesion.get("perpendicular_mm"),
+                "product_mm2": lesion.get("product_mm2"),
+                "slices": {Plane.AXIAL.value: z, Plane.CORONAL.value: y, Plane.SAGITTAL.value: x},
+                "longest_zyx": longest,
+                "perpendicular_zyx": [zyx(p) for p in perpendicular]
+                if len(perpendicular) == 2
+                else [],
+            }
+        )
+    return out
 
 
 def reference_grid(meta: Mapping[str, Any]) -> sitk.Image:
@@ -374,11 +420,34 @@ def layer_png(folder: Path | str, layer: str, plane: Plane | str, index: int) ->
 def key_slice_png(
     folder: Path | str, *, plane: Plane | str = Plane.AXIAL, opacity: float = 0.5, scale: int = 2
 ) -> bytes:
-    """T1c (FLAIR in a visit without it) with the segmentation blended in, through the tumour's
-    centre (for reports)."""
+    """T1c (FLAIR in a visit without it) with the segmentation blended in, on the largest
+    target lesion's measured slice with its two RANO diameters drawn (longest yellow,
+    perpendicular cyan), else through the tumour's centre (for reports)."""
     meta = read_meta(folder)
     index = int(meta["key_slices"][Plane(plane).value])
     sequence = "t1c" if "t1c" in meta.get("windows", {"t1c": None}) else "flair"
     base = grey_rgba(cut(read_layer(folder, sequence), plane, index))
     labels = labels_rgba(cut(read_layer(folder, "labels"), plane, index))
-    return png(composite(base, (labels, opacity)), scale=scale)
+    picture = composite(base, (labels, opacity))
+    lesions = meta.get("lesions") or []
+    if Plane(plane) is not Plane.AXIAL or not lesions:
+        return png(picture, scale=scale)
+    return png(_with_diameters(picture, lesions[0], scale), scale=1)
+
+
+def _with_diameters(picture: np.ndarray, lesion: Mapping[str, Any], scale: int) -> np.ndarray:
+    """The axial picture enlarged ``scale`` times with the lesion's diameters drawn on it (an
+    axial cut's rows are y and its columns x, so a (z, y, x) index maps to (x, y) pixels)."""
+    from PIL import Image, ImageDraw  # noqa: PLC0415
+
+    big = np.repeat(np.repeat(picture, scale, axis=0), scale, axis=1)
+    image = Image.fromarray(np.ascontiguousarray(big), mode="RGBA")
+    draw = ImageDraw.Draw(image)
+    for ends, colour in (
+        (lesion.get("longest_zyx") or [], (255, 221, 0, 255)),
+        (lesion.get("perpendicular_zyx") or [], (0, 229, 255, 255)),
+    ):
+        if len(ends) == 2:
+            points = [((x + 0.5) * scale, (y + 0.5) * scale) for _, y, x in ends]
+            draw.line(points, fill=colour, width=max(1, scale))
+    return np.asarray(image)

@@ -210,3 +210,23 @@ def test_a_perpendicular_longer_than_the_longest_diameter_is_clamped_in_the_prod
     bd = Bidimensional(longest_mm=20.0, perpendicular_mm=20.4, slice_index=3, slice_position_mm=0)
     assert bd.perpendicular_mm == 20.0
     assert bd.product_mm2 == 400.0
+
+
+def test_both_rano_diameters_have_their_ends_on_the_measured_slice() -> None:
+    """The longest diameter and the perpendicular chord, as points to draw: on the measured
+    slice, at right angles, as long as the measured diameters (an in-plane ellipse 30 x 16 mm
+    on 1 mm voxels; its largest section is on a slice, so no through-plane correction)."""
+    image, _ = ellipsoid_lesion(
+        np.array([15.0, 8.0, 6.0]), rotation(0.4, 0.0, 0.0), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)
+    )
+    bd = measure(image).lesions[0].bidimensional
+    (a, b), (c, d) = (
+        (np.array(p) for p in bd.endpoints_mm),
+        (np.array(p) for p in bd.perpendicular_endpoints_mm),
+    )
+    assert {a[2], b[2], c[2], d[2]} == {bd.slice_position_mm}
+    assert np.linalg.norm(b - a) == pytest.approx(bd.longest_mm, abs=0.3)
+    assert np.linalg.norm(d - c) == pytest.approx(bd.perpendicular_mm, abs=0.3)
+    cosine = abs(np.dot(b - a, d - c)) / (np.linalg.norm(b - a) * np.linalg.norm(d - c))
+    assert cosine < 0.01
+    assert bd.perpendicular_mm == pytest.approx(16.0, abs=0.6)

@@ -173,3 +173,37 @@ def test_a_window_ignores_outliers_and_empty_masks() -> None:
     assert windowed[0] == 0
     blank, _ = render.window(np.zeros(10, np.float32), np.zeros(10, bool))
     assert blank.max() == 0
+
+
+def test_the_views_open_on_the_largest_target_lesion_with_its_diameters_drawn(
+    tmp_path: Path,
+) -> None:
+    """Two lesions far apart: the centre of all enhancing voxels falls between them, where
+    there is no tumour. The views open on the larger lesion's measured slice instead, and the
+    report's key image has its two RANO diameters drawn."""
+    from inference.measurement.measure import measure
+
+    shape = (40, 48, 48)
+    labels = np.zeros(shape, np.uint8)
+    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    labels[((z - 6) ** 2 + (y - 14) ** 2 / 2.0 + (x - 14) ** 2) <= 36] = 3  # larger, elongated
+    labels[((z - 33) ** 2 + (y - 34) ** 2 + (x - 34) ** 2) <= 25] = 3
+    image = _image(labels)
+    measured = measure(image).as_dict()["lesions"]
+    grey = _image(np.full(shape, 150, np.float32))
+    mask = _image(np.ones(shape, np.uint8))
+    centred = render.display_volumes({"t1c": grey}, mask, image)
+    assert not centred.layers["labels"][centred.meta["key_slices"]["axial"]].any()
+    volumes = render.display_volumes({"t1c": grey}, mask, image, lesions=measured)
+    key = volumes.meta["key_slices"]
+    assert volumes.layers["labels"][key["axial"], key["coronal"], key["sagittal"]] == 3
+    assert key["axial"] == 6
+    (largest, smaller) = volumes.meta["lesions"]
+    assert largest["product_mm2"] > smaller["product_mm2"]
+    assert len(largest["longest_zyx"]) == len(largest["perpendicular_zyx"]) == 2
+    folder = render.write_display(volumes, tmp_path / "display")
+    picture = np.asarray(Image.open(io.BytesIO(render.key_slice_png(folder, scale=2))))
+    yellow = (picture[..., 0] == 255) & (picture[..., 1] == 221) & (picture[..., 2] == 0)
+    cyan = (picture[..., 0] == 0) & (picture[..., 1] == 229) & (picture[..., 2] == 255)
+    assert yellow.sum() > 2 * 16  # the longest diameter, about 14 mm at 2 px/mm
+    assert cyan.sum() > 2 * 8

@@ -41,17 +41,20 @@ def _data_uri(content: bytes, kind: str) -> str:
 
 def key_visits(timeline: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """Baseline and nadir as the RANO engine found them (``baseline_visit``, ``nadir_visit``;
-    the first analysed visit where there is no baseline yet) and the latest analysed visit;
-    each named once."""
+    the first analysed visit where there is no baseline yet), the peak (the largest sum of
+    products since the baseline) and the latest analysed visit; each named once."""
     analysed = [v for v in timeline["visits"] if v["results"] is not None]
     if not analysed:
         return []
     by_code = {v["code"]: v for v in analysed}
     baseline = by_code.get(timeline.get("baseline_visit") or "", analysed[0])
     nadir = by_code.get(timeline.get("nadir_visit") or "")
+    since = [v for v in analysed if v["acquired_on"] >= baseline["acquired_on"]]
+    sized = [v for v in since if v["results"].get("sum_of_products_mm2") is not None]
+    peak = max(sized, key=lambda v: v["results"]["sum_of_products_mm2"]) if sized else None
     latest = analysed[-1]
     chosen: list[tuple[str, dict[str, Any]]] = []
-    landmarks = (("baseline", baseline), ("nadir", nadir), ("latest", latest))
+    landmarks = (("baseline", baseline), ("nadir", nadir), ("peak", peak), ("latest", latest))
     for name, visit in [(n, v) for n, v in landmarks if v is not None]:
         for index, (other_name, other) in enumerate(chosen):
             if other["code"] == visit["code"]:

@@ -27,8 +27,14 @@ def display_build(*, run: AnalysisRun) -> Path:
     images, mask, _ = read_prepared(files.prepared)
     labels, _ = read_label_map(files.labels)
     probabilities = read_probability_map(files.probabilities)
+    measurement = getattr(run, "measurement", None)
     volumes = render.display_volumes(
-        images, mask, labels, probabilities, supported_regions=run.supported_regions
+        images,
+        mask,
+        labels,
+        probabilities,
+        supported_regions=run.supported_regions,
+        lesions=(measurement.details.get("lesions") or []) if measurement is not None else [],
     )
     prior = _prior(run)
     if prior is not None:
