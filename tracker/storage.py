@@ -94,12 +94,17 @@ def run_files(run: Any) -> RunFiles:
 
 
 def viewer_volume(run: Any, name: str) -> Path | None:
-    """A volume the WebGL viewer may fetch (the prepared T1c or FLAIR, the labels), by name;
-    None for any other name."""
+    """A volume the WebGL viewer may fetch, by name: the prepared (normalised) T1c or FLAIR,
+    the original (as acquired) ones, the labels; None for any other name or a missing file."""
     files = run_files(run)
     volumes = {
         "t1c": files.prepared_image(Sequence.T1C),
         "flair": files.prepared_image(Sequence.FLAIR),
         "seg": files.labels,
     }
-    return volumes.get(name)
+    if name in volumes:
+        return volumes[name]
+    if name in {f"original-{s.value}" for s in (Sequence.T1C, Sequence.FLAIR)}:
+        sequence = name.removeprefix("original-")
+        return next(iter(sorted(original_folder(run.visit).glob(f"{sequence}.nii*"))), None)
+    return None

@@ -9,7 +9,9 @@
   var canvas = document.getElementById("niivue-canvas");
   var base = panel.getAttribute("data-base");
   var volume = panel.getAttribute("data-volume") || "t1c";
+  var source = document.getElementById("niivue-source");
   var started = false;
+  var viewer = null;
 
   function say(state, text) {
     panel.setAttribute("data-state", state);
@@ -34,12 +36,24 @@
     }
     say("loading", "Loading the volumes…");
     // Radiological convention (the patient's right on the screen's left), as in the slice viewer.
-    var viewer = new window.niivue.Niivue({
-      backColor: [0, 0, 0, 1], show3Dcrosshair: true, isRadiologicalConvention: true
+    viewer = new window.niivue.Niivue({
+      backColor: [0, 0, 0, 1], show3Dcrosshair: true, isRadiologicalConvention: true,
+      isOrientationTextVisible: true,
+      // where the crosshair is: mm (the scanner's coordinates) and the voxel's value
+      onLocationChange: function (data) {
+        if (data && data.string) { status.textContent = data.string; }
+      }
     });
     viewer.attachToCanvas(canvas);
+    load();
+  }
+
+  // The prepared (normalised) image, or the original one as acquired; the segmentation on top.
+  function load() {
+    var name = (source && source.value === "original") ? "original-" + volume : volume;
+    say("loading", "Loading the volumes…");
     viewer.loadVolumes([
-      { url: base + volume + ".nii.gz", name: volume + ".nii.gz" },
+      { url: base + name + ".nii.gz", name: name + ".nii.gz" },
       { url: base + "seg.nii.gz", name: "seg.nii.gz", opacity: 0.5 }
     ]).then(function () {
       var labels = viewer.volumes[1];
@@ -51,11 +65,15 @@
         viewer.updateGLVolume();
       }
       viewer.setSliceType(viewer.sliceTypeMultiplanar);
-      say("loaded", "Drag to move the crosshair; scroll to change slices.");
+      say("loaded", "Click or drag to move the crosshair (linked across the planes); scroll to " +
+        "change slices; right-drag for window/level.");
     }).catch(function (error) {
       say("failed", "Could not load the volumes (" + error.message + ").");
     });
   }
 
   panel.addEventListener("toggle", open);
+  if (source) {
+    source.addEventListener("change", function () { if (viewer) { load(); } });
+  }
 })();

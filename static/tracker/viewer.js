@@ -1,5 +1,7 @@
-// Slice viewer: server-rendered PNG slices of the visit (and of the prior visit, registered),
-// stacked: sequence, tumour-probability heat, segmentation. No library; works without WebGL.
+// Slice viewer: server-rendered PNG slices of the visit (and of the prior visit, registered onto
+// this visit's grid, so it scrolls with it), stacked: sequence, tumour-probability heat,
+// segmentation. Linked crosshair: a click in one plane moves the other two there; the position
+// is given in mm. Zoom, brightness and contrast act on the displayed images. No library.
 (function () {
   "use strict";
   var viewer = document.getElementById("viewer");
@@ -12,6 +14,86 @@
   var showHeat = document.getElementById("show-heat");
   var showPrior = document.getElementById("show-prior");
   var heatLegend = viewer.querySelector(".heat-legend");
+  var zoom = document.getElementById("zoom");
+  var brightness = document.getElementById("brightness");
+  var contrast = document.getElementById("contrast");
+  var showCrosshair = document.getElementById("show-crosshair");
+  var position = document.getElementById("position");
+  var counts = config.counts;
+
+  function index(plane) {
+    return Number(viewer.querySelector('figure.plane[data-plane="' + plane + '"] input.slice').value);
+  }
+
+  function setIndex(plane, value) {
+    var slider = viewer.querySelector('figure.plane[data-plane="' + plane + '"] input.slice');
+    slider.value = String(Math.max(0, Math.min(counts[plane] - 1, value)));
+  }
+
+  // Where the other planes cut this one, as fractions of its width and height (columns and
+  // rows of the radiological display: axial x by y, coronal x by z from the top, sagittal y by
+  // z from the top).
+  function crossing(plane) {
+    var x = (index("sagittal") + 0.5) / counts.sagittal;
+    var y = (index("coronal") + 0.5) / counts.coronal;
+    var zTop = (counts.axial - index("axial") - 0.5) / counts.axial;
+    if (plane === "axial") { return [x, y]; }
+    if (plane === "coronal") { return [x, zTop]; }
+    return [y, zTop];
+  }
+
+  function millimetres() {
+    var grid = config.grid;
+    if (!grid) { return ""; }
+    var i = [index("sagittal"), index("coronal"), index("axial")];
+    var p = [0, 1, 2].map(function (row) {
+      var sum = grid.origin_mm[row];
+      for (var col = 0; col < 3; col += 1) {
+        sum += grid.direction[3 * row + col] * i[col] * grid.spacing_mm[col];
+      }
+      return sum.toFixed(1);
+    });
+    return "Crosshair at " + p.join(", ") + " mm (x, y, z; LPS).";
+  }
+
+  function showCrossings() {
+    viewer.querySelectorAll("figure.plane").forEach(function (figure) {
+      var at = crossing(figure.getAttribute("data-plane"));
+      figure.querySelectorAll(".zoomed").forEach(function (box) {
+        box.querySelector(".cross-v").style.left = (100 * at[0]) + "%";
+        box.querySelector(".cross-h").style.top = (100 * at[1]) + "%";
+        box.style.setProperty("--focus-x", (100 * at[0]) + "%");
+        box.style.setProperty("--focus-y", (100 * at[1]) + "%");
+        box.style.transform = "scale(" + (Number(zoom.value) / 100) + ")";
+      });
+      figure.querySelectorAll("img.base").forEach(function (img) {
+        img.style.filter = "brightness(" + (Number(brightness.value) / 100) + ") contrast(" +
+          (Number(contrast.value) / 100) + ")";
+      });
+    });
+    viewer.classList.toggle("no-crosshair", !showCrosshair.checked);
+    position.textContent = millimetres();
+  }
+
+  // A click in one plane: the other two move to that point.
+  function pick(plane, event) {
+    var rect = event.currentTarget.querySelector("img.base").getBoundingClientRect();
+    var fx = (event.clientX - rect.left) / rect.width;
+    var fy = (event.clientY - rect.top) / rect.height;
+    if (fx < 0 || fx > 1 || fy < 0 || fy > 1) { return; }
+    var fromTop = counts.axial - 1 - Math.floor(fy * counts.axial);
+    if (plane === "axial") {
+      setIndex("sagittal", Math.floor(fx * counts.sagittal));
+      setIndex("coronal", Math.floor(fy * counts.coronal));
+    } else if (plane === "coronal") {
+      setIndex("sagittal", Math.floor(fx * counts.sagittal));
+      setIndex("axial", fromTop);
+    } else {
+      setIndex("coronal", Math.floor(fx * counts.coronal));
+      setIndex("axial", fromTop);
+    }
+    drawAll();
+  }
 
   function source(layer, plane, index) {
     return base + layer + "/" + plane + "/" + index + ".png";
@@ -32,6 +114,7 @@
 
   function drawAll() {
     viewer.querySelectorAll("figure.plane").forEach(draw);
+    showCrossings();
   }
 
   function applyOverlays() {
@@ -57,18 +140,26 @@
     var slider = figure.querySelector("input.slice");
     slider.max = String(config.counts[plane] - 1);
     slider.value = String(config.start[plane]);
-    slider.addEventListener("input", function () { draw(figure); });
+    slider.addEventListener("input", function () { draw(figure); showCrossings(); });
+    figure.querySelector(".stack.current").addEventListener("click", function (event) {
+      pick(plane, event);
+    });
     // Mouse wheel over a slice moves through slices, as in radiology viewers.
     figure.querySelector(".pair").addEventListener("wheel", function (event) {
       event.preventDefault();
       var next = Number(slider.value) + (event.deltaY > 0 ? 1 : -1);
       slider.value = String(Math.max(0, Math.min(config.counts[plane] - 1, next)));
       draw(figure);
+      showCrossings();
     }, { passive: false });
   });
   [sequence, showLabels, showHeat, showPrior].forEach(function (control) {
     if (control) { control.addEventListener("change", applyOverlays); }
   });
   opacity.addEventListener("input", applyOverlays);
+  [zoom, brightness, contrast].forEach(function (control) {
+    control.addEventListener("input", showCrossings);
+  });
+  showCrosshair.addEventListener("change", showCrossings);
   applyOverlays();
 })();

@@ -168,6 +168,25 @@ def test_a_clinician_reviews_a_patient_in_a_real_browser(
     page.keyboard.press("ArrowUp")
     after = page.locator('figure[data-plane="axial"] .stack.current img.base').get_attribute("src")
     assert before != after
+    # Linked crosshair: a click in the axial plane moves the coronal and sagittal planes there,
+    # and the position is given in mm; orientation letters on every plane.
+    coronal = page.locator('figure[data-plane="coronal"] input.slice')
+    sagittal = page.locator('figure[data-plane="sagittal"] input.slice')
+    box = page.locator('figure[data-plane="axial"] .stack.current img.base').bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.75)
+    counts = json.loads(page.get_attribute("#viewer", "data-config") or "{}")["counts"]
+    assert int(sagittal.input_value()) == int(0.25 * counts["sagittal"])
+    assert int(coronal.input_value()) == int(0.75 * counts["coronal"])
+    assert re.search(
+        r"Crosshair at -?\d+\.\d, -?\d+\.\d, -?\d+\.\d mm", page.inner_text("#position")
+    )
+    letters = page.locator('figure[data-plane="axial"] .stack.current .orient').all_inner_texts()
+    assert sorted(letters) == ["A", "L", "P", "R"]
+    page.fill("#zoom", "200")
+    page.dispatch_event("#zoom", "input")
+    zoomed = page.locator('figure[data-plane="axial"] .stack.current .zoomed')
+    assert zoomed.evaluate("e => e.style.transform") == "scale(2)"
     page.select_option("#sequence", "flair")
     assert "/flair/" in (
         page.locator('figure[data-plane="axial"] .stack.current img.base').get_attribute("src")

@@ -507,3 +507,29 @@ def test_the_lesions_are_tabled_over_time(teams: dict[str, Any], analysed: Patie
     l2 = table[table.index('<th scope="row">L2</th>') :].split("</tr>")[0]
     assert l2.count("20.0 × 12.0*") == 3
     assert l2.count('<td class="num">–</td>') == 1
+
+
+def test_the_3d_viewer_gets_the_prepared_or_the_original_image_and_nothing_else(
+    teams: dict[str, Any], analysed: Patient
+) -> None:
+    from tracker.storage import original_folder, run_files
+
+    visit = analysed.visits.order_by("acquired_on").last()
+    assert visit is not None
+    run = visit.runs.get()
+    files = run_files(run)
+    files.prepared.mkdir(parents=True)
+    files.segmentation.mkdir(parents=True)
+    original_folder(visit).mkdir(parents=True)
+    (files.prepared / "t1c.nii.gz").write_bytes(b"prepared")
+    files.labels.write_bytes(b"labels")
+    (original_folder(visit) / "t1c.nii").write_bytes(b"original")
+    client = _web(teams["alice"])
+    served = {
+        name: b"".join(client.get(f"/visits/{visit.code}/volumes/{name}.nii.gz").streaming_content)
+        for name in ("t1c", "original-t1c", "seg")
+    }
+    assert served == {"t1c": b"prepared", "original-t1c": b"original", "seg": b"labels"}
+    for name in ("flair", "original-flair", "original-t1", "prepared/../../x"):
+        assert client.get(f"/visits/{visit.code}/volumes/{name}.nii.gz").status_code == 404
+    assert AuditEvent.objects.filter(action="read_volume").count() == 3

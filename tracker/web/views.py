@@ -411,6 +411,8 @@ def visit_detail(request: HttpRequest, code: str) -> HttpResponse:
             viewer = {
                 "counts": {"axial": z, "coronal": y, "sagittal": x},
                 "start": meta["key_slices"],
+                # to say where the crosshair is in mm (LPS, the scanner's coordinates)
+                "grid": {k: meta["grid"][k] for k in ("origin_mm", "spacing_mm", "direction")},
                 "prior": meta.get("prior"),
                 "legend": legend(labels_shown),
                 # NiiVue colours the stored label map: each stored label as it is shown.
