@@ -242,6 +242,21 @@ def test_a_clinician_reviews_a_patient_in_a_real_browser(
     width = tablet_page.evaluate("document.documentElement.scrollWidth")
     assert width <= 820, width  # nothing runs off the side
     tablet_page.screenshot(path=ARTIFACTS / "05-visit-tablet.png", full_page=True)
+    # The timeline on a tablet: no response badge is cut off, the chart's text stays readable.
+    tablet_page.goto(f"{live_server.url}/patients/{patient.code}/")
+    clipped = tablet_page.evaluate(
+        "[...document.querySelectorAll('.badge')].filter(b => {"
+        " const r = b.getBoundingClientRect();"
+        " const c = (b.closest('.table-wrap') || b.parentElement).getBoundingClientRect();"
+        " return b.scrollWidth > b.clientWidth + 1 || r.right > c.right + 1; }).length"
+    )
+    assert clipped == 0
+    smallest = tablet_page.evaluate(
+        "Math.min(...[...document.querySelectorAll('svg.growth-chart text')]"
+        ".map(t => t.getBoundingClientRect().height).filter(h => h > 0))"
+    )
+    assert smallest >= 7, smallest  # px on screen: the 820 px chart is not shrunk past reading
+    tablet_page.screenshot(path=ARTIFACTS / "05b-timeline-tablet.png", full_page=True)
     tablet.close()
 
     # The API docs: Swagger UI from vendored files under the Content-Security-Policy.
