@@ -19,6 +19,7 @@ class Task(enum.StrEnum):
     MEASURE = "tracker.measure"
     ASSESS = "tracker.assess"
     ASSESS_PATIENT = "tracker.assess_patient"
+    REFRESH_NEXT_VISIT = "tracker.refresh_next_visit"
     SWEEP = "tracker.sweep"
 
 
@@ -29,5 +30,6 @@ ROUTES: dict[Task, Queue] = {
     Task.MEASURE: Queue.CPU,
     Task.ASSESS: Queue.CPU,
     Task.ASSESS_PATIENT: Queue.CPU,
+    Task.REFRESH_NEXT_VISIT: Queue.CPU,
     Task.SWEEP: Queue.DEFAULT,
 }

@@ -5,6 +5,8 @@ limits. Services send them by name (``tracker.queues.Task``) and never import th
 
 from __future__ import annotations
 
+import datetime as dt
+
 from celery import shared_task
 from django.utils import timezone
 from knox.models import AuthToken
@@ -13,6 +15,7 @@ from tracker.models import Patient, Stage
 from tracker.queues import Task
 from tracker.services.assessments import patient_assess
 from tracker.services.enqueue import TRANSIENT_ERRORS
+from tracker.services.registrations import next_visit_refresh
 from tracker.services.runs import runs_requeue_stale, stage_execute
 from tracker.services.uploads import clean_stale_staging
 
@@ -57,6 +60,15 @@ def assess(run_code: str) -> str:
 def assess_patient(patient_code: str) -> int:
     patient = Patient.objects.filter(code=patient_code).first()
     return 0 if patient is None else len(patient_assess(patient=patient))
+
+
+@shared_task(name=Task.REFRESH_NEXT_VISIT.value, soft_time_limit=300, time_limit=600, **_COMMON)
+def refresh_next_visit(patient_code: str, after: str) -> str:
+    patient = Patient.objects.filter(code=patient_code).first()
+    if patient is None:
+        return "no such patient"
+    run = next_visit_refresh(patient=patient, after=dt.date.fromisoformat(after))
+    return "nothing to refresh" if run is None else str(run.code)
 
 
 @shared_task(name=Task.SWEEP.value, soft_time_limit=60, time_limit=120, **_COMMON)

@@ -297,3 +297,50 @@ def test_a_running_stage_beats(teams: dict[str, Any], settings: Any, monkeypatch
     assert runs.stage_execute(run_code=str(run.code), stage=Stage.MEASURE) == "done"
     ((start, later),) = beats
     assert later > start
+
+
+def test_deleting_a_visit_brings_the_next_one_up_to_date_with_its_new_prior(
+    teams: dict[str, Any],
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The visit after a deleted one is registered to the visit now before it (by a worker),
+    or, with none left before it, shown without a prior."""
+    from tests.tracker.factories import analysed_patient
+    from tracker.models import Registration
+    from tracker.services import registrations
+    from tracker.services.visits import visit_delete
+
+    patient = analysed_patient(teams["team_a"], "GBM-DELETE", 3)
+    first, second, third = patient.visits.order_by("acquired_on")
+    for visit in (first, second, third):
+        Scan.objects.create(visit=visit, sequence="t1c", file="x", sha256="0" * 64, size_bytes=1)
+    Registration.objects.create(
+        run=third.runs.get(), to_visit=second, role="prior", transform="x", passed=True
+    )
+    sent: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(enqueue, "task_send", lambda task, *args: sent.append((task, *args)))
+    with django_capture_on_commit_callbacks(execute=True):
+        visit_delete(visit=second, by=teams["alice"])
+    assert (Task.REFRESH_NEXT_VISIT, str(patient.code), str(second.acquired_on)) in sent
+    calls: list[tuple[str, Any]] = []
+    monkeypatch.setattr(
+        registrations,
+        "registration_create",
+        lambda *, fixed, moving, role: calls.append(("register", fixed, moving, role)),
+    )
+    monkeypatch.setattr(
+        registrations, "display_build", lambda *, run: calls.append(("display", run))
+    )
+    refreshed = registrations.next_visit_refresh(patient=patient, after=second.acquired_on)
+    assert refreshed == third.runs.get()
+    assert calls == [("register", first, refreshed, "prior"), ("display", refreshed)]
+    # The first visit deleted: the next one has no prior any more, and is shown without one.
+    Registration.objects.create(
+        run=refreshed, to_visit=first, role="prior", transform="x", passed=True
+    )
+    calls.clear()
+    first.delete()
+    registrations.next_visit_refresh(patient=patient, after=first.acquired_on)
+    assert not Registration.objects.filter(run=refreshed, role="prior").exists()
+    assert calls == [("display", refreshed)]

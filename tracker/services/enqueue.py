@@ -67,6 +67,15 @@ def stage_enqueue(*, run_code: Any, stage: str) -> None:
         send_after_commit(lambda: task_send(task, code), f"{Stage(stage).value} of {code}")
 
 
+def next_visit_refresh_enqueue(*, patient: Patient, after: Any) -> None:
+    """After commit, bring the first analysed visit after ``after`` up to date with its new
+    prior (a worker registers it: seconds, not for a request)."""
+    code, on = str(patient.code), after.isoformat()
+    send_after_commit(
+        lambda: task_send(Task.REFRESH_NEXT_VISIT, code, on), f"the visit after {on} of {code}"
+    )
+
+
 def patient_reassess(*, patient: Patient) -> None:
     """Record that the patient's timeline needs assessing and queue it after commit."""
     Patient.objects.filter(pk=patient.pk).update(assessment_requested_at=timezone.now())

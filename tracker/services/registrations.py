@@ -5,11 +5,13 @@ with its transform file and its quality checks.
 A registration reads the visits' original scans, not their analyses, so a follow-up is
 registered to its prior and its first visit whatever order the visits are analysed in (a
 history sent at once, a PACS catching up). A visit that lands before an analysed one (uploaded
-late) becomes that one's prior: ``followup_refresh`` registers the later visit to it again and
-rebuilds its display, as it does for a follow-up whose prior is analysed after it."""
+late) becomes that one's prior: ``next_visit_refresh`` registers the later visit to it again and
+rebuilds its display, as it does for a follow-up whose prior is analysed after it, or whose
+prior is deleted (``next_visit_refresh``)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
@@ -82,19 +84,25 @@ def run_register(*, run: AnalysisRun) -> None:
         registration_create(fixed=first, moving=run, role=RegistrationRole.BASELINE)
 
 
-def followup_refresh(*, run: AnalysisRun) -> AnalysisRun | None:
-    """Once ``run`` is its visit's current analysis: the next analysed visit of the patient is
-    registered to this visit if it was registered to another prior (this visit was uploaded
-    after it), and its display is rebuilt with this visit as its prior. Returns that run."""
-    visit = run.visit
-    following = _scanned(visit.patient).filter(acquired_on__gt=visit.acquired_on).first()
+def next_visit_refresh(*, patient: Any, after: dt.date) -> AnalysisRun | None:
+    """The first analysed visit after ``after`` brought up to date with the visit now before
+    it: registered to it where its prior registration points elsewhere (a visit was uploaded
+    between them, or analysed after it) or is gone (the visit before was deleted), and its
+    display rebuilt with that prior. Returns that visit's run (None if there is none yet: its
+    own stages will find the prior)."""
+    scanned = _scanned(patient)
+    following = scanned.filter(acquired_on__gt=after).first()
     if following is None:
         return None
     later = AnalysisRun.objects.filter(visit=following, is_current=True).first()
-    if later is None:  # analysed later: its own stages will find this visit
+    if later is None:
         return None
-    prior = Registration.objects.filter(run=later, role=RegistrationRole.PRIOR).first()
-    if prior is None or prior.to_visit_id != visit.pk:
-        registration_create(fixed=visit, moving=later, role=RegistrationRole.PRIOR)
+    prior_visit = scanned.filter(acquired_on__lt=following.acquired_on).last()
+    registered = Registration.objects.filter(run=later, role=RegistrationRole.PRIOR).first()
+    if prior_visit is None:
+        if registered is not None:
+            registered.delete()
+    elif registered is None or registered.to_visit_id != prior_visit.pk:
+        registration_create(fixed=prior_visit, moving=later, role=RegistrationRole.PRIOR)
     display_build(run=later)
     return later

@@ -35,7 +35,7 @@ from inference.segmentation.segment import (
 from tracker.models import AnalysisRun, Lesion, LesionKind, Measurement, RunStatus, Stage
 from tracker.services.assessments import patient_assess
 from tracker.services.display import display_build
-from tracker.services.registrations import followup_refresh, run_register
+from tracker.services.registrations import next_visit_refresh, run_register
 from tracker.storage import original_folder, run_files, stored
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def stage_assess(run: AnalysisRun) -> None:
         )
         patient_assess(patient=run.visit.patient)
     try:  # after commit: the next visit's comparison with this one (not a failure of this run)
-        followup_refresh(run=run)
+        next_visit_refresh(patient=run.visit.patient, after=run.visit.acquired_on)
     except Exception:
         log.exception("the visit after run %s was not brought up to date", run.code)
 

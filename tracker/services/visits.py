@@ -24,7 +24,7 @@ from tracker.models import (
     TreatmentEvent,
     Visit,
 )
-from tracker.services.enqueue import patient_reassess
+from tracker.services.enqueue import next_visit_refresh_enqueue, patient_reassess
 from tracker.services.runs import run_create
 from tracker.services.uploads import StagedVisit, stage_upload
 from tracker.storage import original_folder, stored
@@ -177,8 +177,10 @@ def visit_delete(*, visit: Visit, by: Any = None) -> None:
         )
     with transaction.atomic():
         audit(user=by, action="delete_visit", patient=patient, code=str(visit.code))
+        on = visit.acquired_on
         visit.delete()
         patient_reassess(patient=patient)
+        next_visit_refresh_enqueue(patient=patient, after=on)
 
 
 def review_create(
