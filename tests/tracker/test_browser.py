@@ -20,10 +20,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from inference.measurement import render
 from tests.tracker.conftest import run_all_stages, upload_files
 from tracker.models import AnalysisRun, Patient, Review, TreatmentEvent
+from tracker.storage import run_files
 
 CHROMIUM = os.environ.get("TRACKER_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("TRACKER_ARTIFACTS", "test-artifacts")) / "browser"
@@ -72,6 +76,7 @@ def analysed_patient(
     )
     TreatmentEvent.objects.create(patient=patient, kind="chemotherapy", started_on="2024-01-08")
     client = client_for(teams["alice"])
+    runs = []
     for folder in phantom_visits:
         truth = json.loads((folder / "truth.json").read_text())
         with django_capture_on_commit_callbacks(execute=False):
@@ -81,7 +86,11 @@ def analysed_patient(
                 format="multipart",
             )
         assert response.status_code == 201, response.content
-        run_all_stages(AnalysisRun.objects.get(visit__code=response.json()["code"]))
+        runs.append(AnalysisRun.objects.get(visit__code=response.json()["code"]))
+    # The visits arrive together and the follow-up is analysed first (a history sent at once):
+    # the page must still compare it with its prior.
+    for run in reversed(runs):
+        run_all_stages(run)
     return patient
 
 
@@ -149,6 +158,14 @@ def test_a_clinician_reviews_a_patient_in_a_real_browser(
     page.click(f'table.visits a[href="/visits/{visits[1].code}/"]')
     page.wait_for_selector("#viewer")
     page.wait_for_function(SHOWN_IMAGES_LOADED)
+    # It opens on the target lesion's measured slice: the tumour is in the first view.
+    config = json.loads(page.get_attribute("#viewer", "data-config") or "{}")
+    display = run_files(AnalysisRun.objects.get(visit=visits[1], is_current=True)).display
+    meta = render.read_meta(display)
+    assert meta["lesions"], "no target lesion placed on the display grid"
+    assert config["start"] == meta["lesions"][0]["slices"]
+    labels = render.read_layer(display, "labels")
+    assert render.cut(labels, "axial", config["start"]["axial"]).any()
     labels = page.locator('figure[data-plane="axial"] .stack.current img.labels')
     assert labels.is_visible()
     page.uncheck("#show-labels")
@@ -231,6 +248,20 @@ def test_a_clinician_reviews_a_patient_in_a_real_browser(
         ["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "2", str(pdf), str(ARTIFACTS / "report")],
         check=True,
     )
+    # The key slices carry the RANO calipers (longest yellow, perpendicular cyan).
+    for stale in ARTIFACTS.glob("report-image-*.png"):
+        stale.unlink()
+    subprocess.run(["pdfimages", "-png", str(pdf), str(ARTIFACTS / "report-image")], check=True)
+    pictures = [
+        np.asarray(Image.open(p).convert("RGB")) for p in ARTIFACTS.glob("report-image-*.png")
+    ]
+    r, g, b = (np.concatenate([a[..., c].ravel() for a in pictures]) for c in range(3))
+    yellow, cyan = (
+        ((r > 230) & (g > 200) & (b < 40)).sum(),
+        ((r < 40) & (g > 200) & (b > 230)).sum(),
+    )
+    assert yellow > 0, "no longest diameter drawn on a key slice"
+    assert cyan > 0, "no perpendicular diameter drawn on a key slice"
 
     # A tablet.
     tablet = browser.new_context(viewport={"width": 820, "height": 1180})
