@@ -180,7 +180,8 @@ def visit_delete(*, visit: Visit, by: Any = None) -> None:
         on = visit.acquired_on
         visit.delete()
         patient_reassess(patient=patient)
-        next_visit_refresh_enqueue(patient=patient, after=on)
+        if patient.visits.filter(acquired_on__gt=on).exists():  # it had a successor
+            next_visit_refresh_enqueue(patient=patient, after=on)
 
 
 def review_create(
