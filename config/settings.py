@@ -274,8 +274,9 @@ CONTENT_SECURITY_POLICY = {
 }
 
 # Celery: state lives in the database, so there is no result backend.
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", "filesystem://")
-if CELERY_BROKER_URL == "filesystem://":
+# (a host named, though the filesystem transport has none: kombu warns about a missing one)
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", "filesystem://localhost/")
+if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker = VAR_DIR / "broker"
     for _sub in ("out", "processed", "control"):
         (_broker / _sub).mkdir(parents=True, exist_ok=True)

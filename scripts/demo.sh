@@ -11,8 +11,11 @@ PORT="${DEMO_PORT:-8000}"
 mkdir -p var
 "$PY" manage.py migrate --noinput -v 0
 "$PY" manage.py demo --patients "${DEMO_PATIENTS:-2}" --visits "${DEMO_VISITS:-3}"
+# The worker's banner, TensorFlow's start-up lines and its log go to var/demo-worker.log; the
+# console shows the progress and the summary.
+echo "worker log: var/demo-worker.log"
 TF_CPP_MIN_LOG_LEVEL=2 "$PY" -m celery -A config worker -Q gpu,cpu,default --pool=solo --loglevel=INFO \
-    --logfile var/demo-worker.log &
+    --quiet --logfile var/demo-worker.log >> var/demo-worker.log 2>&1 &
 worker=$!
 trap 'kill $worker 2>/dev/null || true; wait $worker 2>/dev/null || true' EXIT
 "$PY" manage.py demo --patients 0 --wait --timeout "${DEMO_TIMEOUT:-3600}"

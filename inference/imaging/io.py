@@ -267,6 +267,17 @@ def _parse_overrides(overrides: Mapping[str, str] | None) -> dict[str, Sequence 
     return parsed
 
 
+def _quietly(call: Any, *args: Any) -> Any:
+    """``call(*args)`` with ITK's warnings off: GDCM warns "No Series were found" for every
+    folder without DICOM, which is an answer here, not a problem."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return call(*args)
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
 def _dicom_series_in(folder: Path) -> list[DicomSeries]:
     found = []
     reader = sitk.ImageSeriesReader()
@@ -275,7 +286,7 @@ def _dicom_series_in(folder: Path) -> list[DicomSeries]:
             f.is_file() and not f.name.lower().endswith(NIFTI_SUFFIXES) for f in directory.iterdir()
         ):
             continue
-        for uid in reader.GetGDCMSeriesIDs(str(directory)):
+        for uid in _quietly(reader.GetGDCMSeriesIDs, str(directory)):
             files = tuple(reader.GetGDCMSeriesFileNames(str(directory), uid))
             if not files:
                 continue

@@ -96,7 +96,8 @@ class Command(BaseCommand):
                 on = baseline_on + dt.timedelta(weeks=phantom.weeks[week])
                 visit_create_from_folder(patient=patient, acquired_on=on, folder=folder, by=user)
                 self.stdout.write(f"  visit {on} uploaded, analysis queued")
-        self.stdout.write(f"login: {DEMO_USER} / {DEMO_PASSWORD}")
+        if options["patients"]:
+            self.stdout.write(f"login: {DEMO_USER} / {DEMO_PASSWORD}")
         if options["wait"]:
             self._wait(team, options["timeout"])
 
