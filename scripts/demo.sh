@@ -14,10 +14,16 @@ mkdir -p var
 # The worker's banner, TensorFlow's start-up lines and its log go to var/demo-worker.log; the
 # console shows the progress and the summary.
 echo "worker log: var/demo-worker.log"
-TF_CPP_MIN_LOG_LEVEL=2 "$PY" -m celery -A config worker -Q gpu,cpu,default --pool=solo --loglevel=INFO \
-    --quiet --logfile var/demo-worker.log >> var/demo-worker.log 2>&1 &
+TF_CPP_MIN_LOG_LEVEL=2 "$PY" -m celery -A config --quiet worker -Q gpu,cpu,default --pool=solo \
+    --loglevel=INFO --logfile var/demo-worker.log >> var/demo-worker.log 2>&1 &
 worker=$!
 trap 'kill $worker 2>/dev/null || true; wait $worker 2>/dev/null || true' EXIT
+sleep 3
+if ! kill -0 "$worker" 2>/dev/null; then
+    echo "the worker did not start; the end of var/demo-worker.log:" >&2
+    tail -n 5 var/demo-worker.log >&2
+    exit 1
+fi
 "$PY" manage.py demo --patients 0 --wait --timeout "${DEMO_TIMEOUT:-3600}"
 "$PY" manage.py demo_summary
 echo "pages:      http://127.0.0.1:$PORT/patients/   (log in as demo / demo-tracker-2026)"
