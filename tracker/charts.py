@@ -15,7 +15,9 @@ works without script). ``static/tracker/chart.js`` only adds behaviour, through 
   +25 % over the nadir (PD); ``.category[data-date]`` each visit's RANO category;
 - ``.marker-nadir[data-series]`` the nadir ring, hidden with its series;
 - ``g.legend-item[data-series]`` the legend, buttons with ``aria-pressed`` when interactive;
-- ``.marker-baseline``, ``.marker-progression``, ``.treatment``, ``.visit-tick`` with ``data-date``.
+- ``.marker-baseline``, ``.marker-progression``, ``.treatment``, ``.visit-tick`` with ``data-date``;
+- ``.marker-pseudoprogression[data-from][data-to]`` a preliminary progression the engine did not
+  see confirmed, shaded from that scan to the one that settled it.
 
 The input is the timeline dict exactly as ``GET /api/patients/{id}/timeline/`` returns it
 (``tracker.timeline.visit_dict`` per visit); nothing here touches the database.
@@ -115,6 +117,7 @@ class _Visit:
     category: str
     is_progression: bool
     is_nadir: bool
+    pseudoprogression_of: str  # the visit whose preliminary progression this one did not confirm
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +192,7 @@ def _parse_visits(timeline: Mapping[str, Any]) -> list[_Visit]:
                 or (bool(code) and code == str(progression_code or "")),
                 is_nadir=bool(assessment.get("is_nadir_visit"))
                 or (bool(code) and code == str(nadir_code or "")),
+                pseudoprogression_of=str(assessment.get("pseudoprogression_of") or ""),
             )
         )
     visits.sort(key=lambda visit: visit.on)
@@ -796,6 +800,33 @@ def _category_labels(
     yield "</g>"
 
 
+def _pseudoprogression_spans(
+    layout: _Layout, x_of: _DateScale, visits: Sequence[_Visit]
+) -> Iterable[str]:
+    """Where the RANO engine found pseudoprogression: a shaded span from the preliminary
+    progression to the scan that did not confirm it, labelled (behind the series)."""
+    by_code = {v.code: v for v in visits if v.code}
+    for visit in visits:
+        grew = by_code.get(visit.pseudoprogression_of)
+        if grew is None:
+            continue
+        left, right = x_of(grew.on), x_of(visit.on)
+        title = (
+            f"Pseudoprogression: the preliminary progression of {grew.on.isoformat()} was not "
+            f"confirmed by the scan of {visit.on.isoformat()}"
+        )
+        yield (
+            f'<g class="marker-pseudoprogression" data-from="{grew.on.isoformat()}" '
+            f'data-to="{visit.on.isoformat()}">'
+            f'<rect x="{_n(left)}" y="{_n(layout.plot_top)}" width="{_n(max(right - left, 1))}" '
+            f'height="{_n(layout.plot_bottom - layout.plot_top)}" fill="#999999" '
+            'fill-opacity="0.15"/>'
+            f'<text x="{_n((left + right) / 2)}" y="{_n(layout.plot_top + 34)}" '
+            f'text-anchor="middle" font-size="10" fill="{_INK}">pseudoprogression</text>'
+            f"<title>{_text(title)}</title></g>"
+        )
+
+
 def _event_lines(layout: _Layout, x_of: _DateScale, visits: Sequence[_Visit]) -> Iterable[str]:
     """Baseline and progression as labelled vertical lines (behind the series)."""
 
@@ -983,6 +1014,7 @@ def growth_chart_svg(
     parts += _treatment_strip(layout, x_of, banded, visits[-1].on)
     parts += _steroid_strip(layout, x_of, _steroid_steps(visits, treatments))
     parts += _bands(x_of, volume_scale, analysed, series)
+    parts += _pseudoprogression_spans(layout, x_of, visits)
     parts += _event_lines(layout, x_of, visits)
     parts += _threshold_lines(layout, scales, analysed)
     parts += _category_labels(layout, x_of, analysed)

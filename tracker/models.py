@@ -410,6 +410,11 @@ class Assessment(models.Model):
     is_progression_visit = models.BooleanField(default=False)
     # the nadir of the timeline as the engine found it (one visit of the current assessments)
     is_nadir_visit = models.BooleanField(default=False)
+    # the earlier visit whose preliminary progression this scan did not confirm: the growth
+    # there was pseudoprogression (treatment effect)
+    pseudoprogression_of = models.ForeignKey(
+        Visit, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     criteria = models.CharField(max_length=20, choices=Criteria.choices)
     timeline_input = models.JSONField(default=dict)
     model_versions = models.JSONField(default=list)

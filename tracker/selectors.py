@@ -76,7 +76,7 @@ def patient_timeline(patient: Patient) -> dict[str, Any]:
     assessments = _group(
         list(
             Assessment.objects.filter(is_current=True, **in_patient).select_related(
-                "reference_visit"
+                "reference_visit", "pseudoprogression_of"
             )
         ),
         "visit_id",

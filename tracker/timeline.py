@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from inference.response.rano import CONFIRMATION_DAYS, PSEUDOPROGRESSION
+from inference.response.rano import CONFIRMATION_DAYS
 from inference.segmentation.segment import sequence_support
 from tracker import selectors
 from tracker.models import (
@@ -177,6 +177,9 @@ def visit_dict(visit: Visit) -> dict[str, Any]:
             "reasons": current.reasons,
             "is_progression_visit": current.is_progression_visit,
             "is_nadir_visit": current.is_nadir_visit,
+            "pseudoprogression_of": str(current.pseudoprogression_of.code)
+            if current.pseudoprogression_of
+            else None,
             "criteria": current.criteria,
             "model_versions": current.model_versions,
             "assessed_at": _iso(current.assessed_at),
@@ -283,10 +286,11 @@ def headline(timeline: dict[str, Any]) -> dict[str, Any] | None:
         "vs_baseline_percent": change(spd(timeline.get("baseline_visit"))),
         "vs_nadir_percent": change(spd(timeline.get("nadir_visit"))),
         "confirmation_due_from": due,
+        # (the preliminary progression's date, the date of the scan that did not confirm it)
         "pseudoprogression": [
-            v["acquired_on"]
+            (by_code[of]["acquired_on"], v["acquired_on"])
             for v in assessed
-            if any(PSEUDOPROGRESSION in r for r in v["assessment"]["reasons"])
+            if (of := v["assessment"].get("pseudoprogression_of")) in by_code
         ],
     }
 

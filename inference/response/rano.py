@@ -545,6 +545,8 @@ class Row:
     reference_visit: str | None = None
     relative_change: Fraction | None = None
     reasons: list[str] = field(default_factory=list)
+    # the visit whose preliminary progression this scan did not confirm (pseudoprogression)
+    pseudoprogression_of: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         change = self.relative_change
@@ -555,6 +557,7 @@ class Row:
             "reference_visit": self.reference_visit,
             "relative_change": None if change is None else float(round(change, 4)),
             "reasons": list(self.reasons),
+            "pseudoprogression_of": self.pseudoprogression_of,
         }
 
 
@@ -1161,6 +1164,7 @@ class _Engine:
             row.reasons.append(f"progression of {first.id} still preliminary: {why}")
             return ""
         self.pending_pd = None
+        row.pseudoprogression_of = first.id
         row.reasons.append(
             f"the preliminary progression of {first.id} is not confirmed: no longer progression "
             f"over the nadir, so it was {PSEUDOPROGRESSION}"

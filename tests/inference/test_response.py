@@ -210,6 +210,8 @@ def test_progression_within_12_weeks_of_radiotherapy_is_preliminary_then_pseudop
     assert result[2]["confirmed"] is False
     assert "within 12 weeks" in result[2]["reasons"][0]
     assert any("pseudoprogression" in reason for reason in result[3]["reasons"])
+    assert result[3]["pseudoprogression_of"] == "up"
+    assert [r["pseudoprogression_of"] for r in result[:3]] == [None, None, None]
     assert out["progression_visit"] is None
 
 

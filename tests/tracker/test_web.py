@@ -472,8 +472,11 @@ def test_the_headline_says_where_the_patient_stands(
 
     visits = list(analysed.visits.order_by("acquired_on"))  # SPD 400, 401, 402, 403 mm²
     Assessment.objects.filter(visit=visits[1]).update(is_nadir_visit=True)
+    Assessment.objects.filter(visit=visits[1]).update(category="PD", confirmed=False)
     Assessment.objects.filter(visit=visits[2]).update(
-        category="SD", reasons=[f"the preliminary progression of v1 ... was {PSEUDOPROGRESSION}"]
+        category="SD",
+        reasons=[f"the preliminary progression of v1 ... was {PSEUDOPROGRESSION}"],
+        pseudoprogression_of=visits[1],
     )
     Assessment.objects.filter(visit=visits[3]).update(category="PD", confirmed=False)
     page = _web(teams["alice"]).get(f"/patients/{analysed.code}/").content.decode()
@@ -485,7 +488,15 @@ def test_the_headline_says_where_the_patient_stands(
     assert f"+0.5 % against the nadir ({visits[1].acquired_on})" in text
     due = latest + dt.timedelta(days=28)
     assert f"a scan on or after <strong>{due}</strong>" in text
-    assert f"shown on {visits[2].acquired_on}" in text
+    assert (
+        f"the preliminary progression of {visits[1].acquired_on} was not confirmed by the scan "
+        f"of {visits[2].acquired_on}" in text
+    )
+    chart = text[text.index("<svg") :]
+    assert (
+        f'class="marker-pseudoprogression" data-from="{visits[1].acquired_on}" '
+        f'data-to="{visits[2].acquired_on}"' in chart
+    )
     pdf = _web(teams["alice"]).get(f"/patients/{analysed.code}/export/report.pdf")
     report = _pdf_text(pdf.content, tmp_path)
     assert "Where it stands" in report

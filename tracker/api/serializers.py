@@ -132,6 +132,9 @@ class RegistrationOutput(serializers.ModelSerializer):
 
 class AssessmentOutput(serializers.ModelSerializer):
     reference_visit = serializers.UUIDField(source="reference_visit.code", allow_null=True)
+    pseudoprogression_of = serializers.UUIDField(
+        source="pseudoprogression_of.code", allow_null=True
+    )
 
     class Meta:
         model = Assessment
@@ -143,6 +146,7 @@ class AssessmentOutput(serializers.ModelSerializer):
             "reasons",
             "is_progression_visit",
             "is_nadir_visit",
+            "pseudoprogression_of",
             "criteria",
             "model_versions",
             "assessed_at",

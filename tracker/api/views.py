@@ -52,7 +52,9 @@ def _visits_with_results() -> Any:
         ),
         Prefetch(
             "assessments",
-            queryset=Assessment.objects.filter(is_current=True).select_related("reference_visit"),
+            queryset=Assessment.objects.filter(is_current=True).select_related(
+                "reference_visit", "pseudoprogression_of"
+            ),
         ),
         Prefetch("reviews", queryset=Review.objects.select_related("reviewer")),
     )

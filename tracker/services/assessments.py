@@ -293,6 +293,7 @@ def _store(
                     reasons=reasons,
                     is_progression_visit=row["id"] == result["progression_visit"],
                     is_nadir_visit=row["id"] == result["nadir_visit"],
+                    pseudoprogression_of=visits.get(row["pseudoprogression_of"] or ""),
                     criteria=patient.criteria,
                     timeline_input=data,
                     model_versions=versions,
