@@ -529,9 +529,7 @@ def test_pseudoprogression_is_shaded_from_the_growth_to_the_scan_that_settled_it
     (span,) = with_class(root, "marker-pseudoprogression")
     assert (span.get("data-from"), span.get("data-to")) == ("2024-05-06", "2024-07-01")
     assert "pseudoprogression" in "".join(span.itertext())
-    assert "progression of 2024-05-06 was not confirmed by the scan of 2024-07-01" in title_of(
-        span
-    )
+    assert "progression of 2024-05-06 was not confirmed by the scan of 2024-07-01" in title_of(span)
     (rect,) = span.iter(f"{SVG}rect")
     grew, later = (
         next(p for p in points(root, "SPD") if p.get("data-date") == day)
