@@ -1,7 +1,9 @@
 // Slice viewer: server-rendered PNG slices of the visit (and of the prior visit, registered onto
 // this visit's grid, so it scrolls with it), stacked: sequence, tumour-probability heat,
 // segmentation. Linked crosshair: a click in one plane moves the other two there; the position
-// is given in mm. Zoom, brightness and contrast act on the displayed images. No library.
+// is given in mm. Zoom, and window/level: a linear ramp with clipping (an SVG
+// feComponentTransfer filter) over the stored 8-bit range, read out in the prepared image's
+// units (z-score within the brain); right-drag sets it as in radiology viewers. No library.
 (function () {
   "use strict";
   var viewer = document.getElementById("viewer");
@@ -15,8 +17,11 @@
   var showPrior = document.getElementById("show-prior");
   var heatLegend = viewer.querySelector(".heat-legend");
   var zoom = document.getElementById("zoom");
-  var brightness = document.getElementById("brightness");
-  var contrast = document.getElementById("contrast");
+  var windowWidth = document.getElementById("window-width");
+  var windowLevel = document.getElementById("window-level");
+  var windowValues = document.getElementById("window-values");
+  var ramps = document.querySelectorAll("#window-filter feFuncR, #window-filter feFuncG, " +
+    "#window-filter feFuncB");
   var showCrosshair = document.getElementById("show-crosshair");
   var position = document.getElementById("position");
   var counts = config.counts;
@@ -66,13 +71,38 @@
         box.style.setProperty("--focus-y", (100 * at[1]) + "%");
         box.style.transform = "scale(" + (Number(zoom.value) / 100) + ")";
       });
-      figure.querySelectorAll("img.base").forEach(function (img) {
-        img.style.filter = "brightness(" + (Number(brightness.value) / 100) + ") contrast(" +
-          (Number(contrast.value) / 100) + ")";
-      });
     });
     viewer.classList.toggle("no-crosshair", !showCrosshair.checked);
     position.textContent = millimetres();
+  }
+
+  // Window/level as fractions of the stored range: grey g (0-1) is shown as
+  // (g - (level - width / 2)) / width, clipped to 0-1.
+  function applyWindow() {
+    var width = Number(windowWidth.value) / 100;
+    var level = Number(windowLevel.value) / 100;
+    var slope = 1 / width;
+    var intercept = 0.5 - level / width;
+    ramps.forEach(function (ramp) {
+      ramp.setAttribute("slope", slope.toFixed(4));
+      ramp.setAttribute("intercept", intercept.toFixed(4));
+    });
+    viewer.querySelectorAll("img.base").forEach(function (img) {
+      img.style.filter = "url(#window-filter)";
+    });
+    var range = (config.windows || {})[sequence.value];
+    if (!range) { windowValues.textContent = ""; return; }
+    var span = range[1] - range[0];
+    windowValues.textContent = "Window " + (width * span).toFixed(2) + ", level " +
+      (range[0] + level * span).toFixed(2) + " (" + sequence.value +
+      ", z-score within the brain; the stored range is " + range[0].toFixed(2) + " to " +
+      range[1].toFixed(2) + ").";
+  }
+
+  function setWindow(width, level) {
+    windowWidth.value = String(Math.max(Number(windowWidth.min), Math.min(Number(windowWidth.max), width)));
+    windowLevel.value = String(Math.max(Number(windowLevel.min), Math.min(Number(windowLevel.max), level)));
+    applyWindow();
   }
 
   // A click in one plane: the other two move to that point.
@@ -144,6 +174,24 @@
     figure.querySelector(".stack.current").addEventListener("click", function (event) {
       pick(plane, event);
     });
+    // Right-drag: left-right widens or narrows the window, up-down moves the level.
+    var pair = figure.querySelector(".pair");
+    pair.addEventListener("contextmenu", function (event) { event.preventDefault(); });
+    pair.addEventListener("pointerdown", function (event) {
+      if (event.button !== 2) { return; }
+      event.preventDefault();
+      var start = [event.clientX, event.clientY];
+      var from = [Number(windowWidth.value), Number(windowLevel.value)];
+      function move(e) {
+        setWindow(from[0] + (e.clientX - start[0]) / 2, from[1] - (e.clientY - start[1]) / 2);
+      }
+      function up() {
+        window.removeEventListener("pointermove", move);
+        window.removeEventListener("pointerup", up);
+      }
+      window.addEventListener("pointermove", move);
+      window.addEventListener("pointerup", up);
+    });
     // Mouse wheel over a slice moves through slices, as in radiology viewers.
     figure.querySelector(".pair").addEventListener("wheel", function (event) {
       event.preventDefault();
@@ -156,10 +204,16 @@
   [sequence, showLabels, showHeat, showPrior].forEach(function (control) {
     if (control) { control.addEventListener("change", applyOverlays); }
   });
+  sequence.addEventListener("change", applyWindow);
   opacity.addEventListener("input", applyOverlays);
-  [zoom, brightness, contrast].forEach(function (control) {
-    control.addEventListener("input", showCrossings);
+  zoom.addEventListener("input", showCrossings);
+  [windowWidth, windowLevel].forEach(function (control) {
+    control.addEventListener("input", applyWindow);
+  });
+  document.getElementById("window-reset").addEventListener("click", function () {
+    setWindow(100, 50);
   });
   showCrosshair.addEventListener("change", showCrossings);
   applyOverlays();
+  applyWindow();
 })();

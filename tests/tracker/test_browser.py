@@ -204,6 +204,23 @@ def test_a_clinician_reviews_a_patient_in_a_real_browser(
     page.dispatch_event("#zoom", "input")
     zoomed = page.locator('figure[data-plane="axial"] .stack.current .zoomed')
     assert zoomed.evaluate("e => e.style.transform") == "scale(2)"
+    # Window/level: a narrower window changes the picture, and is read out in the image's units.
+    axial = page.locator('figure[data-plane="axial"] .stack.current img.base')
+    before_window = axial.screenshot()
+    page.fill("#window-width", "25")
+    page.dispatch_event("#window-width", "input")
+    page.fill("#window-level", "40")
+    page.dispatch_event("#window-level", "input")
+    ramp = page.locator("#window-filter feFuncR")
+    assert float(ramp.get_attribute("slope") or 0) == pytest.approx(4.0)
+    assert float(ramp.get_attribute("intercept") or 0) == pytest.approx(-1.1)
+    assert axial.evaluate("e => e.style.filter") == 'url("#window-filter")'
+    assert axial.screenshot() != before_window
+    assert re.search(
+        r"Window \d+\.\d\d, level -?\d+\.\d\d \(t1c", page.inner_text("#window-values")
+    )
+    page.click("#window-reset")
+    assert float(ramp.get_attribute("slope") or 0) == pytest.approx(1.0)
     page.select_option("#sequence", "flair")
     assert "/flair/" in (
         page.locator('figure[data-plane="axial"] .stack.current img.base').get_attribute("src")

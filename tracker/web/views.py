@@ -420,6 +420,9 @@ def visit_detail(request: HttpRequest, code: str) -> HttpResponse:
                 # Only the sequences the visit has; NiiVue shows T1c, else FLAIR.
                 "sequences": shown,
                 "volume": "t1c" if "t1c" in meta["windows"] else "flair",
+                # each sequence's stored range (prepared units: z-score within the brain), for
+                # the window/level read-out
+                "windows": meta["windows"],
             }
     audit(user=request.user, action="read_visit_page", patient=patient, code=str(visit.code))
     position = [v["code"] for v in timeline["visits"]].index(str(visit.code))
