@@ -185,12 +185,13 @@ WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = Path(env("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
 
-# Uploads: four NIfTI volumes or one zip; larger requests are refused before they are read.
+# Uploads: four NIfTI volumes or one zip (of NIfTI files, or of DICOM series: one file per
+# slice, so thousands of entries); larger requests are refused before they are read.
 TRACKER_MAX_UPLOAD_MB = env_int("TRACKER_MAX_UPLOAD_MB", 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_TEMP_DIR = None
-TRACKER_ZIP_MAX_ENTRIES = env_int("TRACKER_ZIP_MAX_ENTRIES", 64)
+TRACKER_ZIP_MAX_ENTRIES = env_int("TRACKER_ZIP_MAX_ENTRIES", 5000)
 
 REST_FRAMEWORK = {
     # Token first: an unauthenticated API call gets 401 with "WWW-Authenticate: Token".

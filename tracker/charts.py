@@ -629,8 +629,10 @@ def _steroid_strip(
     yield (
         f'<line x1="{_n(layout.left)}" y1="{_n(bottom)}" x2="{_n(layout.right)}" '
         f'y2="{_n(bottom)}" stroke="{_GRID}" stroke-width="1"/>'
-        f'<text x="{_n(layout.left - 26)}" y="{_n((top + bottom) / 2 + 3.5)}" '
-        f'text-anchor="end" fill="{_INK}">Steroids (mg/day)</text>'
+        # two lines: "Steroids (mg/day)" on one would run past the left edge
+        f'<text x="{_n(layout.left - 26)}" y="{_n((top + bottom) / 2 - 2)}" '
+        f'text-anchor="end" fill="{_INK}">Steroids<tspan x="{_n(layout.left - 26)}" '
+        'dy="11">(mg/day)</tspan></text>'
     )
     if not steps:
         yield (

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
@@ -26,7 +25,7 @@ from tracker.models import (
     Setting,
     TreatmentKind,
 )
-from tracker.services.uploads import ARCHIVE_FIELD, UPLOAD_FIELDS
+from tracker.services.uploads import ARCHIVE_FIELD, UPLOAD_FIELDS, scan_date_problem
 
 NON_TARGET = [value.value for value in NonTarget]
 
@@ -121,14 +120,15 @@ class TreatmentInput(serializers.Serializer):
         return attrs
 
 
-EARLIEST_SCAN = dt.date(1980, 1, 1)
-
-
 class VisitInput(serializers.Serializer):
     """A visit's upload: its date and clinical details, and the NIfTI files, one field per
-    sequence (``UPLOAD_FIELDS``), or one zip (``archive``)."""
+    sequence (``UPLOAD_FIELDS``), or one zip (``archive``) of NIfTI files or DICOM series. The
+    date may be left out for DICOM, whose headers carry it."""
 
-    acquired_on = serializers.DateField()
+    acquired_on = serializers.DateField(
+        required=False,
+        help_text="the scan date; may be left out for a DICOM archive (its StudyDate is used)",
+    )
     clinical_status = serializers.ChoiceField(choices=ClinicalStatus.choices, default="stable")
     steroid_dose_mg = SteroidDoseField(default=0)
     non_target = serializers.ChoiceField(choices=NON_TARGET, default="absent")
@@ -153,15 +153,17 @@ class VisitInput(serializers.Serializer):
         return files, data.pop(ARCHIVE_FIELD, None)
 
     def validate_acquired_on(self, value: dt.date) -> dt.date:
-        """A scan date a visit can have: not in the future, not before MRI was in use."""
-        today = timezone.localdate()
-        if value > today:
-            raise serializers.ValidationError(f"{value} is in the future (today is {today})")
-        if value < EARLIEST_SCAN:
-            raise serializers.ValidationError(
-                f"{value} is before {EARLIEST_SCAN}: not a date of a digital MRI scan"
-            )
+        problem = scan_date_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
         return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("acquired_on") is None and attrs.get(ARCHIVE_FIELD) is None:
+            raise serializers.ValidationError(
+                {"acquired_on": "the scan date is required (only a DICOM archive carries its own)"}
+            )
+        return attrs
 
 
 class VisitUpdateInput(serializers.Serializer):

@@ -14,6 +14,7 @@ a temporary name first and renames, so a crash never leaves a half-written file 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import enum
 import gzip
 import json
@@ -211,10 +212,24 @@ class DicomSeries:
     files: tuple[str, ...]
     description: str
     protocol: str
+    # StudyDate (0008,0020), else SeriesDate, else AcquisitionDate: the day of the scan
+    scanned_on: dt.date | None = None
 
     @property
     def label(self) -> str:
         return f"DICOM series '{self.description or self.protocol or self.series_uid}'"
+
+
+def dicom_date(text: str) -> dt.date | None:
+    """A DICOM DA value (YYYYMMDD; the old YYYY.MM.DD too) as a date, None if empty or not a
+    date."""
+    digits = text.strip().replace(".", "")
+    if len(digits) != 8 or not digits.isdigit():
+        return None
+    try:
+        return dt.date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
+    except ValueError:
+        return None
 
 
 Source = Path | DicomSeries
@@ -300,7 +315,17 @@ def _dicom_series_in(folder: Path) -> list[DicomSeries]:
             def tag(key: str, h: sitk.ImageFileReader = header) -> str:
                 return h.GetMetaData(key).strip() if h.HasMetaDataKey(key) else ""
 
-            found.append(DicomSeries(directory, uid, files, tag("0008|103e"), tag("0018|1030")))
+            dates = (dicom_date(tag(key)) for key in ("0008|0020", "0008|0021", "0008|0022"))
+            found.append(
+                DicomSeries(
+                    directory,
+                    uid,
+                    files,
+                    tag("0008|103e"),
+                    tag("0018|1030"),
+                    next((d for d in dates if d is not None), None),
+                )
+            )
     return found
 
 
@@ -781,6 +806,7 @@ def write_dicom_series(
     patient_id: str = "ANON0001",
     study_uid: str | None = None,
     series_number: int = 1,
+    study_date: dt.date | None = None,
 ) -> list[Path]:
     """Write a 3-D image as an MR DICOM series (int16 with rescale slope/intercept).
 
@@ -834,6 +860,8 @@ def write_dicom_series(
             "0008|0016": "1.2.840.10008.5.1.4.1.1.4",
             "0008|0018": f"{series_uid}.{k + 1}",
         }
+        if study_date is not None:
+            tags["0008|0020"] = tags["0008|0021"] = study_date.strftime("%Y%m%d")
         for key, value in tags.items():
             slice_image.SetMetaData(key, value)
         path = folder / f"IM{k + 1:04d}.dcm"

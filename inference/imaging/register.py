@@ -319,14 +319,30 @@ def _matrix_of(transform: sitk.Transform) -> np.ndarray:
 
 def as_affine(transform: sitk.Transform) -> sitk.AffineTransform:
     """Any linear transform as one AffineTransform (composites are flattened)."""
+    return chain(transform)
+
+
+def chain(*transforms: sitk.Transform) -> sitk.AffineTransform:
+    """One affine transform doing ``transforms`` in the order given (the first one first):
+    linear transforms only, as this module's are."""
     points = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=float) * 100.0
-    mapped = np.array([transform.TransformPoint(p.tolist()) for p in points])
-    translation = mapped[0]
-    matrix = (mapped[1:] - translation).T / 100.0
+    mapped = []
+    for point in points:
+        p = point.tolist()
+        for transform in transforms:
+            p = list(transform.TransformPoint(p))
+        mapped.append(p)
+    moved = np.array(mapped)
     affine = sitk.AffineTransform(3)
-    affine.SetMatrix(matrix.ravel().tolist())
-    affine.SetTranslation(translation.tolist())
+    affine.SetMatrix(((moved[1:] - moved[0]).T / 100.0).ravel().tolist())
+    affine.SetTranslation(moved[0].tolist())
     return affine
+
+
+def inverse(transform: sitk.Transform) -> sitk.AffineTransform:
+    """The inverse of a linear transform, as one AffineTransform."""
+    back = as_affine(transform).GetInverse()
+    return sitk.AffineTransform(back)
 
 
 def _translation_about(transform: sitk.Transform, centre: tuple[float, ...]) -> tuple[float, ...]:

@@ -303,6 +303,31 @@ def prior_layers(
     return {"prior-t1c": grey, "prior-labels": shown}
 
 
+def registered_axial_slice(
+    meta: Mapping[str, Any],
+    index: int,
+    *,
+    image: sitk.Image,
+    mask: sitk.Image,
+    labels: sitk.Image,
+    to_this: sitk.Transform,
+    supported_regions: Iterable[str] | None = None,
+    opacity: float = 0.5,
+) -> np.ndarray:
+    """Another visit's grey image (windowed inside its brain on this slice) with its
+    segmentation blended in, on axial slice ``index`` of this display grid: the same place in
+    the patient at that visit. ``to_this`` maps the other visit's physical space onto this
+    one's (a stored registration, or a chain of them). Only the one slice is resampled."""
+    z_count, y_count, x_count = meta["grid"]["shape_zyx"]
+    if not 0 <= index < z_count:
+        raise InputError(f"axial slice {index} is outside 0-{z_count - 1}")
+    corner = reference_grid(meta).TransformIndexToPhysicalPoint([0, 0, int(index)])
+    one = {"grid": dict(meta["grid"], shape_zyx=[1, y_count, x_count], origin_mm=list(corner))}
+    layers = prior_layers(one, image, mask, labels, to_this, supported_regions=supported_regions)
+    base = grey_rgba(cut(layers["prior-t1c"], Plane.AXIAL, 0))
+    return composite(base, (labels_rgba(cut(layers["prior-labels"], Plane.AXIAL, 0)), opacity))
+
+
 # --- storage ---------------------------------------------------------------------------------
 
 

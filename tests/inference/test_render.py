@@ -141,6 +141,33 @@ def test_the_prior_visit_lands_on_this_grid_through_the_registration(
     np.testing.assert_array_equal(layers["prior-labels"] == 3, volumes.layers["labels"] > 0)
 
 
+def test_another_visit_on_one_axial_slice_lands_where_the_registration_says(
+    visit: dict[str, sitk.Image],
+) -> None:
+    """The same place at another visit: one slice of this grid, resampled through the
+    registration, equals that slice of the whole prior volume brought here."""
+    volumes = render.display_volumes({"t1c": visit["grey"]}, visit["mask"], visit["labels"])
+    prior_labels = np.zeros(SHAPE_ZYX, np.uint8)
+    prior_labels[5:8, 6:9, 5:8] = 3  # 2 mm further left (+x) at the other visit
+    prior_to_this = sitk.TranslationTransform(3, (-2.0, 0.0, 0.0))
+    whole = render.prior_layers(
+        volumes.meta, visit["grey"], visit["mask"], _image(prior_labels), prior_to_this
+    )
+    other = {
+        "image": visit["grey"],
+        "mask": visit["mask"],
+        "labels": _image(prior_labels),
+        "to_this": prior_to_this,
+    }
+    picture = render.registered_axial_slice(volumes.meta, 6, **other)
+    assert picture.shape == (*volumes.layers["labels"].shape[1:], 4)
+    tinted = np.any(picture[..., :3] != picture[..., :1], axis=-1)  # coloured: segmentation
+    np.testing.assert_array_equal(tinted, render.cut(whole["prior-labels"], "axial", 6) > 0)
+    np.testing.assert_array_equal(tinted, render.cut(volumes.layers["labels"], "axial", 6) > 0)
+    with pytest.raises(InputError, match="axial slice 99 is outside"):
+        render.registered_axial_slice(volumes.meta, 99, **other)
+
+
 def test_colours_heat_and_png(visit: dict[str, sitk.Image], tmp_path: Path) -> None:
     volumes = render.display_volumes(
         {"t1c": visit["grey"]}, visit["mask"], visit["labels"], visit["prob"]

@@ -155,6 +155,96 @@ def test_a_zip_archive_is_accepted(teams: dict[str, Any], phantom_visits: list[P
     assert Scan.objects.count() == 4
 
 
+def _dicom_zip(folder: Path, tmp_path: Path, scanned_on: dict[str, str]) -> SimpleUploadedFile:
+    """The phantom visit's sequences as DICOM series in one zip, as a PACS exports them
+    (scanner-style series descriptions, nested folders, a DICOMDIR-less layout)."""
+    import datetime as dt
+
+    from inference.imaging.io import write_dicom_series
+
+    descriptions = {"t1c": "T1 POST GD", "t2f": "AX FLAIR"}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        for number, (suffix, description) in enumerate(descriptions.items(), start=1):
+            image = sitk.ReadImage(str(next(folder.glob(f"*-{suffix}.nii.gz"))))
+            image = sitk.Cast(image, sitk.sitkInt16)  # as scanners store it
+            written = write_dicom_series(
+                image,
+                tmp_path / f"series{number}",
+                series_description=description,
+                series_number=number,
+                study_date=dt.date.fromisoformat(scanned_on[suffix]),
+            )
+            for path in written:
+                bundle.write(path, f"EXPORT/STUDY1/SER{number}/{path.name}")
+    return SimpleUploadedFile("pacs-export.zip", buffer.getvalue())
+
+
+@pytest.mark.slow
+def test_a_dicom_archive_is_stored_as_nifti_on_its_scan_date(
+    teams: dict[str, Any], phantom_visits: list[Path], tmp_path: Path
+) -> None:
+    """A PACS export: the series are recognised by description, stored as NIfTI (the DICOM
+    headers, which name the patient, are not kept), and the scan date is StudyDate."""
+    archive = _dicom_zip(phantom_visits[0], tmp_path, {"t1c": "2024-03-05", "t2f": "2024-03-05"})
+    client = client_for(teams["alice"])
+    response = client.post(
+        f"/api/patients/{teams['patient'].code}/visits/", {"archive": archive}, format="multipart"
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["acquired_on"] == "2024-03-05"
+    scans = {s.sequence: s for s in Scan.objects.all()}
+    assert set(scans) == {"t1c", "flair"}
+    assert scans["flair"].geometry["source"] == {
+        "dicom_series": "AX FLAIR",
+        "scanned_on": "2024-03-05",
+    }
+    stored = Path(settings.MEDIA_ROOT) / scans["t1c"].file.name
+    assert stored.name.endswith(".nii.gz")
+    truth = sitk.ReadImage(str(next(phantom_visits[0].glob("*-t1c.nii.gz"))))
+    back = sitk.ReadImage(str(stored))
+    assert back.GetSize() == truth.GetSize()
+    assert np.allclose(back.GetOrigin(), truth.GetOrigin(), atol=1e-3)
+    assert not [
+        p for p in Path(settings.MEDIA_ROOT).rglob("*") if p.is_file() and ".nii" not in p.name
+    ]
+
+
+@pytest.mark.slow
+def test_a_scan_date_that_disagrees_with_the_dicom_headers_is_refused(
+    teams: dict[str, Any], phantom_visits: list[Path], tmp_path: Path
+) -> None:
+    client = client_for(teams["alice"])
+    same_day = {"t1c": "2024-03-05", "t2f": "2024-03-05"}
+    wrong = post_visit(
+        client, teams["patient"], {"archive": _dicom_zip(phantom_visits[0], tmp_path, same_day)}
+    )  # given 2024-02-05
+    assert wrong.status_code == 400
+    (message,) = wrong.json()["acquired_on"]
+    assert "2024-02-05 is not the scan date in the DICOM headers (2024-03-05)" in message
+    two_days = {"t1c": "2024-03-05", "t2f": "2024-03-07"}
+    mixed = client.post(
+        f"/api/patients/{teams['patient'].code}/visits/",
+        {"archive": _dicom_zip(phantom_visits[0], tmp_path / "b", two_days)},
+        format="multipart",
+    )
+    assert mixed.status_code == 400
+    assert "scanned on different days (2024-03-05, 2024-03-07)" in mixed.json()["acquired_on"][0]
+    assert Visit.objects.count() == 0
+    assert stored_files() == []
+    assert not any((Path(settings.MEDIA_ROOT) / "staging").glob("upload-*"))
+
+
+def test_nifti_files_need_a_scan_date(teams: dict[str, Any]) -> None:
+    response = client_for(teams["alice"]).post(
+        f"/api/patients/{teams['patient'].code}/visits/",
+        {"t1c": SimpleUploadedFile("t1c.nii.gz", b"x")},
+        format="multipart",
+    )
+    assert response.status_code == 400
+    assert "the scan date is required" in response.json()["acquired_on"][0]
+
+
 @pytest.mark.slow
 def test_bad_files_are_each_named_and_nothing_is_stored(
     teams: dict[str, Any], phantom_visits: list[Path]

@@ -261,6 +261,10 @@ def test_a_clinician_reviews_a_patient_in_a_real_browser(
         assert expected in text, expected
     assert re.search(r"[+-]\d+\.\d %", text)  # the follow-up's change from baseline
     assert "No images stored" not in text  # the key slices are in
+    # ... and the same place at the baseline, brought onto the latest visit's key slice
+    assert "The same place at each key visit" in text
+    assert "Not registered to this visit" not in text
+    assert "Images not readable" not in text
     subprocess.run(
         ["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "2", str(pdf), str(ARTIFACTS / "report")],
         check=True,

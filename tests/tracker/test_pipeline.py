@@ -242,6 +242,21 @@ def _check_the_pictures(teams: dict[str, Any], visits: list[dict[str, Any]]) -> 
             assert picture[..., 3].any(), layer  # the tumour is on its key slice
     missing = web.get(f"/visits/{visits[1]['code']}/slices/t1c/axial/{labels.shape[0]}.png")
     assert missing.status_code == 404
+    # The same place at the baseline, for the report: through the stored registration, the
+    # baseline's segmentation lands where the prior layer has it on this key slice.
+    from tracker.services.display import display_same_place
+
+    baseline = AnalysisRun.objects.get(visit__code=visits[0]["code"], is_current=True)
+    (same,) = display_same_place(reference=run, others=[baseline])
+    assert same.picture is not None, same.problem
+    assert len(same.registrations) == 1  # registered to it directly (as prior and baseline)
+    assert same.through == []
+    assert not same.flagged
+    picture = np.asarray(Image.open(io.BytesIO(same.picture)).convert("RGB")).astype(int)
+    tinted = np.any(picture != picture[..., :1], axis=-1)
+    there = render.cut(prior, "axial", axial) > 0
+    assert there.any()
+    assert (tinted & there).sum() / (tinted | there).sum() > 0.9
 
 
 def _running(teams: dict[str, Any], *, silent_for_s: float, on: str = "2024-03-01") -> AnalysisRun:

@@ -272,6 +272,13 @@ def test_the_upload_form_names_each_problem_and_stores_nothing(
     assert "Nothing was stored" in text
     assert "t1" in text
     assert "flair" in text
+    # An empty date is left to a DICOM archive's headers; NIfTI files carry none.
+    undated = _web(teams["alice"]).post(
+        f"/patients/{patient.code}/upload/",
+        {"acquired_on": "", "t1c": SimpleUploadedFile("t1c.nii.gz", b"not an image")},
+    )
+    assert undated.status_code == 400
+    assert "the scan date is required" in undated.content.decode()
     assert not Visit.objects.filter(patient=patient).exists()
     assert not Scan.objects.exists()
 

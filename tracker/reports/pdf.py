@@ -11,7 +11,7 @@ from django.template.loader import render_to_string
 from inference.measurement.render import key_slice_png, legend, read_meta
 from tracker.charts import growth_chart_svg
 from tracker.models import AnalysisRun, Category, Patient
-from tracker.services.display import display_ensure
+from tracker.services.display import display_ensure, display_same_place
 from tracker.timeline import headline
 
 CATEGORY_NAMES: dict[str, str] = dict(Category.choices)
@@ -85,6 +85,38 @@ def _key_slices(timeline: dict[str, Any]) -> list[dict[str, Any]]:
     return slices
 
 
+def _same_place(timeline: dict[str, Any], key_slices: list[dict[str, Any]]) -> dict[str, Any]:
+    """The latest key visit's key slice (its largest target lesion's, diameters drawn) and the
+    same place at the other key visits, each brought onto it through the registrations."""
+    if len(key_slices) < 2 or key_slices[-1]["picture"] is None:
+        return {}
+    runs = {
+        str(run.code): run
+        for run in AnalysisRun.objects.select_related("visit").filter(
+            code__in=[k["visit"]["results"]["run"] for k in key_slices]
+        )
+    }
+    latest = key_slices[-1]
+    reference = runs.get(latest["visit"]["results"]["run"])
+    others = [runs.get(k["visit"]["results"]["run"]) for k in key_slices[:-1]]
+    if reference is None or any(run is None for run in others):
+        return {}
+    found = display_same_place(reference=reference, others=[r for r in others if r is not None])
+    pictures = [
+        {
+            "name": k["name"],
+            "visit": k["visit"],
+            "picture": None if p.picture is None else _data_uri(p.picture, "image/png"),
+            "problem": p.problem,
+            "flagged": p.flagged,
+            "through": p.through,
+        }
+        for k, p in zip(key_slices[:-1], found, strict=True)
+    ]
+    pictures.append({**latest, "problem": "", "flagged": False, "through": []})
+    return {"reference": latest["visit"], "pictures": pictures}
+
+
 def _legend(key_slices: list[dict[str, Any]]) -> list[dict[str, str]]:
     """The colours the key slices use (a visit without T1c: one whole-tumour colour)."""
     return legend(v for k in key_slices for v in k["labels_shown"])
@@ -138,6 +170,7 @@ def progression_report(
         for registration in visit["results"]["registrations"]
     ]
     key_slices = _key_slices(timeline)
+    same_place = _same_place(timeline, key_slices)
     html = render_to_string(
         "reports/progression.html",
         {
@@ -147,6 +180,7 @@ def progression_report(
             "rows": _rows(timeline),
             "chart": _data_uri(chart.encode("utf-8"), "image/svg+xml"),
             "key_slices": key_slices,
+            "same_place": same_place,
             "legend": _legend(key_slices),
             "models": models,
             "registrations": registrations,

@@ -35,7 +35,7 @@ def _download(body: bytes | str, content_type: str, filename: str) -> HttpRespon
 def export_response(patient: Patient, kind: str, *, by: Any) -> HttpResponse:
     """The download of one export (``kind`` in ``EXPORTS``), audited."""
     timeline = timeline_dict(patient)
-    generated_at = timezone.now().isoformat(timespec="seconds")
+    generated_at = timezone.now().astimezone(dt.UTC).isoformat(timespec="seconds")
     body: bytes | str
     if kind == "report.pdf":
         body = progression_report(patient, timeline, generated_at=generated_at, by=by)

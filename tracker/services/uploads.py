@@ -1,7 +1,14 @@
 """Checking an uploaded visit before anything is stored: NIfTI files (one field per sequence,
 named as ``inference.labels.Sequence``: ``t1``, ``t1c``, ``t2``, ``flair``; T1 post-contrast or
-FLAIR at least, the others when the visit has them) or one zip (``archive``). ``t1ce``, the
-field's name before December 2026, is still accepted for ``t1c``.
+FLAIR at least, the others when the visit has them) or one zip (``archive``) of NIfTI files or
+of DICOM series (a PACS export). ``t1ce``, the field's name before December 2026, is still
+accepted for ``t1c``.
+
+A DICOM series is recognised by its SeriesDescription / ProtocolName
+(``inference.imaging.io.classify_series_description``), read with the same checks as a NIfTI
+file and stored as NIfTI: the DICOM files themselves, with the names and identifiers in their
+headers, are not kept. Their scan date (StudyDate) is kept, and is the visit's date where the
+upload gives none.
 
 Files are copied into a private staging folder under names of our own (never the uploaded file
 name), read and validated by ``inference`` (headers, truncation, dimensions, NaN voxels,
@@ -15,6 +22,7 @@ what its header describes either (``inference.imaging.io``).
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import shutil
@@ -26,11 +34,22 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import nibabel as nib
+import SimpleITK as sitk
 from django.conf import settings
 from django.core.files import File
+from django.utils import timezone
 
 from inference.errors import InputError, VisitInputError
-from inference.imaging.io import classify_filename, nifti_payload_bytes, read_image, read_visit
+from inference.imaging.io import (
+    NIFTI_SUFFIXES,
+    DicomSeries,
+    classify_filename,
+    find_visit_files,
+    nifti_payload_bytes,
+    read_dicom_series,
+    read_image,
+    read_visit,
+)
 from inference.imaging.validate import SEGMENTABLE, ImageLimits, check_segmentable
 from inference.labels import ALL_SEQUENCES, Sequence
 from tracker.storage import staging_root
@@ -69,6 +88,13 @@ class StagedVisit:
     files: dict[Sequence, Path]
     sha256: dict[Sequence, str]
     geometry: dict[Sequence, dict[str, Any]] = field(default_factory=dict)
+    # sequences that came as DICOM series: where from, and the scan date in their headers
+    dicom: dict[Sequence, DicomSeries] = field(default_factory=dict)
+
+    @property
+    def scan_dates(self) -> set[dt.date]:
+        """The scan dates the DICOM headers give (none for NIfTI files)."""
+        return {s.scanned_on for s in self.dicom.values() if s.scanned_on is not None}
 
     def cleanup(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -107,9 +133,14 @@ class _Refused(Exception):
     """An archive refused as a whole, with the reason."""
 
 
-def _unzip(archive: File[Any], folder: Path) -> tuple[dict[Sequence, Path], dict[str, list[str]]]:
+def _unzip(
+    archive: File[Any], folder: Path
+) -> tuple[dict[Sequence, Path], dict[str, list[str]], dict[Sequence, DicomSeries]]:
+    """The archive's NIfTI sequences; or, where it holds none, its DICOM series converted to
+    NIfTI (with where each came from)."""
     problems: dict[str, list[str]] = {}
     files: dict[Sequence, Path] = {}
+    others: list[zipfile.ZipInfo] = []  # maybe DICOM
     try:
         with zipfile.ZipFile(archive) as bundle:
             entries = [e for e in bundle.infolist() if not e.is_dir()]
@@ -128,6 +159,8 @@ def _unzip(archive: File[Any], folder: Path) -> tuple[dict[Sequence, Path], dict
                     raise _Refused(f"entry {entry.filename!r} is a link")
                 role = classify_filename(name.name)
                 if not isinstance(role, Sequence):
+                    if not name.name.lower().endswith(NIFTI_SUFFIXES):
+                        others.append(entry)
                     continue  # segmentations, masks, notes: not part of an upload
                 if role in files:
                     problems.setdefault("archive", []).append(
@@ -142,11 +175,56 @@ def _unzip(archive: File[Any], folder: Path) -> tuple[dict[Sequence, Path], dict
                 if problem:
                     raise _Refused(problem)
                 files[role] = target
+            if files or not others:
+                return files, problems, {}
+            # No NIfTI sequence: DICOM files, flat under names of our own (the zip's sizes,
+            # checked above, bound each entry).
+            dicom_folder = folder / "dicom"
+            dicom_folder.mkdir()
+            for number, entry in enumerate(others):
+                with (
+                    bundle.open(entry) as source,
+                    (dicom_folder / f"{number:06d}").open("wb") as out,
+                ):
+                    shutil.copyfileobj(source, out, _CHUNK)
     except _Refused as refused:
-        return {}, {"archive": [str(refused)]}
+        return {}, {"archive": [str(refused)]}, {}
     except (zipfile.BadZipFile, EOFError, OSError) as error:
-        return {}, {"archive": [f"not a readable zip archive ({error})"]}
-    return files, problems
+        return {}, {"archive": [f"not a readable zip archive ({error})"]}, {}
+    try:
+        return _from_dicom(dicom_folder, folder)
+    finally:
+        shutil.rmtree(dicom_folder, ignore_errors=True)  # their headers name the patient
+
+
+def _from_dicom(
+    dicom_folder: Path, folder: Path
+) -> tuple[dict[Sequence, Path], dict[str, list[str]], dict[Sequence, DicomSeries]]:
+    """The DICOM series of an archive, each recognised sequence read and written as NIfTI."""
+    try:
+        found = find_visit_files(dicom_folder)
+    except InputError as error:
+        return {}, {"archive": [_plain(error.message, dicom_folder)]}, {}
+    series = {s: source for s, source in found.sequences.items() if isinstance(source, DicomSeries)}
+    if not series:
+        ignored = "; ".join(found.ignored) or "no DICOM series"
+        return (
+            {},
+            {"archive": [f"neither NIfTI sequences nor a DICOM series of them ({ignored})"]},
+            {},
+        )
+    files: dict[Sequence, Path] = {}
+    problems: dict[str, list[str]] = {}
+    for sequence, source in series.items():
+        try:
+            image = read_dicom_series(source)
+        except InputError as error:
+            problems.setdefault("archive", []).append(_plain(error.message, dicom_folder))
+            continue
+        target = folder / f"{_STAGED[sequence]}.nii.gz"
+        sitk.WriteImage(image, str(target), useCompression=True)
+        files[sequence] = target
+    return files, problems, series
 
 
 _SLACK = 1 << 20  # bytes an uncompressed entry may hold past what its header describes
@@ -213,8 +291,9 @@ def stage_upload(files: dict[str, File[Any]], archive: File[Any] | None) -> Stag
         staged: dict[Sequence, Path] = {}
         sha: dict[Sequence, str] = {}
         field_of: dict[Sequence, str] = {}
+        dicom: dict[Sequence, DicomSeries] = {}
         if archive is not None:
-            staged, zip_problems = _unzip(archive, folder)
+            staged, zip_problems, dicom = _unzip(archive, folder)
             problems.update(zip_problems)
             for sequence, path in staged.items():
                 sha[sequence] = _sha256(path)
@@ -238,7 +317,7 @@ def stage_upload(files: dict[str, File[Any]], archive: File[Any] | None) -> Stag
                 keys = [n for n, s in FIELDS.items() if s in SEGMENTABLE] if archive is None else []
                 for key in keys or ["archive"]:
                     problems.setdefault(key, []).append(error.message)
-        geometry = {}
+        geometry: dict[Sequence, dict[str, Any]] = {}
         for sequence, path in staged.items():
             try:
                 image = read_image(path)
@@ -251,6 +330,12 @@ def stage_upload(files: dict[str, File[Any]], archive: File[Any] | None) -> Stag
                 "origin_mm": [round(o, 4) for o in image.GetOrigin()],
                 "direction": [round(d, 6) for d in image.GetDirection()],
             }
+            if sequence in dicom:
+                source = dicom[sequence]
+                geometry[sequence]["source"] = {
+                    "dicom_series": source.description or source.protocol,
+                    "scanned_on": source.scanned_on.isoformat() if source.scanned_on else None,
+                }
         if not problems:
             try:
                 read_visit(folder)
@@ -261,10 +346,59 @@ def stage_upload(files: dict[str, File[Any]], archive: File[Any] | None) -> Stag
                 problems.setdefault("visit", []).append(_plain(error.message, None))
         if problems:
             raise UploadError(problems)
-        return StagedVisit(folder, staged, sha, geometry)
+        return StagedVisit(folder, staged, sha, geometry, dicom)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+EARLIEST_SCAN = dt.date(1980, 1, 1)
+
+
+def scan_date_problem(value: dt.date) -> str:
+    """Why a date cannot be a scan date ('' if it can): not in the future, not before MRI was
+    in use."""
+    today = timezone.localdate()
+    if value > today:
+        return f"{value} is in the future (today is {today})"
+    if value < EARLIEST_SCAN:
+        return f"{value} is before {EARLIEST_SCAN}: not a date of a digital MRI scan"
+    return ""
+
+
+def scan_date_resolve(given: dt.date | None, staged: StagedVisit) -> dt.date:
+    """The visit's date: the one given, checked against the DICOM headers' where the upload
+    has them; else theirs. ``UploadError`` (on ``acquired_on``) says what does not agree."""
+    found = sorted(staged.scan_dates)
+    shown = ", ".join(d.isoformat() for d in found)
+    if given is not None:
+        if found and given not in found:
+            raise UploadError(
+                {
+                    "acquired_on": [
+                        f"{given} is not the scan date in the DICOM headers ({shown}): correct "
+                        "the date, or check that these are this visit's images"
+                    ]
+                }
+            )
+        return given
+    if not found:
+        raise UploadError(
+            {"acquired_on": ["the scan date is required: the upload's DICOM headers give none"]}
+        )
+    if len(found) > 1:
+        raise UploadError(
+            {
+                "acquired_on": [
+                    f"the DICOM series were scanned on different days ({shown}): give "
+                    "the visit's date"
+                ]
+            }
+        )
+    problem = scan_date_problem(found[0])
+    if problem:
+        raise UploadError({"acquired_on": [f"the DICOM scan date {problem}"]})
+    return found[0]
 
 
 def _same_content(sha: dict[Sequence, str]) -> list[tuple[Sequence, Sequence]]:

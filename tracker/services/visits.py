@@ -26,7 +26,7 @@ from tracker.models import (
 )
 from tracker.services.enqueue import next_visit_refresh_enqueue, patient_reassess
 from tracker.services.runs import run_create
-from tracker.services.uploads import StagedVisit, stage_upload
+from tracker.services.uploads import StagedVisit, scan_date_resolve, stage_upload
 from tracker.storage import original_folder, stored
 
 
@@ -106,7 +106,7 @@ def _store_originals(visit: Visit, staged: StagedVisit) -> list[Path]:
 def visit_create(
     *,
     patient: Patient,
-    acquired_on: dt.date,
+    acquired_on: dt.date | None = None,
     files: dict[str, File[Any]],
     archive: File[Any] | None = None,
     clinical_status: str = "stable",
@@ -116,12 +116,16 @@ def visit_create(
     by: Any = None,
 ) -> Visit:
     """Validate the upload (``UploadError`` names each bad file), store the originals and queue
-    the analysis. Either everything is stored or nothing is."""
-    if Visit.objects.filter(patient=patient, acquired_on=acquired_on).exists():
+    the analysis. Either everything is stored or nothing is. Without ``acquired_on`` the
+    date is the DICOM headers' (a DICOM archive); with it, it must agree with them."""
+    if acquired_on is not None and _taken(patient, acquired_on):
         raise ConflictError(f"patient {patient.label} already has a visit on {acquired_on}")
     staged = stage_upload(files, archive)
     written: list[Path] = []
     try:
+        acquired_on = scan_date_resolve(acquired_on, staged)
+        if _taken(patient, acquired_on):
+            raise ConflictError(f"patient {patient.label} already has a visit on {acquired_on}")
         with transaction.atomic():
             visit = Visit.objects.create(
                 patient=patient,
@@ -146,6 +150,10 @@ def visit_create(
     finally:
         staged.cleanup()
     return visit
+
+
+def _taken(patient: Patient, on: dt.date) -> bool:
+    return Visit.objects.filter(patient=patient, acquired_on=on).exists()
 
 
 def visit_update(*, visit: Visit, by: Any = None, **fields: Any) -> Visit:

@@ -564,7 +564,10 @@ def visit_upload(request: HttpRequest, code: str) -> HttpResponse:
     patient = selectors.patient_get_for_user(code, request.user)
     errors: dict[str, list[str]] = {}
     if request.method == "POST":
-        data = inputs.VisitInput(data={**request.POST.dict(), **request.FILES.dict()})
+        posted = request.POST.dict()
+        if not posted.get("acquired_on"):
+            posted.pop("acquired_on", None)  # left empty: a DICOM archive's own date
+        data = inputs.VisitInput(data={**posted, **request.FILES.dict()})
         if data.is_valid():
             files, archive = data.files()
             fields = data.validated_data
