@@ -180,17 +180,21 @@
     pair.addEventListener("pointerdown", function (event) {
       if (event.button !== 2) { return; }
       event.preventDefault();
+      pair.setPointerCapture(event.pointerId);  // the drag ends here even outside the window
       var start = [event.clientX, event.clientY];
       var from = [Number(windowWidth.value), Number(windowLevel.value)];
+      function stop() {
+        pair.removeEventListener("pointermove", move);
+        pair.removeEventListener("pointerup", stop);
+        pair.removeEventListener("pointercancel", stop);
+      }
       function move(e) {
+        if ((e.buttons & 2) === 0) { stop(); return; }
         setWindow(from[0] + (e.clientX - start[0]) / 2, from[1] - (e.clientY - start[1]) / 2);
       }
-      function up() {
-        window.removeEventListener("pointermove", move);
-        window.removeEventListener("pointerup", up);
-      }
-      window.addEventListener("pointermove", move);
-      window.addEventListener("pointerup", up);
+      pair.addEventListener("pointermove", move);
+      pair.addEventListener("pointerup", stop);
+      pair.addEventListener("pointercancel", stop);
     });
     // Mouse wheel over a slice moves through slices, as in radiology viewers.
     figure.querySelector(".pair").addEventListener("wheel", function (event) {

@@ -233,6 +233,15 @@ def test_a_scan_date_that_disagrees_with_the_dicom_headers_is_refused(
     assert Visit.objects.count() == 0
     assert stored_files() == []
     assert not any((Path(settings.MEDIA_ROOT) / "staging").glob("upload-*"))
+    # An anonymised export's placeholder date is no scan date: the one given is used.
+    placeholder = {"t1c": "1900-01-01", "t2f": "1900-01-01"}
+    dated = post_visit(
+        client,
+        teams["patient"],
+        {"archive": _dicom_zip(phantom_visits[0], tmp_path / "c", placeholder)},
+    )
+    assert dated.status_code == 201, dated.content
+    assert dated.json()["acquired_on"] == "2024-02-05"
 
 
 def test_nifti_files_need_a_scan_date(teams: dict[str, Any]) -> None:

@@ -183,8 +183,12 @@ def display_same_place(*, reference: AnalysisRun, others: Iterable[AnalysisRun])
         )
     )
     out = []
+    passed = [r for r in stored if r.passed]
     for run in others:
-        path = registration_path(stored, run.visit_id, reference.visit_id)
+        # through registrations that passed their check where such a chain exists
+        path = registration_path(passed, run.visit_id, reference.visit_id)
+        if path is None:
+            path = registration_path(stored, run.visit_id, reference.visit_id)
         if path is None:
             out.append(SamePlace(run, None, problem="not registered to this visit"))
             continue

@@ -93,14 +93,19 @@ class StagedVisit:
 
     @property
     def scan_dates(self) -> set[dt.date]:
-        """The scan dates the DICOM headers give (none for NIfTI files)."""
-        return {s.scanned_on for s in self.dicom.values() if s.scanned_on is not None}
+        """The scan dates the DICOM headers give (none for NIfTI files), leaving out the ones
+        no scan can have: anonymised exports write placeholders such as 1900-01-01."""
+        return {
+            s.scanned_on
+            for s in self.dicom.values()
+            if s.scanned_on is not None and not scan_date_problem(s.scanned_on)
+        }
 
     def cleanup(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _limit_bytes() -> int:
+def limit_bytes() -> int:
     return int(settings.TRACKER_MAX_UPLOAD_MB) * 1024 * 1024
 
 
@@ -149,8 +154,8 @@ def _unzip(
                     f"{len(entries)} entries, more than {settings.TRACKER_ZIP_MAX_ENTRIES}"
                 )
             total = sum(e.file_size for e in entries)
-            if total > _limit_bytes():
-                raise _Refused(f"{total} bytes uncompressed, more than {_limit_bytes()}")
+            if total > limit_bytes():
+                raise _Refused(f"{total} bytes uncompressed, more than {limit_bytes()}")
             for entry in entries:
                 name = PurePosixPath(entry.filename.replace("\\", "/"))
                 if name.is_absolute() or ".." in name.parts:
@@ -191,6 +196,19 @@ def _unzip(
         return {}, {"archive": [str(refused)]}, {}
     except (zipfile.BadZipFile, EOFError, OSError) as error:
         return {}, {"archive": [f"not a readable zip archive ({error})"]}, {}
+    except NotImplementedError as error:  # Deflate64 (Windows' large zips) and the like
+        return (
+            {},
+            {
+                "archive": [
+                    f"a compression this server cannot read ({error}); zip it "
+                    "again with ordinary deflate"
+                ]
+            },
+            {},
+        )
+    except RuntimeError as error:  # an encrypted entry
+        return {}, {"archive": [f"cannot be read ({error}); send it without a password"]}, {}
     try:
         return _from_dicom(dicom_folder, folder)
     finally:
@@ -222,7 +240,13 @@ def _from_dicom(
             problems.setdefault("archive", []).append(_plain(error.message, dicom_folder))
             continue
         target = folder / f"{_STAGED[sequence]}.nii.gz"
-        sitk.WriteImage(image, str(target), useCompression=True)
+        try:
+            sitk.WriteImage(image, str(target), useCompression=True)
+        except RuntimeError as error:
+            problems.setdefault("archive", []).append(
+                f"{source.label}: cannot be converted to NIfTI ({str(error).splitlines()[-1]})"
+            )
+            continue
         files[sequence] = target
     return files, problems, series
 
@@ -282,8 +306,8 @@ def stage_upload(files: dict[str, File[Any]], archive: File[Any] | None) -> Stag
         if alias in files and sequence.value in files:
             problems[alias] = [f"the same sequence as {sequence.value}: send it once"]
     total = sum(f.size or 0 for f in files.values()) + (archive.size or 0 if archive else 0)
-    if total > _limit_bytes():
-        raise UploadError({"upload": [f"{total} bytes, more than {_limit_bytes()}"]})
+    if total > limit_bytes():
+        raise UploadError({"upload": [f"{total} bytes, more than {limit_bytes()}"]})
     if archive is not None and files:
         raise UploadError({"archive": ["send either the files or one archive, not both"]})
     folder = Path(tempfile.mkdtemp(prefix="upload-", dir=_staging_root()))
@@ -371,6 +395,15 @@ def scan_date_resolve(given: dt.date | None, staged: StagedVisit) -> dt.date:
     has them; else theirs. ``UploadError`` (on ``acquired_on``) says what does not agree."""
     found = sorted(staged.scan_dates)
     shown = ", ".join(d.isoformat() for d in found)
+    if len(found) > 1:
+        raise UploadError(
+            {
+                "acquired_on": [
+                    f"the DICOM series were scanned on different days ({shown}): one visit is "
+                    "one session; send each day's series as its own visit"
+                ]
+            }
+        )
     if given is not None:
         if found and given not in found:
             raise UploadError(
@@ -384,20 +417,13 @@ def scan_date_resolve(given: dt.date | None, staged: StagedVisit) -> dt.date:
         return given
     if not found:
         raise UploadError(
-            {"acquired_on": ["the scan date is required: the upload's DICOM headers give none"]}
-        )
-    if len(found) > 1:
-        raise UploadError(
             {
                 "acquired_on": [
-                    f"the DICOM series were scanned on different days ({shown}): give "
-                    "the visit's date"
+                    "the scan date is required: the upload's DICOM headers give none (or only a "
+                    "placeholder such as an anonymised export writes)"
                 ]
             }
         )
-    problem = scan_date_problem(found[0])
-    if problem:
-        raise UploadError({"acquired_on": [f"the DICOM scan date {problem}"]})
     return found[0]
 
 
@@ -436,7 +462,7 @@ def clean_stale_staging(*, older_than_s: int = STAGING_KEPT_S) -> int:
         return 0
     cutoff = time.time() - older_than_s
     removed = 0
-    for folder in root.glob("upload-*"):
+    for folder in [*root.glob("upload-*"), *root.glob("correction-*")]:
         try:
             stale = folder.is_dir() and folder.stat().st_mtime < cutoff
         except FileNotFoundError:

@@ -78,20 +78,19 @@ def treatment_create(
     return event
 
 
-def _store_originals(visit: Visit, staged: StagedVisit) -> list[Path]:
-    """Move the staged files to the visit's folder of originals, read-only. Returns the paths
-    written so a failed transaction can remove them."""
+def _store_originals(visit: Visit, staged: StagedVisit, written: list[Path]) -> None:
+    """Move the staged files to the visit's folder of originals, read-only; each path is added
+    to ``written`` as soon as it is there, so a failure part-way can remove them all."""
     folder = original_folder(visit)
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
     for sequence, source in staged.files.items():
         suffix = ".nii.gz" if source.name.endswith(".gz") else ".nii"
         target = folder / f"{sequence.value}{suffix}"
         if target.exists():
             raise ConflictError(f"visit {visit.code} already has {sequence.long_name}")
+        written.append(target)
         shutil.move(str(source), target)
         os.chmod(target, 0o444)
-        written.append(target)
         Scan.objects.create(
             visit=visit,
             sequence=SequenceName(sequence.value),
@@ -100,7 +99,6 @@ def _store_originals(visit: Visit, staged: StagedVisit) -> list[Path]:
             size_bytes=target.stat().st_size,
             geometry=staged.geometry.get(sequence, {}),
         )
-    return written
 
 
 def visit_create(
@@ -135,13 +133,14 @@ def visit_create(
                 non_target=non_target,
                 notes=notes,
             )
-            written = _store_originals(visit, staged)
+            _store_originals(visit, staged, written)
             run_create(visit=visit)
             audit(user=by, action="upload_visit", patient=patient, code=str(visit.code))
     except BaseException as error:
         for path in written:
-            path.chmod(0o644)
-            path.unlink(missing_ok=True)
+            if path.exists():
+                path.chmod(0o644)
+                path.unlink()
         if isinstance(error, IntegrityError):  # a visit on that day was created meanwhile
             raise ConflictError(
                 f"patient {patient.label} already has a visit on {acquired_on}"
