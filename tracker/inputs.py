@@ -22,6 +22,7 @@ from tracker.models import (
     Criteria,
     Presentation,
     Review,
+    SegmentationVersion,
     Setting,
     TreatmentKind,
 )
@@ -190,3 +191,19 @@ class ReviewInput(serializers.Serializer):
         if attrs["action"] == "override" and (not attrs["category"] or not attrs["reason"].strip()):
             raise serializers.ValidationError("an override needs a category and a reason")
         return attrs
+
+
+class CorrectionInput(serializers.Serializer):
+    """A corrected segmentation: the label map (NIfTI on the grid of the segmentation it
+    corrects; BraTS 2023 labels 1 NCR, 2 ED, 3 ET), why, and the run it was drawn on."""
+
+    labels = serializers.FileField(help_text="the corrected label map, NIfTI (.nii or .nii.gz)")
+    reason = StrictCharField(max_length=TEXT_MAX, help_text="why the segmentation is corrected")
+    source = serializers.ChoiceField(
+        choices=SegmentationVersion.Source.choices,
+        default=SegmentationVersion.Source.UPLOAD,
+        help_text="edit: drawn in the viewer; upload: a label map made elsewhere",
+    )
+    parent = serializers.UUIDField(
+        help_text="the run whose segmentation was corrected (results.run of the visit as read)"
+    )

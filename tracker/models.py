@@ -433,6 +433,39 @@ class Assessment(models.Model):
         return f"{self.category} for visit {self.visit_id}"
 
 
+class SegmentationVersion(models.Model):
+    """A clinician's correction of a visit's segmentation (edited in the browser or uploaded):
+    a new version, never overwriting one. Version 1 of a visit is the model's (its run, no row
+    here); each correction is measured and assessed by a run of its own (``run``), which becomes
+    the visit's current one when its numbers exist. ``parent_run`` is the run whose segmentation
+    was corrected; ``changes`` what the correction did (volumes before and after, Dice)."""
+
+    class Source(models.TextChoices):
+        EDIT = "edit", "edited in the browser"
+        UPLOAD = "upload", "uploaded label map"
+
+    visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="segmentations")
+    number = models.PositiveIntegerField()  # 2, 3, ... (1 is the model's)
+    run = models.OneToOneField(AnalysisRun, on_delete=models.CASCADE, related_name="correction")
+    parent_run = models.ForeignKey(AnalysisRun, on_delete=models.PROTECT, related_name="+")
+    source = models.CharField(max_length=10, choices=Source.choices)
+    reason = models.TextField(max_length=TEXT_MAX)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(auto_now_add=True)
+    labels_sha256 = models.CharField(max_length=64)
+    changes = models.JSONField(default=dict)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["visit", "number"], name="one_version_number"),
+            models.CheckConstraint(condition=~Q(reason=""), name="correction_says_why"),
+        ]
+        ordering = ["number"]
+
+    def __str__(self) -> str:
+        return f"segmentation version {self.number} of visit {self.visit_id}"
+
+
 class Review(models.Model):
     """A person's confirmation or override of a visit's assessed category."""
 

@@ -8,7 +8,16 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import Http404
 
-from tracker.models import AnalysisRun, Assessment, Lesion, Patient, Registration, Review, Visit
+from tracker.models import (
+    AnalysisRun,
+    Assessment,
+    Lesion,
+    Patient,
+    Registration,
+    Review,
+    SegmentationVersion,
+    Visit,
+)
 
 
 def patients_for_user(user: Any) -> QuerySet[Patient]:
@@ -42,6 +51,14 @@ def related(obj: Any, name: str) -> list[Any]:
     if fetched is not None and name in fetched:
         return fetched[name]
     return list(getattr(obj, name).all())
+
+
+def correction_of(run: AnalysisRun) -> SegmentationVersion | None:
+    """The clinician's correction a run measures, or None for the model's segmentation."""
+    fetched: dict[str, list[Any]] | None = run.__dict__.get("_timeline_related")
+    if fetched is not None and "correction" in fetched:
+        return next(iter(fetched["correction"]), None)
+    return SegmentationVersion.objects.filter(run=run).select_related("created_by").first()
 
 
 def current_run(visit: Visit) -> AnalysisRun | None:
@@ -85,11 +102,16 @@ def patient_timeline(patient: Patient) -> dict[str, Any]:
         list(Review.objects.filter(**in_patient).select_related("reviewer")),
         "visit_id",
     )
+    corrections = _group(
+        list(SegmentationVersion.objects.filter(**in_patient).select_related("created_by")),
+        "run_id",
+    )
     runs_of = _group(runs, "visit_id")
     for run in runs:
         run.__dict__["_timeline_related"] = {
             "lesions": lesions.get(run.pk, []),
             "registrations": registrations.get(run.pk, []),
+            "correction": corrections.get(run.pk, []),
         }
     for visit in visits:
         Visit.patient.field.set_cached_value(visit, patient)

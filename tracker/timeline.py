@@ -22,6 +22,7 @@ from tracker.models import (
     LesionKind,
     Patient,
     Registration,
+    RunStatus,
     TreatmentEvent,
     Visit,
 )
@@ -134,6 +135,41 @@ def lesion_dict(lesion: Lesion) -> dict[str, Any]:
     }
 
 
+def segmentation_dict(run: AnalysisRun) -> dict[str, Any]:
+    """Whose segmentation a run measures: the model's (version 1), or a clinician's
+    correction (who, when, why, and what it changed)."""
+    correction = selectors.correction_of(run)
+    if correction is None:
+        return {"version": 1, "source": "model"}
+    return {
+        "version": correction.number,
+        "source": correction.source,
+        "corrected_by": correction.created_by.username,
+        "corrected_at": _iso(correction.created_at),
+        "reason": correction.reason,
+        "corrects_run": correction.changes.get("corrects_run"),
+        "changes": correction.changes.get("regions", {}),
+    }
+
+
+def segmentation_versions(visit: Visit) -> list[dict[str, Any]]:
+    """Every segmentation of the visit, oldest first: each analysis's (the model's) and each
+    clinician's correction, with the run that measures it and where that run is."""
+    runs = AnalysisRun.objects.filter(visit=visit).order_by("created_at")
+    return [
+        {
+            **segmentation_dict(run),
+            "run": str(run.code),
+            "stage": run.stage,
+            "status": run.status,
+            "is_current": run.is_current,
+            "model": {"name": run.model_name, "version": run.model_version},
+        }
+        for run in runs
+        if run.status != RunStatus.FAILED or selectors.correction_of(run) is not None
+    ]
+
+
 def visit_dict(visit: Visit) -> dict[str, Any]:
     run = selectors.current_run(visit)
     latest = selectors.latest_run(visit)
@@ -148,6 +184,7 @@ def visit_dict(visit: Visit) -> dict[str, Any]:
                 "weights_sha256": run.weights_sha256,
             },
             **sequence_fields(run),
+            "segmentation": segmentation_dict(run),
             "volumes_ml": measurement.volumes_ml,
             "volume_intervals_ml": measurement.volume_intervals_ml,
             "sum_of_products_mm2": measurement.sum_of_products_mm2,

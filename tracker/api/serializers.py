@@ -20,7 +20,12 @@ from tracker.models import (
     TreatmentEvent,
     Visit,
 )
-from tracker.timeline import lesions_of_kind, registration_problems, sequence_fields
+from tracker.timeline import (
+    lesions_of_kind,
+    registration_problems,
+    segmentation_dict,
+    sequence_fields,
+)
 
 
 class PatientOutput(serializers.ModelSerializer):
@@ -201,6 +206,7 @@ class VisitOutput(serializers.ModelSerializer):
                 "weights_sha256": run.weights_sha256,
             },
             **sequence_fields(run),
+            "segmentation": segmentation_dict(run),
             "volumes_ml": measurement.volumes_ml,
             "volume_intervals_ml": measurement.volume_intervals_ml,
             "sum_of_products_mm2": measurement.sum_of_products_mm2,

@@ -26,4 +26,14 @@ urlpatterns = [
         "visits/<uuid:code>/reanalyse/", views.VisitReanalyseApi.as_view(), name="visit-reanalyse"
     ),
     path("visits/<uuid:code>/review/", views.VisitReviewApi.as_view(), name="visit-review"),
+    path(
+        "visits/<uuid:code>/segmentations/",
+        views.VisitSegmentationsApi.as_view(),
+        name="visit-segmentations",
+    ),
+    path(
+        "visits/<uuid:code>/segmentations/<uuid:run>/labels.nii.gz",
+        views.VisitSegmentationLabelsApi.as_view(),
+        name="visit-segmentation-labels",
+    ),
 ]

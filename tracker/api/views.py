@@ -8,7 +8,7 @@ from typing import Any
 import django_filters
 from django.db import IntegrityError, transaction
 from django.db.models import Prefetch
-from django.http import HttpResponse
+from django.http import FileResponse, HttpResponse, HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -26,6 +26,7 @@ from rest_framework.views import APIView
 from tracker import inputs, selectors
 from tracker.api import serializers as s
 from tracker.models import AnalysisRun, Assessment, CareTeam, Patient, Review, RunStatus, Visit
+from tracker.services.corrections import correction_create
 from tracker.services.exports import EXPORTS, export_response
 from tracker.services.runs import run_create, run_retry
 from tracker.services.uploads import ARCHIVE_FIELD, UPLOAD_FIELDS, UploadError
@@ -39,7 +40,13 @@ from tracker.services.visits import (
     visit_delete,
     visit_update,
 )
-from tracker.timeline import timeline_dict, visit_dict
+from tracker.storage import run_files
+from tracker.timeline import (
+    segmentation_dict,
+    segmentation_versions,
+    timeline_dict,
+    visit_dict,
+)
 
 
 def _visits_with_results() -> Any:
@@ -241,6 +248,67 @@ class VisitReviewApi(APIView):
         except ValueError as error:  # an override to the category the engine already gave
             raise ValidationError({"category": [str(error)]}) from None
         return Response(s.ReviewOutput(review).data, status=status.HTTP_201_CREATED)
+
+
+class VisitSegmentationsApi(APIView):
+    """The visit's segmentation versions (the model's and each correction), and a correction:
+    a label map on the grid of the segmentation it corrects, measured and assessed as an
+    analysis of its own."""
+
+    parser_classes = [MultiPartParser, FormParser]  # the label map
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, code: str) -> Response:
+        visit = selectors.visit_get_for_user(code, request.user)
+        return Response({"versions": segmentation_versions(visit)})
+
+    @extend_schema(
+        request={"multipart/form-data": inputs.CorrectionInput},
+        responses={
+            201: OpenApiTypes.OBJECT,
+            409: OpenApiResponse(
+                description="The segmentation changed since it was read, or an analysis of "
+                "the visit is running."
+            ),
+        },
+    )
+    def post(self, request: Request, code: str) -> Response:
+        visit = selectors.visit_get_for_user(code, request.user)
+        data = inputs.CorrectionInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = data.validated_data
+        try:
+            version = correction_create(
+                visit=visit,
+                labels=fields["labels"],
+                reason=fields["reason"],
+                source=fields["source"],
+                parent=str(fields["parent"]),
+                by=request.user,
+            )
+        except UploadError as error:
+            raise ValidationError(error.problems) from None
+        except ConflictError as error:
+            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
+        body = {**segmentation_dict(version.run), "run": str(version.run.code)}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class VisitSegmentationLabelsApi(APIView):
+    """One segmentation version's label map (NIfTI, BraTS 2023 labels). Audited."""
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    def get(self, request: Request, code: str, run: str) -> HttpResponseBase:
+        visit = selectors.visit_get_for_user(code, request.user)
+        found = AnalysisRun.objects.filter(visit=visit, code=run).first()
+        path = None if found is None else run_files(found).labels
+        if path is None or not path.is_file():
+            raise NotFound("no such segmentation")
+        audit(user=request.user, action="read_segmentation", patient=visit.patient, code=run)
+        response = FileResponse(path.open("rb"), content_type="application/octet-stream")
+        response["Content-Disposition"] = f'attachment; filename="{visit.code}-{run}-seg.nii.gz"'
+        response["Cache-Control"] = "no-store"
+        return response
 
 
 class PatientTimelineApi(APIView):

@@ -111,7 +111,9 @@ def stage_measure(run: AnalysisRun) -> None:
         Measurement.objects.create(
             run=run,
             volumes_ml={k: None if k in unmeasured else v for k, v in result.volumes_ml.items()},
-            volume_intervals_ml=report.get("volumes_ml", {}),
+            # the model's probability range; none for a clinician's correction (it says nothing
+            # about a segmentation a person drew)
+            volume_intervals_ml={} if "correction" in report else report.get("volumes_ml", {}),
             sum_of_products_mm2=result.sum_of_products_mm2 if core else None,
             lesion_map=stored(lesion_map),
             t2_flair_lesion_map="" if t2_flair_map is None else stored(t2_flair_map),
