@@ -175,3 +175,52 @@ def test_bad_corrections_are_refused_with_the_reason_and_store_nothing(
 
     assert SegmentationVersion.objects.count() == 0
     assert AnalysisRun.objects.count() == runs + 1  # only the running one made above
+
+
+def test_the_visit_page_shows_the_version_and_takes_a_correction(
+    teams: dict[str, Any], analysed: dict[str, Any], tmp_path: Path
+) -> None:
+    """Without JavaScript: the form on the visit page saves a corrected map as a new version;
+    the page says whose segmentation it shows and what the correction changed."""
+    from django.test import Client
+
+    client, visit, run = analysed["client"], analysed["visit"], analysed["run"]
+    web = Client()
+    web.force_login(teams["alice"])
+    page = web.get(f"/visits/{visit.code}/").content.decode()
+    assert "Version 1: the model's" in page
+    assert f'name="parent" value="{run.code}"' in page
+    labels = _labels(client, visit, run, tmp_path)
+    values = sitk.GetArrayFromImage(labels)
+    values[values == 2] = 0  # the oedema was vessels
+    edited = sitk.GetImageFromArray(values)
+    edited.CopyInformation(labels)
+    saved = web.post(
+        f"/visits/{visit.code}/segmentations/",
+        {
+            "labels": _upload(edited, tmp_path),
+            "reason": "vessels, not oedema",
+            "parent": str(run.code),
+        },
+        follow=True,
+    )
+    text = saved.content.decode()
+    assert "Saved as segmentation version 2" in text
+    assert "The visit's analysis is running (measure)" in text  # no second one meanwhile
+    _measure_and_assess(AnalysisRun.objects.get(correction__number=2))
+    page = web.get(f"/visits/{visit.code}/").content.decode()
+    assert "corrected by <strong>alice</strong>" in page
+    assert "vessels, not oedema" in page
+    changes = page[page.index('class="correction-changes"') :]
+    changes = changes[: changes.index("</table>")]
+    assert '<th scope="row">WT</th>' in changes
+    refused = web.post(
+        f"/visits/{visit.code}/segmentations/",
+        {
+            "labels": _upload(edited, tmp_path, "b.nii.gz"),
+            "reason": "again",
+            "parent": str(run.code),
+        },
+        follow=True,
+    )
+    assert "changed under you: version 2 was saved by alice" in refused.content.decode()

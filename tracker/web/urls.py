@@ -15,6 +15,7 @@ urlpatterns = [
     path("patients/<uuid:code>/export/<str:kind>", views.export, name="export"),
     path("visits/<uuid:code>/", views.visit_detail, name="visit"),
     path("visits/<uuid:code>/review/", views.visit_review, name="review"),
+    path("visits/<uuid:code>/segmentations/", views.visit_correct, name="correct"),
     path("visits/<uuid:code>/volumes/<str:name>.nii.gz", views.visit_volume, name="volume"),
     path(
         "visits/<uuid:code>/slices/<str:layer>/<str:plane>/<int:index>.png",

@@ -57,13 +57,15 @@ from tracker.models import (
     Registration,
     Review,
     RunStatus,
+    Visit,
 )
+from tracker.services.corrections import IN_PROGRESS, correction_create, segmentation_head
 from tracker.services.display import display_ensure
 from tracker.services.exports import EXPORTS, export_response
 from tracker.services.uploads import FIELDS, UploadError
 from tracker.services.visits import ConflictError, audit, review_create, visit_create
 from tracker.storage import run_files, viewer_volume
-from tracker.timeline import headline, lesion_table, timeline_dict
+from tracker.timeline import headline, lesion_table, segmentation_versions, timeline_dict
 
 CATEGORY_NAMES: dict[str, str] = dict(Category.choices)
 PLANES = ("axial", "coronal", "sagittal")
@@ -444,8 +446,61 @@ def visit_detail(request: HttpRequest, code: str) -> HttpResponse:
             "categories": [(c, CATEGORY_NAMES[c]) for c in OVERRIDE_CATEGORIES],
             # a review refused for a reason keeps what the reviewer chose and wrote
             "draft": request.session.pop(_draft_key(visit.code), {}),
+            "segmentation": _segmentation_panel(visit),
         },
     )
+
+
+def _segmentation_panel(visit: Visit) -> dict[str, Any]:
+    """The visit's segmentation versions, the one a correction would be drawn on (``head``),
+    and whether a correction can be saved now."""
+    head = segmentation_head(visit)
+    busy = visit.runs.filter(status__in=IN_PROGRESS).first()
+    return {
+        "versions": segmentation_versions(visit),
+        "head": None if head is None else str(head.code),
+        "busy": None if busy is None else busy.stage,
+    }
+
+
+@login_required
+@require_POST
+def visit_correct(request: HttpRequest, code: str) -> HttpResponse:
+    """A corrected label map from the visit page (drawn in the viewer or uploaded): the same
+    checks as the API; the page says what was saved or why not."""
+    visit = selectors.visit_get_for_user(code, request.user)
+    url = reverse("web:visit", args=[visit.code]) + "#segmentation"
+    data = inputs.CorrectionInput(data={**request.POST.dict(), **request.FILES.dict()})
+    if not data.is_valid():
+        for field, problems in data.errors.items():
+            for problem in problems:
+                messages.error(request, f"{field}: {problem}", extra_tags="correction")
+        return redirect(url)
+    fields = data.validated_data
+    try:
+        version = correction_create(
+            visit=visit,
+            labels=fields["labels"],
+            reason=fields["reason"],
+            source=fields["source"],
+            parent=str(fields["parent"]),
+            by=request.user,
+        )
+    except UploadError as error:
+        for field, problems in error.problems.items():
+            for problem in problems:
+                messages.error(request, f"{field}: {problem}", extra_tags="correction")
+        return redirect(url)
+    except ConflictError as error:
+        messages.error(request, str(error), extra_tags="correction")
+        return redirect(url)
+    messages.success(
+        request,
+        f"Saved as segmentation version {version.number}: it is being measured and assessed; "
+        "the numbers on this page follow when that is done.",
+        extra_tags="correction",
+    )
+    return redirect(url)
 
 
 def _draft_key(code: Any) -> str:
