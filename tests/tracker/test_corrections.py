@@ -224,3 +224,42 @@ def test_the_visit_page_shows_the_version_and_takes_a_correction(
         follow=True,
     )
     assert "changed under you: version 2 was saved by alice" in refused.content.decode()
+
+
+def test_every_export_says_which_visits_carry_a_correction_and_by_whom(
+    teams: dict[str, Any], analysed: dict[str, Any], tmp_path: Path
+) -> None:
+    import csv
+    import io
+    import json
+    import subprocess
+
+    from django.test import Client
+
+    client, visit, run = analysed["client"], analysed["visit"], analysed["run"]
+    labels = _labels(client, visit, run, tmp_path)
+    values = sitk.GetArrayFromImage(labels)
+    values[values == 1] = 3  # necrosis read as enhancing
+    edited = sitk.GetImageFromArray(values)
+    edited.CopyInformation(labels)
+    created = _post(client, visit, _upload(edited, tmp_path), run.code).json()
+    _measure_and_assess(AnalysisRun.objects.get(code=created["run"]))
+    web = Client()
+    web.force_login(teams["alice"])
+    base = f"/patients/{visit.patient.code}/"
+    assert "segmentation corrected by alice" in web.get(base).content.decode()
+    (row,) = csv.DictReader(io.StringIO(web.get(base + "export/measurements.csv").content.decode()))
+    assert (row["segmentation_version"], row["segmentation_corrected_by"]) == ("2", "alice")
+    bundle = json.loads(web.get(base + "export/fhir.json").content)
+    methods = {
+        e["resource"]["method"]["text"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Observation" and "method" in e["resource"]
+    }
+    assert any("corrected by alice" in m and "dura called tumour" in m for m in methods)
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(web.get(base + "export/report.pdf").content)
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, encoding="utf-8", check=True
+    ).stdout
+    assert "corrected by alice" in text

@@ -33,6 +33,8 @@ MEASUREMENT_COLUMNS = [
     "run_code",
     "model_name",
     "model_version",
+    "segmentation_version",
+    "segmentation_corrected_by",
     *(f"{region}_ml" for region in REGIONS),
     *(f"{region}_{bound}_ml" for region in REGIONS for bound in ("low", "high")),
     "sum_of_products_mm2",
@@ -199,6 +201,10 @@ def measurements_csv(timeline: Mapping[str, Any]) -> str:
                 "run_code": results.get("run"),
                 "model_name": model.get("name"),
                 "model_version": model.get("version"),
+                "segmentation_version": (results.get("segmentation") or {}).get("version"),
+                "segmentation_corrected_by": (results.get("segmentation") or {}).get(
+                    "corrected_by"
+                ),
                 "sum_of_products_mm2": results.get("sum_of_products_mm2"),
                 "sequences_used": " ".join(results.get("sequences_used") or []),
                 "not_measured": "; ".join(
@@ -302,6 +308,13 @@ def _measurement_observations(
             f"(weights sha256 {model.get('weights_sha256')}), analysis run {run}"
         )
     }
+    correction = results.get("segmentation") or {}
+    if correction.get("corrected_by"):
+        method["text"] += (
+            f"; corrected by {correction['corrected_by']} on "
+            f"{str(correction.get('corrected_at'))[:10]} (segmentation version "
+            f"{correction.get('version')}: {correction.get('reason')})"
+        )
     common = {
         "status": "final",
         "category": _IMAGING_CATEGORY,
