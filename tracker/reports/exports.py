@@ -33,8 +33,6 @@ MEASUREMENT_COLUMNS = [
     "run_code",
     "model_name",
     "model_version",
-    "segmentation_version",
-    "segmentation_corrected_by",
     *(f"{region}_ml" for region in REGIONS),
     *(f"{region}_{bound}_ml" for region in REGIONS for bound in ("low", "high")),
     "sum_of_products_mm2",
@@ -47,6 +45,9 @@ MEASUREMENT_COLUMNS = [
     "relative_change_percent",
     "reviewed",
     "review_category",
+    # added December 2026, at the end so that readers by position keep working
+    "segmentation_version",
+    "segmentation_corrected_by",
 ]
 
 LESION_COLUMNS = [
