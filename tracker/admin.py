@@ -14,7 +14,8 @@ from knox.models import AuthToken
 from knox.settings import knox_settings
 
 from tracker import models
-from tracker.services.visits import audit
+from tracker.services.learning import model_activate
+from tracker.services.visits import ConflictError, audit
 
 
 def _patient_of(obj: Any) -> models.Patient | None:
@@ -107,3 +108,43 @@ class ExpiringTokenAdmin(AuthTokenAdmin):  # type: ignore[misc]
         if obj.expiry is None:
             obj.expiry = timezone.now() + knox_settings.TOKEN_TTL
         super().save_model(request, obj, form, change)
+
+
+@admin.register(models.ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Registered models (``register_model``): read-only but for activation, which needs an
+    evaluation on corrected visits the model did not train on (``evaluate_model``)."""
+
+    list_display = (
+        "name",
+        "version",
+        "is_active",
+        "evaluated_at",
+        "held_out_cases",
+        "activated_by",
+    )
+    readonly_fields = [f.name for f in models.ModelVersion._meta.fields]
+    actions = ["activate"]
+
+    @admin.display(description="held-out corrected visits")
+    def held_out_cases(self, obj: models.ModelVersion) -> Any:
+        return obj.evaluation.get("cases")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # registered from a weights folder: manage.py register_model
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # runs name the model they used
+
+    @admin.action(description="Activate for new analyses (evaluated models only)")
+    def activate(self, request: HttpRequest, queryset: Any) -> None:
+        if queryset.count() != 1:
+            self.message_user(request, "Choose one model to activate.", level="error")
+            return
+        model = queryset.get()
+        try:
+            model_activate(model=model, by=request.user.get_username())
+        except ConflictError as error:
+            self.message_user(request, str(error), level="error")
+            return
+        self.message_user(request, f"{model} is active: new analyses use it.")

@@ -118,6 +118,7 @@ class _Visit:
     is_progression: bool
     is_nadir: bool
     pseudoprogression_of: str  # the visit whose preliminary progression this one did not confirm
+    corrected_by: str = ""  # a clinician who corrected the segmentation these values measure
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,10 +194,16 @@ def _parse_visits(timeline: Mapping[str, Any]) -> list[_Visit]:
                 is_nadir=bool(assessment.get("is_nadir_visit"))
                 or (bool(code) and code == str(nadir_code or "")),
                 pseudoprogression_of=str(assessment.get("pseudoprogression_of") or ""),
+                corrected_by=_corrected_by(results),
             )
         )
     visits.sort(key=lambda visit: visit.on)
     return visits
+
+
+def _corrected_by(results: Any) -> str:
+    segmentation = results.get("segmentation") if isinstance(results, Mapping) else None
+    return str((segmentation or {}).get("corrected_by") or "")
 
 
 def _parse_treatments(timeline: Mapping[str, Any]) -> list[_Treatment]:
@@ -788,16 +795,25 @@ def _threshold_lines(
 def _category_labels(
     layout: _Layout, x_of: _DateScale, analysed: Sequence[_Visit]
 ) -> Iterable[str]:
-    """Each assessed visit's RANO category, just above the time axis."""
+    """Each assessed visit's RANO category, just above the time axis; ``*`` where a clinician
+    corrected the segmentation behind it (named in the title)."""
     yield '<g class="categories">'
     for visit in analysed:
         if not visit.category:
             continue
         label = {"baseline": "BL", "pre_baseline": "pre"}.get(visit.category, visit.category)
+        corrected = ""
+        if visit.corrected_by:
+            label += "*"
+            title = f"segmentation corrected by {visit.corrected_by}"
+            corrected = f" data-corrected-by={_attr(visit.corrected_by)}"
+            label_markup = f"{_text(label)}<title>{_text(title)}</title>"
+        else:
+            label_markup = _text(label)
         yield (
-            f'<text class="category" data-date="{visit.on.isoformat()}" x="{_n(x_of(visit.on))}" '
-            f'y="{_n(layout.plot_bottom - 4)}" text-anchor="middle" font-size="9" '
-            f'fill="{_INK}">{_text(label)}</text>'
+            f'<text class="category" data-date="{visit.on.isoformat()}"{corrected} '
+            f'x="{_n(x_of(visit.on))}" y="{_n(layout.plot_bottom - 4)}" text-anchor="middle" '
+            f'font-size="9" fill="{_INK}">{label_markup}</text>'
         )
     yield "</g>"
 

@@ -466,6 +466,38 @@ class SegmentationVersion(models.Model):
         return f"segmentation version {self.number} of visit {self.visit_id}"
 
 
+class ModelVersion(models.Model):
+    """A segmentation model registered with the service (``manage.py register_model``): its
+    weights copied under MEDIA_ROOT/models, its card, its evaluation against the clinicians'
+    corrections it did not train on (``evaluate_model``), and whether an administrator has made
+    it the one new analyses use (``activate_model``; at most one is active; with none active the
+    shipped model, or ``TRACKER_WEIGHTS_DIR``, is used)."""
+
+    name = models.CharField(max_length=100)
+    version = models.CharField(max_length=50)
+    weights_sha256 = models.CharField(max_length=64)
+    folder = models.CharField(max_length=300)  # media path of the weights folder
+    card = models.JSONField(default=dict)
+    registered_at = models.DateTimeField(auto_now_add=True)
+    evaluation = models.JSONField(default=dict)
+    evaluated_at = models.DateTimeField(null=True, blank=True)
+    is_active = models.BooleanField(default=False)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    activated_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["name", "version"], name="one_model_version"),
+            models.UniqueConstraint(
+                fields=["is_active"], condition=Q(is_active=True), name="one_active_model"
+            ),
+        ]
+        ordering = ["-registered_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+
 class Review(models.Model):
     """A person's confirmation or override of a visit's assessed category."""
 

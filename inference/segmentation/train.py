@@ -682,6 +682,9 @@ def run_training(
             else []
         )
         + [str(f) for f in folders],
+        # the labelled visit folders by name: what a model was trained on is never used to
+        # evaluate it (the service's evaluate_model leaves these out)
+        "cases": sorted(f.name for f in visit_folders),
         "visits": len(cases),
         "slices": int(sum(len(c.labels) for c in cases)),
     }

@@ -241,6 +241,7 @@ def test_a_clinician_reviews_a_patient_in_a_real_browser(
     if state == "loaded":
         page.wait_for_timeout(500)
         page.locator("#niivue-canvas").screenshot(path=ARTIFACTS / "04b-niivue.png")
+        _edit_the_segmentation(page, visits[1])
 
     # Review: confirm the follow-up's response; the badge says so afterwards.
     page.check("input[name=action][value=confirm]")
@@ -376,3 +377,75 @@ def test_a_clinician_reviews_a_patient_in_a_real_browser(
     assert response.status == 404
     assert "NOT-YOURS" not in page.content()
     context.close()
+
+
+def _labels_drawn(page: Any) -> list[int]:
+    """Voxels per label (0-3) of the drawing being edited, as the page counts them."""
+    return [int(n) for n in (page.get_attribute("#niivue-panel", "data-labels") or "").split(",")]
+
+
+def _drag(page: Any, start: float, end: float) -> None:
+    """A horizontal stroke across the middle of the (single-plane) drawing canvas, in view."""
+    page.locator("#niivue-canvas").scroll_into_view_if_needed()
+    box = page.locator("#niivue-canvas").bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] * 0.5
+    page.mouse.move(box["x"] + box["width"] * start, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * end, y, steps=12)
+    page.mouse.up()
+
+
+def _edit_the_segmentation(page: Any, visit: Any) -> None:
+    """NiiVue's drawing tools: paint enhancing tumour, undo, redo, erase part of it, save as a
+    new version; once measured, the visit page shows the volumes it changed."""
+    from tracker.models import AnalysisRun, SegmentationVersion, Stage
+    from tracker.services.runs import stage_execute
+
+    page.click("#edit-start")
+    page.wait_for_function(
+        "() => document.getElementById('niivue-panel').dataset.editing === 'true'"
+        " || document.getElementById('niivue-panel').dataset.state === 'failed'",
+        timeout=60_000,
+    )
+    assert page.get_attribute("#niivue-panel", "data-editing") == "true", page.inner_text(
+        "#niivue-status"
+    )
+    before = _labels_drawn(page)
+    page.select_option("#edit-pen", "3")
+    page.fill("#edit-size", "8")
+    page.dispatch_event("#edit-size", "change")
+    _drag(page, 0.3, 0.7)
+    painted = _labels_drawn(page)
+    assert painted[3] > before[3], (before, painted)
+    page.click("#edit-undo")
+    assert _labels_drawn(page) == before
+    page.click("#edit-redo")
+    assert _labels_drawn(page) == painted
+    page.select_option("#edit-pen", "0")  # erase
+    _drag(page, 0.42, 0.58)
+    erased = _labels_drawn(page)
+    assert erased[3] < painted[3]
+    assert erased[3] > before[3]
+    page.locator("#niivue-canvas").screenshot(path=ARTIFACTS / "04c-editing.png")
+    page.fill("#edit-reason", "browser test: enhancing tumour added along a line")
+    page.click("#edit-save")
+    page.wait_for_selector("#segmentation details.versions")
+    page.wait_for_function(
+        "() => document.querySelector('#segmentation details.versions summary')"
+        ".textContent.includes('(2)')",
+        timeout=30_000,
+    )
+    correction = SegmentationVersion.objects.get(visit=visit)
+    assert (correction.number, correction.source) == (2, "edit")
+    for stage in (Stage.MEASURE, Stage.ASSESS):
+        assert stage_execute(run_code=str(correction.run.code), stage=stage) == "done", (
+            AnalysisRun.objects.get(pk=correction.run.pk).error
+        )
+    page.reload()
+    text = page.inner_text("#segmentation")
+    assert "corrected by alice" in text
+    row = page.locator(".correction-changes tr", has_text="ET").inner_text().split()
+    before_ml, after_ml = float(row[1]), float(row[2])
+    assert after_ml > before_ml, row  # the volumes follow the edit
+    page.screenshot(path=ARTIFACTS / "04d-corrected.png", full_page=True)

@@ -540,3 +540,19 @@ def test_pseudoprogression_is_shaded_from_the_growth_to_the_scan_that_settled_it
     right = float(rect.get("x", "nan")) + float(rect.get("width", "nan"))
     assert right == pytest.approx(position(later)[0], abs=0.11)
     assert not with_class(parse(growth_chart_svg(five_visits())), "marker-pseudoprogression")
+
+
+def test_a_visit_whose_segmentation_was_corrected_is_starred_and_named() -> None:
+    corrected = results(9.0, spd=330.0)
+    corrected["segmentation"] = {"version": 2, "source": "edit", "corrected_by": "alice"}
+    data = timeline(
+        [
+            visit("2024-03-04", results(12.4, spd=400.0), "baseline"),
+            visit("2024-05-06", corrected, "SD"),
+        ]
+    )
+    labels = {t.get("data-date"): t for t in with_class(parse(growth_chart_svg(data)), "category")}
+    assert "".join(labels["2024-05-06"].itertext()).startswith("SD*")
+    assert labels["2024-05-06"].get("data-corrected-by") == "alice"
+    assert title_of(labels["2024-05-06"]) == "segmentation corrected by alice"
+    assert "".join(labels["2024-03-04"].itertext()) == "BL"

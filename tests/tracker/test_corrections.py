@@ -127,6 +127,32 @@ def test_a_correction_is_a_new_version_and_the_numbers_follow(
     )
     assert AuditEvent.objects.filter(action="correct_segmentation").count() == 1
 
+    # The correction is evidence about the model: the team's performance page and API.
+    performance = client.get("/api/model-performance/").json()["teams"]
+    (team,) = [t for t in performance if t["team"] == "Neuro-A"]
+    assert team["corrected_visits"] == 1
+    (model,) = team["models"]
+    assert model["model"] == f"{model_run.model_name} {model_run.model_version}"
+    assert model["regions"]["ET"]["dice"]["mean"] == changes["ET"]["dice"]
+    assert model["regions"]["ET"]["dice"]["low"] is None  # one visit: no interval
+    difference = changes["ET"]["after_ml"] - changes["ET"]["before_ml"]
+    assert model["regions"]["ET"]["volume_difference_ml"]["mean"] == pytest.approx(difference)
+    assert model["category_changed"]["n"] == 1
+    assert model["worst"][0]["visit"] == str(visit.code)
+    assert (
+        client_for(teams["bob"])
+        .get("/api/model-performance/")
+        .json()["teams"][0]["corrected_visits"]
+        == 0
+    )
+    from django.test import Client
+
+    web = Client()
+    web.force_login(teams["alice"])
+    page = web.get("/model-performance/").content.decode()
+    assert "Neuro-A: 1 corrected visit" in page
+    assert "(one visit: no interval)" in page
+
     # Someone who drew on the model's segmentation meanwhile is told it changed under them.
     late = _post(client, visit, _upload(labels, tmp_path, "late.nii.gz"), model_run.code)
     assert late.status_code == 409

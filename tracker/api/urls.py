@@ -22,6 +22,7 @@ urlpatterns = [
         name="patient-export",
     ),
     path("visits/<uuid:code>/", views.VisitDetailApi.as_view(), name="visit-detail"),
+    path("model-performance/", views.ModelPerformanceApi.as_view(), name="model-performance"),
     path(
         "visits/<uuid:code>/reanalyse/", views.VisitReanalyseApi.as_view(), name="visit-reanalyse"
     ),

@@ -28,6 +28,7 @@ from tracker.api import serializers as s
 from tracker.models import AnalysisRun, Assessment, CareTeam, Patient, Review, RunStatus, Visit
 from tracker.services.corrections import correction_create
 from tracker.services.exports import EXPORTS, export_response
+from tracker.services.performance import model_performance, teams_for_user
 from tracker.services.runs import run_create, run_retry
 from tracker.services.uploads import ARCHIVE_FIELD, UPLOAD_FIELDS, UploadError
 from tracker.services.visits import (
@@ -248,6 +249,18 @@ class VisitReviewApi(APIView):
         except ValueError as error:  # an override to the category the engine already gave
             raise ValidationError({"category": [str(error)]}) from None
         return Response(s.ReviewOutput(review).data, status=status.HTTP_201_CREATED)
+
+
+class ModelPerformanceApi(APIView):
+    """Per team of the user and per model version: the model's segmentations against the
+    clinicians' corrections of them (Dice and volume differences per region with 95 %
+    intervals, how often the correction changed the RANO category, the worst visits)."""
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request) -> Response:
+        teams = [model_performance(team=team) for team in teams_for_user(request.user)]
+        audit(user=request.user, action="read_model_performance", patient=None)
+        return Response({"teams": teams})
 
 
 class VisitSegmentationsApi(APIView):

@@ -48,6 +48,7 @@ from tracker.storage import media, run_files, staging_root, stored
 
 IN_PROGRESS = (RunStatus.QUEUED, RunStatus.RUNNING)
 BRATS2023_VALUES = frozenset({0, 1, 2, 3})  # what we serve, and what the viewer draws
+REGIONS = (Region.ET, Region.TC, Region.WT)
 
 
 def segmentation_head(visit: Visit) -> AnalysisRun | None:
@@ -118,7 +119,7 @@ def correction_create(
             reason=reason.strip(),
             created_by=by,
             labels_sha256=sha,
-            changes=_changes(before, corrected, head),
+            changes=_changes(before, corrected, head, visit),
         )
         audit(
             user=by,
@@ -260,10 +261,32 @@ def _copy_registrations(run: AnalysisRun, head: AnalysisRun) -> None:
         )
 
 
-def _changes(before: sitk.Image, after: sitk.Image, head: AnalysisRun) -> dict[str, Any]:
+def model_run_of(run: AnalysisRun) -> AnalysisRun:
+    """The model's analysis a (chain of) correction(s) started from."""
+    seen = set()
+    while (correction := SegmentationVersion.objects.filter(run=run).first()) is not None:
+        if run.pk in seen:  # never, as versions only point back; but never loop
+            break
+        seen.add(run.pk)
+        run = correction.parent_run
+    return run
+
+
+def _changes(
+    before: sitk.Image, after: sitk.Image, head: AnalysisRun, visit: Visit
+) -> dict[str, Any]:
     """What the correction did, per region: the volumes before and after (mL) and the Dice of
-    the corrected segmentation against the one it corrects."""
+    the corrected segmentation against the one it corrects; and against the model's own
+    segmentation (the evidence about the model: ``against_model``), with the visit's RANO
+    category when it was corrected."""
     scores = evaluate(before, after)
+    model_run = model_run_of(head)
+    if model_run.pk == head.pk:
+        against = scores
+    else:
+        model_labels, _ = read_label_map(run_files(model_run).labels)
+        against = evaluate(model_labels, after)
+    assessment = visit.assessments.filter(is_current=True).first()
     return {
         "regions": {
             region.value: {
@@ -271,7 +294,20 @@ def _changes(before: sitk.Image, after: sitk.Image, head: AnalysisRun) -> dict[s
                 "after_ml": round(scores[region].truth_ml, 3),
                 "dice": round(scores[region].dice, 4),
             }
-            for region in (Region.ET, Region.TC, Region.WT)
+            for region in REGIONS
         },
         "corrects_run": str(head.code),
+        "against_model": {
+            "run": str(model_run.code),
+            "model": {"name": model_run.model_name, "version": model_run.model_version},
+            "regions": {
+                region.value: {
+                    "model_ml": round(against[region].prediction_ml, 3),
+                    "corrected_ml": round(against[region].truth_ml, 3),
+                    "dice": round(against[region].dice, 4),
+                }
+                for region in REGIONS
+            },
+        },
+        "category_before": None if assessment is None else assessment.category,
     }

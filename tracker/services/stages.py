@@ -32,11 +32,20 @@ from inference.segmentation.segment import (
     sequence_support,
     write_segmentation,
 )
-from tracker.models import AnalysisRun, Lesion, LesionKind, Measurement, RunStatus, Stage
+from tracker.models import (
+    AnalysisRun,
+    Lesion,
+    LesionKind,
+    Measurement,
+    ModelVersion,
+    RunStatus,
+    SegmentationVersion,
+    Stage,
+)
 from tracker.services.assessments import patient_assess
 from tracker.services.display import display_build
 from tracker.services.registrations import next_visit_refresh, run_register
-from tracker.storage import original_folder, run_files, stored
+from tracker.storage import media, original_folder, run_files, stored
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +66,19 @@ def stage_prepare(run: AnalysisRun) -> None:
     write_prepared(prepare_visit(visit), run_files(run).prepared)
 
 
-@functools.cache
 def segmenter() -> Segmenter:
-    """The model, loaded once per worker process, on first use (Keras is imported then)."""
-    return Segmenter(settings.TRACKER_WEIGHTS_DIR or DEFAULT_WEIGHTS)
+    """The model new analyses use: the registered model an administrator activated
+    (``activate_model``), else ``TRACKER_WEIGHTS_DIR``, else the shipped one; each loaded once
+    per worker process, on first use (Keras is imported then)."""
+    active = ModelVersion.objects.filter(is_active=True).first()
+    if active is not None:
+        return _segmenter_at(str(media(active.folder)))
+    return _segmenter_at(str(settings.TRACKER_WEIGHTS_DIR or DEFAULT_WEIGHTS))
+
+
+@functools.cache
+def _segmenter_at(folder: str) -> Segmenter:
+    return Segmenter(folder)
 
 
 def stage_segment(run: AnalysisRun) -> None:
@@ -171,7 +189,22 @@ def _display(run: AnalysisRun) -> None:
 
 def stage_assess(run: AnalysisRun) -> None:
     """The run becomes the visit's current one (its results replace the old ones only now that
-    they are complete), then the patient's whole timeline is assessed again."""
+    they are complete), then the patient's whole timeline is assessed again. A model's run does
+    not replace a clinician's correction: it is kept, done, beside it (the visit page lists it
+    among the versions)."""
+    corrected = (
+        AnalysisRun.objects.filter(visit=run.visit, is_current=True, correction__isnull=False)
+        .exclude(pk=run.pk)
+        .exists()
+    )
+    if corrected and not SegmentationVersion.objects.filter(run=run).exists():
+        AnalysisRun.objects.filter(pk=run.pk).update(
+            stage=Stage.DONE,
+            status=RunStatus.DONE,
+            finished_at=timezone.now(),
+            stages=stages_with(run, Stage.ASSESS, status="done", shown=False),
+        )
+        return
     with transaction.atomic():
         AnalysisRun.objects.filter(visit=run.visit, is_current=True).exclude(pk=run.pk).update(
             is_current=False

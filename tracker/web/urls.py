@@ -9,6 +9,7 @@ app_name = "web"
 urlpatterns = [
     path("", views.home, name="home"),
     path("patients/", views.patient_list, name="patients"),
+    path("model-performance/", views.model_performance_page, name="performance"),
     path("patients/<uuid:code>/", views.patient_detail, name="patient"),
     path("patients/<uuid:code>/progress/", views.patient_progress, name="progress"),
     path("patients/<uuid:code>/upload/", views.visit_upload, name="upload"),

@@ -62,6 +62,7 @@ from tracker.models import (
 from tracker.services.corrections import IN_PROGRESS, correction_create, segmentation_head
 from tracker.services.display import display_ensure
 from tracker.services.exports import EXPORTS, export_response
+from tracker.services.performance import model_performance, teams_for_user
 from tracker.services.uploads import FIELDS, UploadError
 from tracker.services.visits import ConflictError, audit, review_create, visit_create
 from tracker.storage import run_files, viewer_volume
@@ -606,6 +607,15 @@ def visit_review(request: HttpRequest, code: str) -> HttpResponse:
         request.session[_draft_key(visit.code)] = draft
         return redirect(f"{url}#review")
     return redirect(f"{url}#review")
+
+
+@login_required
+@require_GET
+def model_performance_page(request: HttpRequest) -> HttpResponse:
+    """The model's segmentations against the team's corrections of them (the API's numbers)."""
+    teams = [model_performance(team=team) for team in teams_for_user(request.user)]
+    audit(user=request.user, action="read_model_performance", patient=None)
+    return render(request, "tracker/performance.html", {"teams": teams})
 
 
 # --- uploading a visit -----------------------------------------------------------------------

@@ -1,0 +1,271 @@
+"""Learning from corrections: the corrected visits as a training set, a fine-tuned model
+registered, evaluated on the corrected visits it did not train on, and activated.
+
+The loop (each step a management command):
+
+1. ``export_training_set --team T --out DIR``: each corrected visit (its latest correction whose
+   analysis is done) as a BraTS 2023 folder: the sequences as uploaded (NIfTI header text and
+   extensions cleared) and the corrected labels (``-seg``, on the grid they were drawn on).
+   Folders are named ``TRACKER-<patient hash>-<visit hash>`` (the trainer splits by the
+   patient part); ``manifest.json`` gives each folder's patient pseudonym, visit order and
+   segmentation version, and the visits held out (whole patients, one in five by hash, at
+   least one where there are three or more): they are not exported, so a model trained on the
+   folder can be evaluated on them. Nothing else identifies a patient.
+2. ``python -m inference train DIR/train --init-weights inference/weights --out W``: fine-tune.
+3. ``register_model W``: the weights copied under MEDIA_ROOT/models, the card read.
+4. ``evaluate_model NAME VERSION``: the model segments every corrected visit whose folder it
+   did not train on (its card lists them); Dice per region against the corrections, beside the
+   Dice of the model that made those segmentations.
+5. ``activate_model NAME VERSION``: only an evaluated model; new analyses use it. Re-analysing a
+   visit keeps its results until the new ones exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from inference.errors import InputError
+from inference.imaging.io import read_image, read_label_map
+from inference.imaging.preprocess import read_prepared
+from inference.labels import Region
+from inference.measurement.agreement import REGIONS, mean_interval
+from inference.measurement.evaluate import evaluate
+from inference.segmentation.segment import Segmenter, read_card
+from tracker.models import (
+    CareTeam,
+    ModelVersion,
+    RunStatus,
+    SegmentationVersion,
+    Visit,
+)
+from tracker.services.visits import ConflictError, audit
+from tracker.storage import media, original_folder, run_files, stored
+
+BRATS_SUFFIX = {"t1": "t1n", "t1c": "t1c", "t2": "t2w", "flair": "t2f"}
+HOLD_OUT_EVERY = 5  # one corrected visit in five is kept for evaluation
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def case_name(visit: Visit) -> str:
+    """The visit's folder in a training set: stable, and telling nothing about the patient."""
+    number = int(_digest(f"visit:{visit.code}")[:7], 16)
+    return f"TRACKER-{_digest(f'patient:{visit.patient.code}')[:8]}-{number:09d}"
+
+
+def _held_out(names: list[str]) -> set[str]:
+    """Whole patients held out (a model is never evaluated on a patient it saw): one in five
+    by hash; at least one where there are three or more, and two left to train on (the
+    trainer validates on a patient of its own)."""
+    patients = sorted({_patient(n) for n in names}, key=lambda p: _digest(f"hold:{p}"))
+    held = {p for p in patients if int(_digest(f"hold:{p}")[:8], 16) % HOLD_OUT_EVERY == 0}
+    if len(patients) >= 3 and (not held or len(patients) - len(held) < 2):
+        held = {patients[0]}
+    if len(patients) < 3:
+        held = set()
+    return {n for n in names if _patient(n) in held}
+
+
+def _patient(name: str) -> str:
+    """``TRACKER-<patient>-<visit>`` -> ``TRACKER-<patient>`` (as the trainer groups them)."""
+    return name.rsplit("-", maxsplit=1)[0]
+
+
+def corrected_visits(team: CareTeam | None = None) -> list[SegmentationVersion]:
+    """Each corrected visit's latest correction whose analysis is done (of one team, or all)."""
+    versions = SegmentationVersion.objects.filter(run__status=RunStatus.DONE)
+    if team is not None:
+        versions = versions.filter(visit__patient__team=team)
+    latest: dict[int, SegmentationVersion] = {}
+    for version in versions.select_related("visit__patient", "run").order_by("visit_id", "-number"):
+        latest.setdefault(version.visit_id, version)
+    return list(latest.values())
+
+
+def _scrubbed_copy(source: Path, target: Path) -> None:
+    """The NIfTI image with no free text in its header (description, auxiliary file, intent
+    name) and no extensions: scanners and converters put names and dates there."""
+    image = nib.load(str(source))
+    header = image.header.copy()
+    for key in ("descrip", "aux_file", "intent_name", "db_name"):
+        if key in header:
+            header[key] = b""
+    header.extensions.clear()
+    clean = type(image)(np.asanyarray(image.dataobj), image.affine, header)
+    nib.save(clean, str(target))
+
+
+def training_set_export(*, team: CareTeam, out: Path) -> dict[str, Any]:
+    """Write the team's corrected visits under ``out/train`` (one BraTS folder each, the held-out
+    ones left out) and ``out/manifest.json``; ``out`` must not exist yet. Written whole or not at
+    all. Returns the manifest."""
+    out = Path(out)
+    if out.exists():
+        raise InputError(f"{out} exists already: give a new folder")
+    versions = corrected_visits(team)
+    if not versions:
+        raise InputError(f"team {team.name} has no corrected visit whose analysis is done")
+    names = {v.pk: case_name(v.visit) for v in versions}
+    held = _held_out(list(names.values()))
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "train").mkdir(parents=True)
+    cases = []
+    try:
+        for version in sorted(versions, key=lambda v: names[v.pk]):
+            visit, name = version.visit, names[version.pk]
+            order = list(visit.patient.visits.order_by("acquired_on")).index(visit) + 1
+            cases.append(
+                {
+                    "folder": name,
+                    "patient": visit.patient.label,
+                    "visit_order": order,
+                    "segmentation_version": version.number,
+                    "source": version.source,
+                    "held_out": name in held,
+                }
+            )
+            if name in held:
+                continue
+            folder = staging / "train" / name
+            folder.mkdir()
+            for scan in visit.scans.all():
+                source = media(str(scan.file.name))
+                _scrubbed_copy(source, folder / f"{name}-{BRATS_SUFFIX[scan.sequence]}.nii.gz")
+            _scrubbed_copy(run_files(version.run).labels, folder / f"{name}-seg.nii.gz")
+        manifest = {
+            "team": team.name,
+            "exported_at": timezone.now().isoformat(timespec="seconds"),
+            "label_convention": "BraTS 2023 (1 NCR, 2 ED, 3 ET)",
+            "labels": "the clinicians' corrected segmentations, on the grid they were drawn on "
+            "(the visit's T1 post-contrast as acquired, else its FLAIR)",
+            "train": sorted(n for n in names.values() if n not in held),
+            "held_out": sorted(held),
+            "cases": cases,
+        }
+        (staging / "manifest.json").write_text(
+            json.dumps(manifest, indent=2) + "\n", encoding="utf-8"
+        )
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    audit(user=None, action="export_training_set", patient=None, team=team.name, cases=len(cases))
+    return manifest
+
+
+# --- models -----------------------------------------------------------------------------------
+
+
+def model_register(*, folder: Path, version: str = "") -> ModelVersion:
+    """Copy a weights folder (``export_weights``' card and weights) under MEDIA_ROOT/models and
+    record it, inactive. ``version`` renames a version that is taken (the card copy says so)."""
+    card = read_card(Path(folder))  # WeightsError names what is wrong
+    name = str(card.get("name") or "")
+    chosen = version or str(card.get("version") or "")
+    if ModelVersion.objects.filter(name=name, version=chosen).exists():
+        raise ConflictError(f"{name} {chosen} is registered already: give --as-version")
+    target = media(f"models/{name}-{chosen}")
+    if target.exists():
+        raise ConflictError(f"{target} exists already")
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(folder, staging)
+    if version:
+        card = {**card, "version": chosen, "registered_as": chosen}
+        (staging / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    read_card(staging)  # the copy reads (weights checksum included)
+    staging.rename(target)
+    try:
+        return ModelVersion.objects.create(
+            name=name,
+            version=chosen,
+            weights_sha256=str(card.get("weights_sha256") or ""),
+            folder=stored(target),
+            card=card,
+        )
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+
+
+def model_evaluate(*, model: ModelVersion) -> dict[str, Any]:
+    """Segment every corrected visit the model did not train on with it, and score it against
+    the correction (Dice per region, mean with a 95 % interval), beside the model that made
+    the corrected segmentations; stored on the model."""
+    trained = set((model.card.get("training") or {}).get("cases") or [])
+    segmenter = Segmenter(media(model.folder))
+    rows: list[dict[str, Any]] = []
+    for version in corrected_visits():
+        name = case_name(version.visit)
+        if name in trained:
+            continue
+        corrected, _ = read_label_map(run_files(version.run).labels)
+        images, mask, _ = read_prepared(run_files(version.run).prepared)
+        geometry = _reference_original(version.visit)
+        result = segmenter.segment(images, mask, geometry=geometry)
+        scores = evaluate(result.labels, corrected)
+        earlier = version.changes.get("against_model", {}).get("regions", {})
+        rows.append(
+            {
+                "case": name,
+                "dice": {r: round(scores[Region(r)].dice, 4) for r in REGIONS},
+                "earlier_dice": {r: earlier.get(r, {}).get("dice") for r in REGIONS},
+            }
+        )
+    evaluation = {
+        "cases": len(rows),
+        "left_out_as_trained_on": len(trained),
+        "regions": {
+            r: {
+                "dice": mean_interval([row["dice"][r] for row in rows], bounds=(0.0, 1.0)),
+                "earlier_model_dice": mean_interval(
+                    [row["earlier_dice"][r] for row in rows if row["earlier_dice"][r] is not None],
+                    bounds=(0.0, 1.0),
+                ),
+            }
+            for r in REGIONS
+        },
+        "per_case": rows,
+    }
+    model.evaluation = evaluation
+    model.evaluated_at = timezone.now()
+    model.save(update_fields=["evaluation", "evaluated_at"])
+    return evaluation
+
+
+def _reference_original(visit: Visit) -> Any:
+    """The original image the visit's segmentation is on (its grid is the corrected map's)."""
+    for sequence in ("t1c", "flair"):
+        found = sorted(original_folder(visit).glob(f"{sequence}.nii*"))
+        if found:
+            return read_image(found[0])
+    raise InputError(f"visit {visit.code} has no original T1 post-contrast or FLAIR")
+
+
+def model_activate(*, model: ModelVersion, by: str) -> ModelVersion:
+    """Make an evaluated model the one new analyses use."""
+    if not model.evaluated_at or not model.evaluation.get("cases"):
+        raise ConflictError(
+            f"{model} has not been evaluated on a corrected visit it did not train on: run "
+            "evaluate_model first (with at least one held-out corrected visit)"
+        )
+    with transaction.atomic():
+        ModelVersion.objects.filter(is_active=True).exclude(pk=model.pk).update(is_active=False)
+        model.is_active = True
+        model.activated_at = timezone.now()
+        model.activated_by = by
+        model.save(update_fields=["is_active", "activated_at", "activated_by"])
+        audit(user=None, action="activate_model", patient=None, model=str(model), by=by)
+    return model
