@@ -132,6 +132,7 @@ def test_a_correction_is_a_new_version_and_the_numbers_follow(
     (team,) = [t for t in performance if t["team"] == "Neuro-A"]
     assert team["corrected_visits"] == 1
     (model,) = team["models"]
+    model_run.refresh_from_db()
     assert model["model"] == f"{model_run.model_name} {model_run.model_version}"
     assert model["regions"]["ET"]["dice"]["mean"] == changes["ET"]["dice"]
     assert model["regions"]["ET"]["dice"]["low"] is None  # one visit: no interval
