@@ -136,7 +136,9 @@ class ModelVersionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # runs name the model they used
 
-    @admin.action(description="Activate for new analyses (evaluated models only)")
+    @admin.action(
+        description="Activate for new analyses (evaluated models only)", permissions=["change"]
+    )
     def activate(self, request: HttpRequest, queryset: Any) -> None:
         if queryset.count() != 1:
             self.message_user(request, "Choose one model to activate.", level="error")

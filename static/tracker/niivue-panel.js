@@ -109,9 +109,12 @@
 
   // After each stroke (NiiVue's "draw" event, or the pointer let go: erasing sends no event):
   // the drawing as it now is, if it changed.
+  var HISTORY = 30;  // strokes that can be undone (each a copy of the drawing)
+
   function remember() {
     if (same(done[done.length - 1], viewer.drawBitmap)) { return; }
     done.push(viewer.drawBitmap.slice());
+    if (done.length > HISTORY + 1) { done.shift(); }
     undone = [];
     labelled();
   }
@@ -136,7 +139,9 @@
     say("loading", "Loading the original image and the segmentation for editing…");
     if (source) { source.disabled = true; }
     viewer.loadVolumes([{ url: base + name + ".nii.gz", name: name + ".nii.gz" }])
-      .then(function () { return viewer.loadDrawingFromUrl(base + "seg.nii.gz"); })
+      // the version the correction will name as its parent (the latest, even if another
+      // person's correction is not measured yet)
+      .then(function () { return viewer.loadDrawingFromUrl(edit.getAttribute("data-labels")); })
       .then(function (loaded) {
         if (!loaded || !viewer.drawBitmap) { throw new Error("the segmentation did not load"); }
         var colours = document.getElementById("niivue-labels");
@@ -177,14 +182,17 @@
         headers: { "X-CSRFToken": token ? token.value : "" }
       });
     }).then(function (response) {
+      var json = (response.headers.get("Content-Type") || "").indexOf("application/json") === 0;
+      if (!json) {  // a proxy's or the server's error page
+        return [response.status, { detail: "the server answered " + response.status }];
+      }
       return response.json().then(function (body) { return [response.status, body]; });
     }).then(function (answer) {
       var status = answer[0], body = answer[1];
       if (status === 201) {
         panel.setAttribute("data-saved", String(body.version));
         editStatus("Saved as version " + body.version + ".");
-        window.location.assign(edit.getAttribute("data-done"));
-        window.location.reload();
+        window.location.reload();  // the page then lists the new version
         return;
       }
       var messages = body.detail ? [body.detail] : Object.keys(body).map(function (key) {

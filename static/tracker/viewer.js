@@ -153,9 +153,9 @@
       img.style.opacity = String(Number(opacity.value) / 100);
     });
     viewer.querySelectorAll("img.heat").forEach(function (img) {
-      img.hidden = !showHeat.checked;
+      img.hidden = !showHeat || !showHeat.checked;
     });
-    if (heatLegend) { heatLegend.hidden = !showHeat.checked; }
+    if (heatLegend) { heatLegend.hidden = !showHeat || !showHeat.checked; }
     if (showPrior) {
       viewer.querySelectorAll(".stack.prior").forEach(function (stack) {
         stack.hidden = !showPrior.checked;

@@ -237,6 +237,7 @@ def test_the_visit_page_shows_the_version_and_takes_a_correction(
     _measure_and_assess(AnalysisRun.objects.get(correction__number=2))
     page = web.get(f"/visits/{visit.code}/").content.decode()
     assert "corrected by <strong>alice</strong>" in page
+    assert 'id="show-heat"' not in page  # the model's probabilities are not the correction's
     assert "vessels, not oedema" in page
     changes = page[page.index('class="correction-changes"') :]
     changes = changes[: changes.index("</table>")]
@@ -290,3 +291,21 @@ def test_every_export_says_which_visits_carry_a_correction_and_by_whom(
         ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, encoding="utf-8", check=True
     ).stdout
     assert "corrected by alice" in text
+
+
+def test_a_failed_correction_is_measured_again_not_replaced_by_the_model(
+    teams: dict[str, Any], analysed: dict[str, Any], tmp_path: Path
+) -> None:
+    client, visit, run = analysed["client"], analysed["visit"], analysed["run"]
+    labels = _labels(client, visit, run, tmp_path)
+    created = _post(client, visit, _upload(labels, tmp_path), run.code).json()
+    AnalysisRun.objects.filter(code=created["run"]).update(
+        status=RunStatus.FAILED, error="measure: the disk was full"
+    )
+    response = client.post(f"/api/visits/{visit.code}/reanalyse/")
+    assert response.status_code == 202
+    assert response.json()["code"] == created["run"]  # the same run, from its own stage
+    again = AnalysisRun.objects.get(code=created["run"])
+    assert (again.stage, again.status, again.error) == (Stage.MEASURE, RunStatus.QUEUED, "")
+    _measure_and_assess(again)
+    assert client.get(f"/api/visits/{visit.code}/").json()["results"]["run"] == created["run"]

@@ -81,60 +81,75 @@ def correction_create(
     ``UploadError``: what is wrong with the file."""
     if not reason.strip():
         raise UploadError({"reason": ["say why the segmentation is corrected"]})
-    with transaction.atomic():
-        visit = Visit.objects.select_for_update().get(pk=visit.pk)  # one correction at a time
-        head = segmentation_head(visit)
-        if head is None:
-            raise ConflictError("the visit has no segmentation to correct yet")
-        if str(head.code) != str(parent):
-            raise ConflictError(_changed_under_you(visit, head))
-        busy = visit.runs.filter(status__in=IN_PROGRESS).first()
-        if busy is not None:
-            raise ConflictError(
-                f"the visit's analysis is running ({busy.stage}); correct it when it is done"
+    # Checked and compared outside the lock (reading images takes seconds); the lock then
+    # makes sure nothing changed meanwhile.
+    head = _head_unchanged(visit, parent)
+    corrected, before = _checked(labels, head)
+    changes = _changes(before, corrected, head, visit)
+    folder: Path | None = None
+    try:
+        with transaction.atomic():
+            visit = Visit.objects.select_for_update().get(pk=visit.pk)  # one at a time
+            if _head_unchanged(visit, parent).pk != head.pk:
+                raise ConflictError(_changed_under_you(visit, segmentation_head(visit)))
+            number = 1 + SegmentationVersion.objects.filter(visit=visit).count()
+            run = AnalysisRun.objects.create(
+                visit=visit,
+                stage=Stage.MEASURE,
+                model_name=head.model_name,
+                model_version=head.model_version,
+                weights_sha256=head.weights_sha256,
+                sequences_used=head.sequences_used,
+                supported_regions=head.supported_regions,
             )
-        corrected, before = _checked(labels, head)
-        number = 1 + SegmentationVersion.objects.filter(visit=visit).count()
-        run = AnalysisRun.objects.create(
-            visit=visit,
-            stage=Stage.MEASURE,
-            model_name=head.model_name,
-            model_version=head.model_version,
-            weights_sha256=head.weights_sha256,
-            sequences_used=head.sequences_used,
-            supported_regions=head.supported_regions,
-        )
-        try:
+            folder = run_files(run).root
             sha = _write_run_files(run, head, corrected, number=number, by=by)
             _copy_registrations(run, head)
-        except BaseException:
-            shutil.rmtree(run_files(run).root, ignore_errors=True)
-            raise
-        version = SegmentationVersion.objects.create(
-            visit=visit,
-            number=number + 1,
-            run=run,
-            parent_run=head,
-            source=source,
-            reason=reason.strip(),
-            created_by=by,
-            labels_sha256=sha,
-            changes=_changes(before, corrected, head, visit),
-        )
-        audit(
-            user=by,
-            action="correct_segmentation",
-            patient=visit.patient,
-            code=str(visit.code),
-            version=version.number,
-            source=source,
-            run=str(run.code),
-        )
-        stage_enqueue(run_code=run.code, stage=Stage.MEASURE)  # sent after commit
+            version = SegmentationVersion.objects.create(
+                visit=visit,
+                number=number + 1,
+                run=run,
+                parent_run=head,
+                source=source,
+                reason=reason.strip(),
+                created_by=by,
+                labels_sha256=sha,
+                changes=changes,
+            )
+            audit(
+                user=by,
+                action="correct_segmentation",
+                patient=visit.patient,
+                code=str(visit.code),
+                version=version.number,
+                source=source,
+                run=str(run.code),
+            )
+            stage_enqueue(run_code=run.code, stage=Stage.MEASURE)  # sent after commit
+    except BaseException:
+        if folder is not None:  # nothing of a correction that was not stored stays on disk
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     return version
 
 
-def _changed_under_you(visit: Visit, head: AnalysisRun) -> str:
+def _head_unchanged(visit: Visit, parent: str) -> AnalysisRun:
+    """The run the correction was drawn on, if it is still the visit's latest segmentation
+    and no analysis of the visit is running; else ``ConflictError`` says which."""
+    head = segmentation_head(visit)
+    if head is None:
+        raise ConflictError("the visit has no segmentation to correct yet")
+    if str(head.code) != str(parent):
+        raise ConflictError(_changed_under_you(visit, head))
+    busy = visit.runs.filter(status__in=IN_PROGRESS).first()
+    if busy is not None:
+        raise ConflictError(
+            f"the visit's analysis is running ({busy.stage}); correct it when it is done"
+        )
+    return head
+
+
+def _changed_under_you(visit: Visit, head: AnalysisRun | None) -> str:
     correction = SegmentationVersion.objects.filter(run=head).select_related("created_by").first()
     if correction is None:
         return (
@@ -216,13 +231,13 @@ def _write_run_files(
     run: AnalysisRun, head: AnalysisRun, corrected: sitk.Image, *, number: int, by: Any
 ) -> str:
     """The new run's folder: the prepared images of the corrected run (hard links, they are
-    never written again), the corrected labels, the model's probabilities and report with the
-    correction recorded (the probability range is the model's, not the correction's)."""
+    never written again), the corrected labels, and the model's report with the correction
+    recorded. No probabilities: the model's say nothing about a segmentation a person drew (no
+    probability range, soft volumes or heat map for it)."""
     source, target = run_files(head), run_files(run)
     _link_tree(source.prepared, target.prepared)
     target.segmentation.mkdir(parents=True, exist_ok=True)
     write_image(corrected, target.labels)
-    shutil.copy2(source.probabilities, target.probabilities)
     report = json.loads(source.segmentation_report.read_text(encoding="utf-8"))
     report["correction"] = {
         "version": number + 1,
@@ -279,14 +294,19 @@ def _changes(
     the corrected segmentation against the one it corrects; and against the model's own
     segmentation (the evidence about the model: ``against_model``), with the visit's RANO
     category when it was corrected."""
-    scores = evaluate(before, after)
+    scores = evaluate(before, after, distances=False)
     model_run = model_run_of(head)
     if model_run.pk == head.pk:
         against = scores
     else:
         model_labels, _ = read_label_map(run_files(model_run).labels)
-        against = evaluate(model_labels, after)
-    assessment = visit.assessments.filter(is_current=True).first()
+        against = evaluate(model_labels, after, distances=False)
+    earlier = SegmentationVersion.objects.filter(run=head).first()
+    if earlier is not None:  # the category the model's own segmentation gave
+        category_before = earlier.changes.get("category_before")
+    else:
+        assessment = visit.assessments.filter(is_current=True).first()
+        category_before = None if assessment is None else assessment.category
     return {
         "regions": {
             region.value: {
@@ -309,5 +329,5 @@ def _changes(
                 for region in REGIONS
             },
         },
-        "category_before": None if assessment is None else assessment.category,
+        "category_before": category_before,
     }

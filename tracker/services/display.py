@@ -32,7 +32,9 @@ def display_build(*, run: AnalysisRun) -> Path:
     files = run_files(run)
     images, mask, _ = read_prepared(files.prepared)
     labels, _ = read_label_map(files.labels)
-    probabilities = read_probability_map(files.probabilities)
+    probabilities = (
+        read_probability_map(files.probabilities) if files.probabilities.is_file() else None
+    )
     measurement = getattr(run, "measurement", None)
     volumes = render.display_volumes(
         images,

@@ -23,13 +23,16 @@ The loop (each step a management command):
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -51,11 +54,15 @@ from tracker.services.visits import ConflictError, audit
 from tracker.storage import media, original_folder, run_files, stored
 
 BRATS_SUFFIX = {"t1": "t1n", "t1c": "t1c", "t2": "t2w", "flair": "t2f"}
-HOLD_OUT_EVERY = 5  # one corrected visit in five is kept for evaluation
+HOLD_OUT_EVERY = 5  # one corrected patient in five is kept for evaluation
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """A keyed hash (the deployment's secret key): a folder name cannot be recomputed from the
+    visit and patient codes the pages and exports show."""
+    key = settings.SECRET_KEY.encode("utf-8")
+    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def case_name(visit: Visit) -> str:
@@ -98,7 +105,7 @@ def _scrubbed_copy(source: Path, target: Path) -> None:
     name) and no extensions: scanners and converters put names and dates there."""
     image = nib.load(str(source))
     header = image.header.copy()
-    for key in ("descrip", "aux_file", "intent_name", "db_name"):
+    for key in ("descrip", "aux_file", "intent_name", "db_name", "data_type", "unused_str"):
         if key in header:
             header[key] = b""
     header.extensions.clear()
@@ -174,6 +181,9 @@ def model_register(*, folder: Path, version: str = "") -> ModelVersion:
     card = read_card(Path(folder))  # WeightsError names what is wrong
     name = str(card.get("name") or "")
     chosen = version or str(card.get("version") or "")
+    for what, value in (("name", name), ("version", chosen)):
+        if not _SAFE_NAME.fullmatch(value):
+            raise InputError(f"model {what} {value!r}: letters, digits, '.', '_' and '-' only")
     if ModelVersion.objects.filter(name=name, version=chosen).exists():
         raise ConflictError(f"{name} {chosen} is registered already: give --as-version")
     target = media(f"models/{name}-{chosen}")
@@ -181,12 +191,16 @@ def model_register(*, folder: Path, version: str = "") -> ModelVersion:
         raise ConflictError(f"{target} exists already")
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(folder, staging)
-    if version:
-        card = {**card, "version": chosen, "registered_as": chosen}
-        (staging / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    read_card(staging)  # the copy reads (weights checksum included)
-    staging.rename(target)
+    try:
+        shutil.copytree(folder, staging)
+        if version:
+            card = {**card, "version": chosen, "registered_as": chosen}
+            (staging / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        read_card(staging)  # the copy reads (weights checksum included)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     try:
         return ModelVersion.objects.create(
             name=name,
@@ -204,18 +218,24 @@ def model_evaluate(*, model: ModelVersion) -> dict[str, Any]:
     """Segment every corrected visit the model did not train on with it, and score it against
     the correction (Dice per region, mean with a 95 % interval), beside the model that made
     the corrected segmentations; stored on the model."""
-    trained = set((model.card.get("training") or {}).get("cases") or [])
+    cases = (model.card.get("training") or {}).get("cases")
+    if cases is None:
+        raise ConflictError(
+            f"{model}'s card does not list the folders it was trained on: it cannot be evaluated "
+            "on visits it did not see (train it with this version of python -m inference train)"
+        )
+    trained_patients = {_patient(c) for c in cases}
     segmenter = Segmenter(media(model.folder))
     rows: list[dict[str, Any]] = []
     for version in corrected_visits():
         name = case_name(version.visit)
-        if name in trained:
+        if _patient(name) in trained_patients:  # never a patient it saw, in any visit
             continue
         corrected, _ = read_label_map(run_files(version.run).labels)
         images, mask, _ = read_prepared(run_files(version.run).prepared)
         geometry = _reference_original(version.visit)
         result = segmenter.segment(images, mask, geometry=geometry)
-        scores = evaluate(result.labels, corrected)
+        scores = evaluate(result.labels, corrected, distances=False)
         earlier = version.changes.get("against_model", {}).get("regions", {})
         rows.append(
             {
@@ -226,7 +246,7 @@ def model_evaluate(*, model: ModelVersion) -> dict[str, Any]:
         )
     evaluation = {
         "cases": len(rows),
-        "left_out_as_trained_on": len(trained),
+        "patients_left_out_as_trained_on": len(trained_patients),
         "regions": {
             r: {
                 "dice": mean_interval([row["dice"][r] for row in rows], bounds=(0.0, 1.0)),

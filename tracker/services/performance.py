@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from inference.measurement.agreement import REGIONS, Case, summarise
-from tracker.models import Assessment, CareTeam, RunStatus, SegmentationVersion
+from tracker.models import CareTeam, RunStatus, SegmentationVersion
 
 
 def teams_for_user(user: Any) -> list[CareTeam]:
@@ -27,16 +27,15 @@ def model_performance(*, team: CareTeam) -> dict[str, Any]:
     latest: dict[int, SegmentationVersion] = {}
     for version in versions:
         latest.setdefault(version.visit_id, version)
-    current = {
-        a.visit_id: a.category
-        for a in Assessment.objects.filter(visit_id__in=list(latest), is_current=True)
-    }
     cases = []
     for version in latest.values():
         against = version.changes.get("against_model")
         if not against:
             continue
-        regions = against["regions"]
+        # a region empty in both says nothing about the model (Dice would be 1 by convention)
+        regions = {
+            r: v for r, v in against["regions"].items() if v["model_ml"] or v["corrected_ml"]
+        }
         visit = version.visit
         model = against["model"]
         cases.append(
@@ -44,11 +43,11 @@ def model_performance(*, team: CareTeam) -> dict[str, Any]:
                 model=f"{model['name']} {model['version']}".strip(),
                 visit=str(visit.code),
                 label=f"{visit.patient.label} {visit.acquired_on}",
-                dice={r: regions[r]["dice"] for r in REGIONS},
-                model_ml={r: regions[r]["model_ml"] for r in REGIONS},
-                corrected_ml={r: regions[r]["corrected_ml"] for r in REGIONS},
+                dice={r: regions[r]["dice"] for r in REGIONS if r in regions},
+                model_ml={r: regions[r]["model_ml"] for r in REGIONS if r in regions},
+                corrected_ml={r: regions[r]["corrected_ml"] for r in REGIONS if r in regions},
                 category_before=version.changes.get("category_before"),
-                category_after=current.get(visit.pk) if version.run.is_current else None,
+                category_after=version.changes.get("category_after"),
                 details={
                     "patient": str(visit.patient.code),
                     "version": version.number,

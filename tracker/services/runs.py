@@ -25,7 +25,15 @@ from django.db.models import Q
 from django.utils import timezone
 
 from inference.errors import InputError
-from tracker.models import STAGE_ORDER, AnalysisRun, Patient, RunStatus, Stage, Visit
+from tracker.models import (
+    STAGE_ORDER,
+    AnalysisRun,
+    Patient,
+    RunStatus,
+    SegmentationVersion,
+    Stage,
+    Visit,
+)
 from tracker.services.enqueue import TRANSIENT_ERRORS, patient_reassess, stage_enqueue
 from tracker.services.stages import STAGES, StageError, stages_with
 
@@ -42,7 +50,17 @@ def run_create(*, visit: Visit) -> AnalysisRun:
 
 def run_retry(*, run: AnalysisRun) -> AnalysisRun:
     """A failed run is analysed again from its first stage, as a new run (the failed one stays
-    on record)."""
+    on record); a clinician's correction that failed, the visit's latest run, is measured again
+    from its own stage, so the drawing is not lost."""
+    latest = AnalysisRun.objects.filter(visit=run.visit).order_by("-created_at").first()
+    if latest == run and SegmentationVersion.objects.filter(run=run).exists():
+        stage = Stage(run.stage)
+        AnalysisRun.objects.filter(pk=run.pk, status=RunStatus.FAILED).update(
+            status=RunStatus.QUEUED, error="", finished_at=None, updated_at=timezone.now()
+        )
+        stage_enqueue(run_code=run.code, stage=stage)
+        run.refresh_from_db()
+        return run
     return run_create(visit=run.visit)
 
 

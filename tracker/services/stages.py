@@ -34,6 +34,7 @@ from inference.segmentation.segment import (
 )
 from tracker.models import (
     AnalysisRun,
+    Assessment,
     Lesion,
     LesionKind,
     Measurement,
@@ -41,6 +42,7 @@ from tracker.models import (
     RunStatus,
     SegmentationVersion,
     Stage,
+    Visit,
 )
 from tracker.services.assessments import patient_assess
 from tracker.services.display import display_build
@@ -76,7 +78,7 @@ def segmenter() -> Segmenter:
     return _segmenter_at(str(settings.TRACKER_WEIGHTS_DIR or DEFAULT_WEIGHTS))
 
 
-@functools.cache
+@functools.lru_cache(maxsize=2)  # the active model and the one before: no more held in memory
 def _segmenter_at(folder: str) -> Segmenter:
     return Segmenter(folder)
 
@@ -108,7 +110,10 @@ def stage_register(run: AnalysisRun) -> None:
 def stage_measure(run: AnalysisRun) -> None:
     files = run_files(run)
     labels, _ = read_label_map(files.labels)
-    probabilities = read_probability_map(files.probabilities)
+    # a clinician's correction has none: the model's probabilities are not about it
+    probabilities = (
+        read_probability_map(files.probabilities) if files.probabilities.is_file() else None
+    )
     result = measure(labels, probabilities=probabilities)
     assert result.lesion_map is not None
     assert result.t2_flair_lesion_map is not None
@@ -136,7 +141,7 @@ def stage_measure(run: AnalysisRun) -> None:
             lesion_map=stored(lesion_map),
             t2_flair_lesion_map="" if t2_flair_map is None else stored(t2_flair_map),
             segmentation=stored(files.labels),
-            probabilities=stored(files.probabilities),
+            probabilities=stored(files.probabilities) if probabilities is not None else "",
             details=_measured_only(result.as_dict(), unmeasured),
         )
         Lesion.objects.bulk_create(
@@ -192,19 +197,22 @@ def stage_assess(run: AnalysisRun) -> None:
     they are complete), then the patient's whole timeline is assessed again. A model's run does
     not replace a clinician's correction: it is kept, done, beside it (the visit page lists it
     among the versions)."""
-    corrected = (
-        AnalysisRun.objects.filter(visit=run.visit, is_current=True, correction__isnull=False)
-        .exclude(pk=run.pk)
-        .exists()
-    )
-    if corrected and not SegmentationVersion.objects.filter(run=run).exists():
-        AnalysisRun.objects.filter(pk=run.pk).update(
-            stage=Stage.DONE,
-            status=RunStatus.DONE,
-            finished_at=timezone.now(),
-            stages=stages_with(run, Stage.ASSESS, status="done", shown=False),
+    correction = SegmentationVersion.objects.filter(run=run).first()
+    with transaction.atomic():
+        Visit.objects.select_for_update().filter(pk=run.visit_id).first()  # as corrections do
+        corrected = (
+            AnalysisRun.objects.filter(visit=run.visit, is_current=True, correction__isnull=False)
+            .exclude(pk=run.pk)
+            .exists()
         )
-        return
+        if corrected and correction is None:
+            AnalysisRun.objects.filter(pk=run.pk).update(
+                stage=Stage.DONE,
+                status=RunStatus.DONE,
+                finished_at=timezone.now(),
+                stages=stages_with(run, Stage.ASSESS, status="done", shown=False),
+            )
+            return
     with transaction.atomic():
         AnalysisRun.objects.filter(visit=run.visit, is_current=True).exclude(pk=run.pk).update(
             is_current=False
@@ -217,6 +225,13 @@ def stage_assess(run: AnalysisRun) -> None:
             stages=stages_with(run, Stage.ASSESS, status="done"),
         )
         patient_assess(patient=run.visit.patient)
+        if correction is not None:  # the category under the correction, when it was made
+            after = Assessment.objects.filter(visit=run.visit, is_current=True).first()
+            correction.changes = {
+                **correction.changes,
+                "category_after": None if after is None else after.category,
+            }
+            correction.save(update_fields=["changes"])
     try:  # after commit: the next visit's comparison with this one (not a failure of this run)
         next_visit_refresh(patient=run.visit.patient, after=run.visit.acquired_on)
     except Exception:

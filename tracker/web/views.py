@@ -426,6 +426,8 @@ def visit_detail(request: HttpRequest, code: str) -> HttpResponse:
                 # each sequence's stored range (prepared units: z-score within the brain), for
                 # the window/level read-out
                 "windows": meta["windows"],
+                # the model's tumour probability (none for a clinician's correction)
+                "heat": (folder / "tumour.npy").is_file(),
             }
     audit(user=request.user, action="read_visit_page", patient=patient, code=str(visit.code))
     position = [v["code"] for v in timeline["visits"]].index(str(visit.code))

@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from tracker.models import ModelVersion
 from tracker.services.learning import model_evaluate
+from tracker.services.visits import ConflictError
 
 
 class Command(BaseCommand):
@@ -29,7 +30,10 @@ class Command(BaseCommand):
         ).first()
         if model is None:
             raise CommandError(f"no registered model {options['name']} {options['version']}")
-        evaluation = model_evaluate(model=model)
+        try:
+            evaluation = model_evaluate(model=model)
+        except ConflictError as error:
+            raise CommandError(str(error)) from None
         self.stdout.write(f"{evaluation['cases']} held-out corrected visit(s)")
         for region, scores in evaluation["regions"].items():
             dice, earlier = scores["dice"], scores["earlier_model_dice"]
