@@ -198,7 +198,9 @@ class CorrectionInput(serializers.Serializer):
     corrects; BraTS 2023 labels 1 NCR, 2 ED, 3 ET), why, and the run it was drawn on."""
 
     labels = serializers.FileField(help_text="the corrected label map, NIfTI (.nii or .nii.gz)")
-    reason = StrictCharField(max_length=TEXT_MAX, help_text="why the segmentation is corrected")
+    reason = StrictCharField(
+        max_length=TEXT_MAX, min_length=1, help_text="why the segmentation is corrected"
+    )
     source = serializers.ChoiceField(
         choices=SegmentationVersion.Source.choices,
         default=SegmentationVersion.Source.UPLOAD,
