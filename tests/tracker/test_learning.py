@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _phantom_folders(phantom_visits: list[Path], tmp_path: Path) -> list[Path]:
-    """The first visit of three phantom patients (SYNTHETIC PHANTOM)."""
+    """The first visit of three phantom patients (SYNTHETIC PHANTOM); two have a scalp and skull
+    (one of them at least is exported: a whole patient at most is held out)."""
     import dataclasses
 
     from inference.segmentation.phantoms import Scenario, make_patient, write_patient
@@ -36,7 +37,7 @@ def _phantom_folders(phantom_visits: list[Path], tmp_path: Path) -> list[Path]:
     folders = [phantom_visits[0]]
     for seed in (930002, 930003):
         patient = dataclasses.replace(
-            make_patient(seed, visits=1, scenario=Scenario.STABLE), skull=False
+            make_patient(seed, visits=1, scenario=Scenario.STABLE), skull=True
         )
         folders += write_patient(patient, tmp_path / f"phantom-{seed}")
     return folders
@@ -88,6 +89,59 @@ def _analysed_and_corrected(
     return runs
 
 
+def _assert_defaced(out: Path, manifest: dict[str, Any]) -> None:
+    """Each exported sequence: nothing outside the analysis' brain mask (grown by the margin the
+    manifest states, plus a voxel) and the labels; the brain as uploaded; a phantom with a scalp
+    uploaded raw comes out skull-stripped, and the trainer's preparation finds its brain."""
+    from inference.imaging.deface import keep_mask
+    from inference.imaging.io import read_visit
+    from inference.imaging.preprocess import (
+        dice,
+        is_skull_stripped,
+        prepare_visit,
+        read_prepared,
+    )
+    from tracker.models import SegmentationVersion
+    from tracker.services.learning import BRATS_SUFFIX, case_name
+    from tracker.storage import media, run_files
+
+    versions = {case_name(v.visit): v for v in SegmentationVersion.objects.all()}
+    margins = {c["folder"]: c["defacing_margin_mm"] for c in manifest["cases"] if not c["held_out"]}
+    raw_seen = 0
+    for name in manifest["train"]:
+        version = versions[name]
+        _, mask, _ = read_prepared(run_files(version.run).prepared)
+        labels = sitk.ReadImage(str(run_files(version.run).labels))
+        for scan in version.visit.scans.all():
+            original = nib.load(str(media(scan.file.name)))
+            exported = nib.load(
+                str(out / "train" / name / f"{name}-{BRATS_SUFFIX[scan.sequence]}.nii.gz")
+            )
+            before, after = np.asanyarray(original.dataobj), np.asanyarray(exported.dataobj)
+            grid = sitk.ReadImage(str(media(scan.file.name)))
+            wide = keep_mask(
+                grid,
+                mask,
+                keep=labels,
+                margin_mm=margins[name][scan.sequence] + max(grid.GetSpacing()),
+            )
+            assert not after[~wide].any(), (name, scan.sequence)
+            brain = keep_mask(grid, mask)
+            if scan.sequence == "t1c":  # the reference: exactly the brain and the labels
+                assert np.array_equal(after[brain], before[brain])
+            assert np.allclose(after[after != 0], before[after != 0])
+        if not is_skull_stripped(
+            sitk.ReadImage(str(media(version.visit.scans.get(sequence="t1c").file.name)))
+        )[0]:
+            raw_seen += 1
+            assert (before[~wide] != 0).sum() > 10_000  # there was a head to blank
+            prepared = prepare_visit(read_visit(out / "train" / name))
+            step = next(s for s in prepared.qc["steps"] if s["name"] == "brain_mask")
+            assert step["metrics"]["skull_stripped_input"] is True
+            assert dice(prepared.brain_mask, mask) > 0.95
+    assert raw_seen >= 1
+
+
 def run_files_labels(run: AnalysisRun) -> Path:
     from tracker.storage import run_files
 
@@ -134,6 +188,7 @@ def test_corrections_train_a_model_that_is_evaluated_then_activated(
         assert str(visit.patient.code) not in everything
     with pytest.raises(CommandError, match="exists already"):
         call_command("export_training_set", "--team", "Neuro-A", "--out", str(out))
+    _assert_defaced(out, manifest)
 
     # 2. Fine-tune from the shipped weights for a few steps (the documented command).
     weights = tmp_path / "fine-tuned"
@@ -161,6 +216,11 @@ def test_corrections_train_a_model_that_is_evaluated_then_activated(
         call_command("register_model", str(weights), "--as-version", "fine-tuned-test")
 
     # 4. Not activated before it is evaluated; evaluated on the held-out correction only.
+    for command in ("evaluate_model", "activate_model"):
+        with pytest.raises(CommandError, match="no registered model unknown 1"):
+            call_command(
+                command, "unknown", "1", *(["--by", "admin"] * (command == "activate_model"))
+            )
     with pytest.raises(CommandError, match="has not been evaluated"):
         call_command("activate_model", model.name, model.version, "--by", "admin")
     report = StringIO()

@@ -26,7 +26,7 @@ from rest_framework.views import APIView
 from tracker import inputs, selectors
 from tracker.api import serializers as s
 from tracker.models import AnalysisRun, Assessment, CareTeam, Patient, Review, RunStatus, Visit
-from tracker.services.corrections import correction_create
+from tracker.services.corrections import correction_from_input
 from tracker.services.exports import EXPORTS, export_response
 from tracker.services.performance import model_performance, teams_for_user
 from tracker.services.runs import run_create, run_retry
@@ -291,14 +291,7 @@ class VisitSegmentationsApi(APIView):
         data.is_valid(raise_exception=True)
         fields = data.validated_data
         try:
-            version = correction_create(
-                visit=visit,
-                labels=fields["labels"],
-                reason=fields["reason"],
-                source=fields["source"],
-                parent=str(fields["parent"]),
-                by=request.user,
-            )
+            version = correction_from_input(visit=visit, data=fields, by=request.user)
         except UploadError as error:
             raise ValidationError(error.problems) from None
         except ConflictError as error:

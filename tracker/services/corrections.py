@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,19 @@ def segmentation_head(visit: Visit) -> AnalysisRun | None:
     if latest is not None:
         return latest.run
     return AnalysisRun.objects.filter(visit=visit, is_current=True).first()
+
+
+def correction_from_input(*, visit: Visit, data: Mapping[str, Any], by: Any) -> SegmentationVersion:
+    """``correction_create`` with the fields of a validated ``inputs.CorrectionInput`` (the API
+    and the visit page take the same form)."""
+    return correction_create(
+        visit=visit,
+        labels=data["labels"],
+        reason=data["reason"],
+        source=data["source"],
+        parent=str(data["parent"]),
+        by=by,
+    )
 
 
 def correction_create(

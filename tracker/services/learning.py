@@ -4,7 +4,8 @@ registered, evaluated on the corrected visits it did not train on, and activated
 The loop (each step a management command):
 
 1. ``export_training_set --team T --out DIR``: each corrected visit (its latest correction whose
-   analysis is done) as a BraTS 2023 folder: the sequences as uploaded (NIfTI header text and
+   analysis is done) as a BraTS 2023 folder: the sequences as uploaded, defaced (blanked outside
+   the brain mask the analysis computed, see ``inference.imaging.deface``; NIfTI header text and
    extensions cleared) and the corrected labels (``-seg``, on the grid they were drawn on).
    Folders are named ``TRACKER-<patient hash>-<visit hash>`` (the trainer splits by the
    patient part); ``manifest.json`` gives each folder's patient pseudonym, visit order and
@@ -37,6 +38,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from inference.errors import InputError
+from inference.imaging.deface import blank_outside, displacement_bound_mm, keep_mask
 from inference.imaging.io import read_image, read_label_map
 from inference.imaging.preprocess import read_prepared
 from inference.labels import Region
@@ -55,6 +57,9 @@ from tracker.storage import media, original_folder, run_files, stored
 
 BRATS_SUFFIX = {"t1": "t1n", "t1c": "t1c", "t2": "t2w", "flair": "t2f"}
 HOLD_OUT_EVERY = 5  # one corrected patient in five is kept for evaluation
+# A sequence that co-registration moved farther than this is left out of an export rather than
+# defaced with a margin so wide it would keep part of the face.
+DEFACE_MAX_SHIFT_MM = 10.0
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -100,17 +105,65 @@ def corrected_visits(team: CareTeam | None = None) -> list[SegmentationVersion]:
     return list(latest.values())
 
 
-def _scrubbed_copy(source: Path, target: Path) -> None:
+def _scrubbed_copy(source: Path, target: Path, *, keep: np.ndarray | None = None) -> None:
     """The NIfTI image with no free text in its header (description, auxiliary file, intent
-    name) and no extensions: scanners and converters put names and dates there."""
+    name) and no extensions: scanners and converters put names and dates there; with ``keep``,
+    every voxel outside it blanked (``inference.imaging.deface``)."""
     image = nib.load(str(source))
     header = image.header.copy()
     for key in ("descrip", "aux_file", "intent_name", "db_name", "data_type", "unused_str"):
         if key in header:
             header[key] = b""
     header.extensions.clear()
-    clean = type(image)(np.asanyarray(image.dataobj), image.affine, header)
+    data = np.asanyarray(image.dataobj)
+    if keep is not None:
+        data = blank_outside(data, keep)
+    clean = type(image)(data, image.affine, header)
     nib.save(clean, str(target))
+
+
+def _coregistration_shifts(qc: dict[str, Any]) -> dict[str, float]:
+    """How far the analysis' co-registration moved each sequence onto the reference (mm, an
+    upper bound over the brain), from its QC record; the reference moved 0."""
+    shifts = {qc["sequences"]["reference"]: 0.0}
+    for step in qc.get("steps", []):
+        if step.get("name") == "coregister_sequences":
+            for sequence, metrics in step.get("metrics", {}).items():
+                shifts[sequence] = displacement_bound_mm(
+                    translation_mm=float(metrics["translation_mm"]),
+                    rotation_deg=float(metrics["rotation_deg"]),
+                )
+    return shifts
+
+
+def _defaced_case(version: SegmentationVersion, folder: Path, name: str) -> dict[str, Any]:
+    """One visit's BraTS folder: each sequence as uploaded, blanked outside the analysis' brain
+    mask joined with the corrected labels (the reference sequence exactly; the others grown by
+    how far co-registration moved them plus a voxel), and the corrected labels. Returns what
+    was done, for the manifest."""
+    files = run_files(version.run)
+    _, mask, qc = read_prepared(files.prepared)
+    labels, _ = read_label_map(files.labels)
+    shifts = _coregistration_shifts(qc)
+    done: dict[str, Any] = {"margins_mm": {}, "left_out": {}}
+    for scan in version.visit.scans.all():
+        source = media(str(scan.file.name))
+        shift = shifts.get(scan.sequence)
+        if shift is None or shift > DEFACE_MAX_SHIFT_MM:
+            done["left_out"][scan.sequence] = (
+                "not in the analysis"
+                if shift is None
+                else f"co-registration moved it {shift:.1f} mm"
+            )
+            continue
+        image = read_image(source)
+        margin = 0.0 if shift == 0.0 else shift + max(image.GetSpacing())
+        done["margins_mm"][scan.sequence] = round(margin, 1)
+        keep = keep_mask(image, mask, keep=labels, margin_mm=margin)
+        target = folder / f"{name}-{BRATS_SUFFIX[scan.sequence]}.nii.gz"
+        _scrubbed_copy(source, target, keep=keep)
+    _scrubbed_copy(files.labels, folder / f"{name}-seg.nii.gz")
+    return done
 
 
 def training_set_export(*, team: CareTeam, out: Path) -> dict[str, Any]:
@@ -133,28 +186,31 @@ def training_set_export(*, team: CareTeam, out: Path) -> dict[str, Any]:
         for version in sorted(versions, key=lambda v: names[v.pk]):
             visit, name = version.visit, names[version.pk]
             order = list(visit.patient.visits.order_by("acquired_on")).index(visit) + 1
-            cases.append(
-                {
-                    "folder": name,
-                    "patient": visit.patient.label,
-                    "visit_order": order,
-                    "segmentation_version": version.number,
-                    "source": version.source,
-                    "held_out": name in held,
-                }
-            )
+            case = {
+                "folder": name,
+                "patient": visit.patient.label,
+                "visit_order": order,
+                "segmentation_version": version.number,
+                "source": version.source,
+                "held_out": name in held,
+            }
+            cases.append(case)
             if name in held:
                 continue
             folder = staging / "train" / name
             folder.mkdir()
-            for scan in visit.scans.all():
-                source = media(str(scan.file.name))
-                _scrubbed_copy(source, folder / f"{name}-{BRATS_SUFFIX[scan.sequence]}.nii.gz")
-            _scrubbed_copy(run_files(version.run).labels, folder / f"{name}-seg.nii.gz")
+            defaced = _defaced_case(version, folder, name)
+            case["defacing_margin_mm"] = defaced["margins_mm"]
+            if defaced["left_out"]:
+                case["sequences_left_out"] = defaced["left_out"]
         manifest = {
             "team": team.name,
             "exported_at": timezone.now().isoformat(timespec="seconds"),
             "label_convention": "BraTS 2023 (1 NCR, 2 ED, 3 ET)",
+            "defacing": "each sequence blanked outside the analysis' brain mask joined with the "
+            "corrected labels: the reference sequence exactly, the others grown by how far "
+            "co-registration moved them plus one voxel (defacing_margin_mm per case); a "
+            f"sequence moved more than {DEFACE_MAX_SHIFT_MM:g} mm is left out",
             "labels": "the clinicians' corrected segmentations, on the grid they were drawn on "
             "(the visit's T1 post-contrast as acquired, else its FLAIR)",
             "train": sorted(n for n in names.values() if n not in held),
@@ -272,6 +328,14 @@ def _reference_original(visit: Visit) -> Any:
         if found:
             return read_image(found[0])
     raise InputError(f"visit {visit.code} has no original T1 post-contrast or FLAIR")
+
+
+def model_get(*, name: str, version: str) -> ModelVersion:
+    """A registered model by name and version; ``InputError`` names it where there is none."""
+    model = ModelVersion.objects.filter(name=name, version=version).first()
+    if model is None:
+        raise InputError(f"no registered model {name} {version}")
+    return model
 
 
 def model_activate(*, model: ModelVersion, by: str) -> ModelVersion:

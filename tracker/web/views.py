@@ -59,7 +59,7 @@ from tracker.models import (
     RunStatus,
     Visit,
 )
-from tracker.services.corrections import IN_PROGRESS, correction_create, segmentation_head
+from tracker.services.corrections import IN_PROGRESS, correction_from_input, segmentation_head
 from tracker.services.display import display_ensure
 from tracker.services.exports import EXPORTS, export_response
 from tracker.services.performance import model_performance, teams_for_user
@@ -481,14 +481,7 @@ def visit_correct(request: HttpRequest, code: str) -> HttpResponse:
         return redirect(url)
     fields = data.validated_data
     try:
-        version = correction_create(
-            visit=visit,
-            labels=fields["labels"],
-            reason=fields["reason"],
-            source=fields["source"],
-            parent=str(fields["parent"]),
-            by=request.user,
-        )
+        version = correction_from_input(visit=visit, data=fields, by=request.user)
     except UploadError as error:
         for field, problems in error.problems.items():
             for problem in problems:

@@ -12,8 +12,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tracker.models import ModelVersion
-from tracker.services.learning import model_activate
+from inference.errors import InputError
+from tracker.services.learning import model_activate, model_get
 from tracker.services.visits import ConflictError
 
 
@@ -26,13 +26,9 @@ class Command(BaseCommand):
         parser.add_argument("--by", required=True, help="the administrator deciding it")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        model = ModelVersion.objects.filter(
-            name=options["name"], version=options["version"]
-        ).first()
-        if model is None:
-            raise CommandError(f"no registered model {options['name']} {options['version']}")
         try:
+            model = model_get(name=options["name"], version=options["version"])
             model_activate(model=model, by=options["by"])
-        except ConflictError as error:
+        except (ConflictError, InputError) as error:
             raise CommandError(str(error)) from None
         self.stdout.write(f"{model.name} {model.version} is active: new analyses use it")

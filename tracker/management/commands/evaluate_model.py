@@ -12,8 +12,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tracker.models import ModelVersion
-from tracker.services.learning import model_evaluate
+from inference.errors import InputError
+from tracker.services.learning import model_evaluate, model_get
 from tracker.services.visits import ConflictError
 
 
@@ -25,14 +25,10 @@ class Command(BaseCommand):
         parser.add_argument("version")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        model = ModelVersion.objects.filter(
-            name=options["name"], version=options["version"]
-        ).first()
-        if model is None:
-            raise CommandError(f"no registered model {options['name']} {options['version']}")
         try:
+            model = model_get(name=options["name"], version=options["version"])
             evaluation = model_evaluate(model=model)
-        except ConflictError as error:
+        except (ConflictError, InputError) as error:
             raise CommandError(str(error)) from None
         self.stdout.write(f"{evaluation['cases']} held-out corrected visit(s)")
         for region, scores in evaluation["regions"].items():
