@@ -220,11 +220,11 @@ def cmd_segment(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     if not is_prepared(args.visit_dir):
         find_segmentable_files(args.visit_dir)  # refuse before a model is loaded
-    segmenter = Segmenter(args.weights or DEFAULT_WEIGHTS)
+    segmenter = Segmenter(args.weights or DEFAULT_WEIGHTS, runtime=args.runtime, cache=args.cache)
     _say(
         f"model {segmenter.card.get('name')} {segmenter.card.get('version')} "
         f"(sha256 {str(segmenter.card.get('weights_sha256'))[:12]}) "
-        f"loaded in {segmenter.load_seconds:.1f} s"
+        f"loaded in {segmenter.load_seconds:.1f} s, runs on {segmenter.runtime}"
     )
     result = segment_folder(
         args.visit_dir, segmenter, flips=not args.no_flips, progress=_progress(started)
@@ -242,6 +242,24 @@ def cmd_segment(args: argparse.Namespace) -> dict[str, Any]:
         + f"; segmented in {result.seconds['total']:.1f} s -> {args.out}"
     )
     return {"out": str(args.out), **report}
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> dict[str, Any]:
+    """Build (or find) the ONNX export of a weights folder in the cache; print its record."""
+    from inference.segmentation import runtime  # noqa: PLC0415
+    from inference.segmentation.segment import DEFAULT_WEIGHTS, Segmenter  # noqa: PLC0415
+
+    segmenter = Segmenter(args.weights or DEFAULT_WEIGHTS, runtime="onnx", cache=args.cache)
+    sha = str(segmenter.card.get("weights_sha256"))
+    path, record = runtime.onnx_paths(args.cache or _default_cache(), sha)
+    _say(f"{'built' if segmenter.model is not None else 'found'} {path}")
+    return {"onnx": str(path), **json.loads(record.read_text())}
+
+
+def _default_cache() -> Path:
+    from inference.segmentation.segment import DEFAULT_CACHE  # noqa: PLC0415
+
+    return DEFAULT_CACHE
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
@@ -339,7 +357,21 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--out", type=Path, required=True)
     segment.add_argument("--weights", type=Path, help="weights folder (default: shipped model)")
     segment.add_argument("--no-flips", action="store_true", help="skip test-time flipping")
+    segment.add_argument(
+        "--runtime",
+        choices=("auto", "keras", "onnx"),
+        default="auto",
+        help="where the forward pass runs (auto: ONNX Runtime on CPU, Keras on JAX)",
+    )
+    segment.add_argument("--cache", type=Path, help="folder of ONNX exports (default: ~/.cache)")
     segment.set_defaults(run=cmd_segment)
+
+    export = commands.add_parser(
+        "export-onnx", help="export the segmenter to ONNX (checked against Keras), cached"
+    )
+    export.add_argument("--weights", type=Path, help="weights folder (default: shipped model)")
+    export.add_argument("--cache", type=Path, help="folder of ONNX exports (default: ~/.cache)")
+    export.set_defaults(run=cmd_export_onnx)
 
     train = commands.add_parser("train", help="train the segmenter (phantoms or your own data)")
     train.add_argument("data", type=Path, nargs="*", help="folders of labelled visits")

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 # Suffixes kept on the temporary name (a writer may choose its format by the suffix).
-SUFFIXES = (".nii.gz", ".nii", ".tfm", ".json", ".npz")
+SUFFIXES = (".nii.gz", ".nii", ".tfm", ".json", ".npz", ".onnx")
 
 
 @contextlib.contextmanager

@@ -6,18 +6,26 @@ limits. Services send them by name (``tracker.queues.Task``) and never import th
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import time
+from typing import Any
 
 from celery import shared_task
+from celery.signals import worker_ready
+from django.conf import settings
 from django.utils import timezone
 from knox.models import AuthToken
 
 from tracker.models import Patient, Stage
-from tracker.queues import Task
+from tracker.queues import Queue, Task
 from tracker.services.assessments import patient_assess
 from tracker.services.enqueue import TRANSIENT_ERRORS
 from tracker.services.registrations import next_visit_refresh
 from tracker.services.runs import runs_requeue_stale, stage_execute
+from tracker.services.stages import segmenter
 from tracker.services.uploads import clean_stale_staging
+
+logger = logging.getLogger(__name__)
 
 _COMMON = {
     "acks_late": True,
@@ -77,3 +85,33 @@ def sweep() -> int:
     clean_stale_staging()
     AuthToken.objects.filter(expiry__lt=timezone.now()).delete()
     return len(requeued.runs) + len(requeued.patients)
+
+
+@worker_ready.connect
+def warm_up(sender: Any = None, **_: Any) -> None:
+    """A worker that consumes the GPU queue and runs tasks in its own process (``--pool=solo``
+    or threads) loads the model and runs it once when it starts, so its first visit does not
+    wait for that (``TRACKER_WARM_UP=0`` turns it off). A failure is logged: the first visit
+    then loads the model, as without warm-up."""
+    if not settings.TRACKER_WARM_UP or sender is None:
+        return
+    consumed = set(getattr(sender.app.amqp.queues, "consume_from", None) or {})
+    pool = type(getattr(sender, "pool", None)).__module__
+    if Queue.GPU.value not in consumed or not pool.endswith(("solo", "thread")):
+        return
+    started = time.perf_counter()
+    try:
+        model = segmenter()
+        warmed = model.warm_up()
+    except Exception:
+        logger.exception("segmenter warm-up failed: the first visit will load the model")
+        return
+    logger.info(
+        "segmenter %s %s warmed up on %s in %.1f s (loaded in %.1f s, first pass %.1f s)",
+        model.identity["model"],
+        model.identity["version"],
+        model.runtime,
+        time.perf_counter() - started,
+        model.load_seconds,
+        warmed,
+    )

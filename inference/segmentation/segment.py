@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import time
 import zipfile
 from collections.abc import Iterable
@@ -40,6 +41,10 @@ from inference.labels import ALL_SEQUENCES, REGION_LABELS, Region, Sequence, Tum
 WEIGHTS_FILE = "segmenter.weights.npz"
 CARD_FILE = "model.json"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+# Where a segmenter keeps the ONNX export of its weights unless told otherwise.
+DEFAULT_CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tumour-tracker" / "models"
+)
 SPACING_MM = 1.0
 BATCH = 16
 # Voxels whose region probability lies between these bounds are the uncertain boundary band.
@@ -242,9 +247,9 @@ def read_card(folder: Path) -> dict[str, Any]:
     return card
 
 
-def load_weights(model: Any, folder: Path, card: dict[str, Any]) -> None:
-    """Check the checksum, then assign every weight by name; any difference is an error."""
-    path = folder / card.get("weights_file", WEIGHTS_FILE)
+def check_weights_file(folder: Path, card: dict[str, Any]) -> Path:
+    """The weights file the card names, there and with the card's checksum."""
+    path = folder / str(card.get("weights_file", WEIGHTS_FILE))
     if not path.is_file():
         raise WeightsError(f"{folder}: weights file {path.name} is missing")
     actual = sha256_of(path)
@@ -253,6 +258,12 @@ def load_weights(model: Any, folder: Path, card: dict[str, Any]) -> None:
             f"{path.name}: sha256 {actual[:12]}... does not match the model card's "
             f"{str(card.get('weights_sha256'))[:12]}... (damaged or replaced weights)"
         )
+    return path
+
+
+def load_weights(model: Any, folder: Path, card: dict[str, Any]) -> None:
+    """Check the checksum, then assign every weight by name; any difference is an error."""
+    path = check_weights_file(folder, card)
     try:
         with np.load(path) as stored:
             arrays = {name: stored[name] for name in stored.files}
@@ -288,18 +299,46 @@ class Segmentation:
 
 
 class Segmenter:
-    """Load once, segment many visits."""
+    """Load once, segment many visits. ``runtime`` is where the forward pass runs (see
+    ``inference.segmentation.runtime``: ``keras``, ``onnx`` or ``auto``); ``cache`` is where an
+    ONNX export of these weights is kept (default: the user's cache folder)."""
 
-    def __init__(self, folder: Path | str = DEFAULT_WEIGHTS) -> None:
-        from inference.segmentation.model import ModelConfig, build_model  # noqa: PLC0415
+    def __init__(
+        self,
+        folder: Path | str = DEFAULT_WEIGHTS,
+        *,
+        runtime: str = "keras",
+        cache: Path | str | None = None,
+    ) -> None:
+        from inference.segmentation import runtime as runtimes  # noqa: PLC0415
 
         started = time.perf_counter()
         self.folder = Path(folder)
         self.card = read_card(self.folder)
-        config = ModelConfig(decoder_filters=tuple(self.card["decoder_filters"]))
-        self.model = build_model(config)
-        load_weights(self.model, self.folder, self.card)
+        self.runtime = runtimes.resolve(runtime)
+        self.model: Any = None
+        self._forward: Any = None
+        if self.runtime == "onnx":
+            cache = Path(cache) if cache else DEFAULT_CACHE
+            sha = str(self.card.get("weights_sha256"))
+            path = runtimes.cached_onnx(cache, sha)
+            if path is None:
+                self.model = self._keras_model()
+                path = runtimes.export_onnx(self.model, cache, weights_sha256=sha)
+            else:
+                check_weights_file(self.folder, self.card)
+            self._forward = runtimes.onnx_forward(path)
+        else:
+            self.model = self._keras_model()
         self.load_seconds = time.perf_counter() - started
+
+    def _keras_model(self) -> Any:
+        from inference.segmentation.model import ModelConfig, build_model  # noqa: PLC0415
+
+        config = ModelConfig(decoder_filters=tuple(self.card["decoder_filters"]))
+        model = build_model(config)
+        load_weights(model, self.folder, self.card)
+        return model
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -310,13 +349,26 @@ class Segmenter:
             "weights_sha256": self.card.get("weights_sha256"),
         }
 
+    def forward(self, slices: np.ndarray) -> np.ndarray:
+        """Probabilities for slices, one pass, in batches of ``BATCH``."""
+        if self._forward is None:
+            return np.asarray(self.model.predict(slices, batch_size=BATCH, verbose=0))
+        return np.concatenate(
+            [self._forward(slices[i : i + BATCH]) for i in range(0, len(slices), BATCH)]
+        )
+
+    def warm_up(self) -> float:
+        """One small forward pass (graphs traced, memory allocated) so the first visit does not
+        pay for it; returns the seconds it took."""
+        started = time.perf_counter()
+        self.forward(np.zeros((2, 224, 192, 4), np.float32))
+        return time.perf_counter() - started
+
     def predict_slices(self, slices: np.ndarray, *, flips: bool = True) -> np.ndarray:
         """Probabilities (n, y, x, 4) for slices (n, y, x, 4); y and x multiples of 32."""
-        probabilities = np.asarray(self.model.predict(slices, batch_size=BATCH, verbose=0))
+        probabilities = self.forward(slices)
         if flips:
-            flipped = np.asarray(
-                self.model.predict(slices[:, :, ::-1], batch_size=BATCH, verbose=0)
-            )
+            flipped = self.forward(np.ascontiguousarray(slices[:, :, ::-1]))
             probabilities = (probabilities + flipped[:, :, ::-1]) / 2
         return probabilities.astype(np.float32)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,23 @@ BRATS_SUFFIX = {"t1": "t1n", "t1c": "t1c", "t2": "t2w", "flair": "t2f"}
 @pytest.fixture(autouse=True)
 def _media(settings: Any, tmp_path: Path) -> None:
     settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The segmenter's ONNX export built once per test process, in a temporary folder (the
+    workers the end-to-end tests start inherit it through the environment)."""
+    from django.test import override_settings
+
+    cache = tmp_path_factory.mktemp("model-cache")
+    previous = os.environ.get("TRACKER_MODEL_CACHE")
+    os.environ["TRACKER_MODEL_CACHE"] = str(cache)
+    with override_settings(TRACKER_MODEL_CACHE=cache):
+        yield
+    if previous is None:
+        os.environ.pop("TRACKER_MODEL_CACHE", None)
+    else:
+        os.environ["TRACKER_MODEL_CACHE"] = previous
 
 
 @pytest.fixture

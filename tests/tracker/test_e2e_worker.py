@@ -97,6 +97,8 @@ def test_a_real_worker_analyses_uploaded_visits_until_each_is_assessed(
         for visit in timeline["visits"]:
             assert visit["analysis"]["status"] == "done"
             assert visit["results"]["model"]["name"] == "tumour-segmenter"
+        # The model was loaded and run when the worker started, on ONNX Runtime (CPU).
+        assert "warmed up on onnx" in log_path.read_text()
     finally:
         worker.terminate()
         try:

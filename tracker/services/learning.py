@@ -281,7 +281,11 @@ def model_evaluate(*, model: ModelVersion) -> dict[str, Any]:
             "on visits it did not see (train it with this version of python -m inference train)"
         )
     trained_patients = {_patient(c) for c in cases}
-    segmenter = Segmenter(media(model.folder))
+    segmenter = Segmenter(
+        media(model.folder),
+        runtime=settings.TRACKER_SEGMENTER_RUNTIME,
+        cache=settings.TRACKER_MODEL_CACHE,
+    )
     rows: list[dict[str, Any]] = []
     for version in corrected_visits():
         name = case_name(version.visit)

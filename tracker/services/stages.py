@@ -80,7 +80,9 @@ def segmenter() -> Segmenter:
 
 @functools.lru_cache(maxsize=2)  # the active model and the one before: no more held in memory
 def _segmenter_at(folder: str) -> Segmenter:
-    return Segmenter(folder)
+    return Segmenter(
+        folder, runtime=settings.TRACKER_SEGMENTER_RUNTIME, cache=settings.TRACKER_MODEL_CACHE
+    )
 
 
 def stage_segment(run: AnalysisRun) -> None:
