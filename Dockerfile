@@ -14,8 +14,13 @@ COPY templates ./templates
 COPY static ./static
 COPY manage.py ./
 RUN pip install --no-cache-dir .
-RUN useradd --create-home tracker && mkdir -p /data/media /data/var && chown -R tracker /data
+# The shipped model's ONNX export (CPU workers run it in ONNX Runtime), built and checked
+# against Keras here so no worker builds it at start; a model activated later is exported into
+# the same cache by the first worker that needs it.
+RUN python -m inference export-onnx --cache /app/model-cache
+RUN useradd --create-home tracker && mkdir -p /data/media /data/var \
+    && chown -R tracker /data /app/model-cache
 USER tracker
-ENV MEDIA_ROOT=/data/media TRACKER_VAR_DIR=/data/var
+ENV MEDIA_ROOT=/data/media TRACKER_VAR_DIR=/data/var TRACKER_MODEL_CACHE=/app/model-cache
 EXPOSE 8000
 CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "120"]

@@ -313,7 +313,7 @@ TRACKER_WEIGHTS_DIR = env("TRACKER_WEIGHTS_DIR", "")  # default: the shipped mod
 # under TRACKER_MODEL_CACHE, built by the first worker that needs it or by
 # `python -m inference export-onnx --cache DIR`.
 TRACKER_SEGMENTER_RUNTIME = env("TRACKER_SEGMENTER_RUNTIME", "auto")
-TRACKER_MODEL_CACHE = Path(env("TRACKER_MODEL_CACHE", str(VAR_DIR / "model-cache")))
+TRACKER_MODEL_CACHE = Path(env("TRACKER_MODEL_CACHE", "") or VAR_DIR / "model-cache")
 # A worker that consumes the GPU queue loads and warms the model when it starts (not on the
 # first visit); 0 turns that off.
 TRACKER_WARM_UP = env("TRACKER_WARM_UP", "1") != "0"

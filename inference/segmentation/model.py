@@ -16,12 +16,9 @@ from dataclasses import dataclass
 import keras
 from keras import layers, ops
 
-from inference.labels import Sequence, TumorLabel
+from inference.segmentation.contract import ARCHITECTURE, CHANNELS, CLASSES, STRIDE
 
-ARCHITECTURE = "efficientnetv2b0-attention-unet"
-CHANNELS: tuple[Sequence, ...] = (Sequence.T1, Sequence.T1C, Sequence.T2, Sequence.FLAIR)
-CLASSES: tuple[int, ...] = (0, int(TumorLabel.NCR), int(TumorLabel.ED), int(TumorLabel.ET))
-STRIDE = 32  # the encoder halves the slice five times
+__all__ = ["ARCHITECTURE", "CHANNELS", "CLASSES", "STRIDE", "ModelConfig", "build_model"]
 
 # EfficientNetV2-B0 layers whose outputs feed the decoder, from stride 2 to stride 32.
 _SKIPS = (

@@ -37,6 +37,7 @@ from inference.errors import InputError
 from inference.files import atomic_path
 from inference.imaging.validate import reference_sequence
 from inference.labels import ALL_SEQUENCES, REGION_LABELS, Region, Sequence, TumorLabel
+from inference.segmentation.contract import ARCHITECTURE, CHANNELS, CLASSES, STRIDE
 
 WEIGHTS_FILE = "segmenter.weights.npz"
 CARD_FILE = "model.json"
@@ -183,7 +184,7 @@ def export_weights(model: Any, out: Path, *, training: dict[str, Any], config: A
     the model card. Metrics are added to the card by ``bench/bench_segment_accuracy.py``."""
     import keras  # noqa: PLC0415
 
-    from inference.segmentation.model import CHANNELS, CLASSES, ModelConfig  # noqa: PLC0415
+    from inference.segmentation.model import ModelConfig  # noqa: PLC0415
 
     out.mkdir(parents=True, exist_ok=True)
     arrays = {}
@@ -226,8 +227,6 @@ def export_weights(model: Any, out: Path, *, training: dict[str, Any], config: A
 
 
 def read_card(folder: Path) -> dict[str, Any]:
-    from inference.segmentation.model import ARCHITECTURE  # noqa: PLC0415
-
     if not folder.is_dir():
         raise WeightsError(f"weights folder {folder} does not exist")
     path = folder / CARD_FILE
@@ -384,8 +383,6 @@ class Segmenter:
         or FLAIR at least, missing channels zero-filled). The result is on ``geometry`` (the
         visit's own T1 post-contrast image, else its FLAIR) when given, else on the prepared
         grid."""
-        from inference.segmentation.model import CHANNELS, CLASSES, STRIDE  # noqa: PLC0415
-
         started = time.perf_counter()
         present = [s for s in CHANNELS if s in images]
         reference = images[reference_sequence(present)]
@@ -483,8 +480,6 @@ def volume_intervals(labels: sitk.Image, probabilities: sitk.Image) -> dict[str,
     """Per region: the label map's volume, the expected volume (sum of probabilities) and an
     interval from the uncertain boundary band: voxels with region probability >= 0.75 (low)
     and >= 0.25 (high). A sure segmentation has a narrow interval."""
-    from inference.segmentation.model import CLASSES  # noqa: PLC0415
-
     voxel_ml = float(np.prod(labels.GetSpacing())) / 1000.0
     label_values = sitk.GetArrayViewFromImage(labels)
     probability = sitk.GetArrayViewFromImage(probabilities)

@@ -75,6 +75,20 @@ def test_the_workers_consume_every_queue_the_settings_route_to() -> None:
     assert settings.CELERY_TASK_ROUTES["tracker.segment"]["queue"] == Queue.GPU.value
 
 
+def test_the_gpu_worker_has_an_image_of_its_own_that_runs_the_model_on_jax_with_cuda() -> None:
+    gpu = SERVICES["worker-gpu"]
+    assert gpu["build"]["dockerfile"] == "Dockerfile.gpu"
+    assert gpu["image"] != SERVICES["worker-cpu"]["image"]
+    assert gpu["environment"]["KERAS_BACKEND"] == "jax"
+    dockerfile = (REPO / "Dockerfile.gpu").read_text()
+    assert '"jax[cuda12]' in dockerfile
+    assert "KERAS_BACKEND=jax" in dockerfile
+    # The CPU image carries the shipped model's ONNX export, built and checked at build time.
+    assert "python -m inference export-onnx --cache /app/model-cache" in (
+        REPO / "Dockerfile"
+    ).read_text()
+
+
 def test_every_variable_is_documented_and_read() -> None:
     read = _settings_variables()
     assert read <= EXAMPLE, read - EXAMPLE
