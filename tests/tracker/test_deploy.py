@@ -84,9 +84,10 @@ def test_the_gpu_worker_has_an_image_of_its_own_that_runs_the_model_on_jax_with_
     assert '"jax[cuda12]' in dockerfile
     assert "KERAS_BACKEND=jax" in dockerfile
     # The CPU image carries the shipped model's ONNX export, built and checked at build time.
-    assert "python -m inference export-onnx --cache /app/model-cache" in (
-        REPO / "Dockerfile"
-    ).read_text()
+    assert (
+        "python -m inference export-onnx --cache /app/model-cache"
+        in (REPO / "Dockerfile").read_text()
+    )
 
 
 def test_every_variable_is_documented_and_read() -> None:
