@@ -8,10 +8,13 @@
 - ``first_call``: a fresh process: import, build, load the weights, first visit.
 - Peak memory (max RSS) of that fresh segmenting process.
 
-``--weights DIR`` (repeatable) times several weights folders side by side in one run: each
-repetition runs every folder in turn, so a noisy machine slows them alike.
+``--weights DIR`` and ``--runtime R`` (each repeatable; default: the shipped weights on Keras
+and on ONNX Runtime) time every combination side by side in one run: each repetition runs every
+one in turn, so a noisy machine slows them alike. On the real visit, each one's segmentation is
+compared with the first Keras one's (Dice per region: the runtimes must agree within 0.999).
+ONNX exports are cached in var/model-cache (built on first use).
 
-    .venv/bin/python bench/bench_segment_speed.py [--repeats 5] [--weights DIR --weights DIR]
+    .venv/bin/python bench/bench_segment_speed.py [--repeats 5] [--weights DIR] [--runtime R]
     KERAS_BACKEND=jax python bench/bench_segment_speed.py --slices-only  (GPU machine, no data)
 
 Writes bench/results/segment_speed.json (or segment_speed_<backend>.json with --slices-only).
@@ -65,11 +68,11 @@ def prepared_visit() -> Path:
 
 
 FRESH = """
-import json, resource, sys, time
+import json, sys, time
 started = time.perf_counter()
 from inference.segmentation.segment import Segmenter
 from inference.imaging.preprocess import read_prepared
-segmenter = Segmenter(sys.argv[2])
+segmenter = Segmenter(sys.argv[2], runtime=sys.argv[3], cache=sys.argv[4])
 loaded = time.perf_counter()
 images, mask, _ = read_prepared(sys.argv[1])
 result = segmenter.segment(images, mask, flips=True)
@@ -78,9 +81,41 @@ print(json.dumps({
     "import_build_load_s": round(loaded - started, 3),
     "first_visit_s": round(done - loaded, 3),
     "total_s": round(done - started, 3),
-    "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    "tensorflow_loaded": "tensorflow" in sys.modules,
+    # VmHWM, this process' own peak: ru_maxrss would report the parent's peak at the fork.
+    "peak_rss_mib": round(int(next(
+        line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")
+    )) / 1024, 1),
 }))
 """
+
+
+def _runtime_versions() -> dict[str, str]:
+    import keras
+    import onnxruntime
+
+    return {"keras": keras.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def agreement(segmenters: dict[str, Any], images: Any, mask: Any) -> dict[str, Any]:
+    """Dice per region of each segmentation (flips) against the first Keras one's."""
+    from inference.measurement.evaluate import evaluate
+
+    results = {name: s.segment(images, mask, flips=True) for name, s in segmenters.items()}
+    reference = next(n for n, s in segmenters.items() if s.runtime == "keras")
+    return {
+        "reference": reference,
+        "dice": {
+            name: {
+                region.value: round(score.dice, 5)
+                for region, score in evaluate(
+                    result.labels, results[reference].labels, distances=False
+                ).items()
+            }
+            for name, result in results.items()
+            if name != reference
+        },
+    }
 
 
 def main() -> None:
@@ -88,6 +123,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--slices-only", action="store_true")
     parser.add_argument("--weights", type=Path, action="append", help="weights folder(s)")
+    parser.add_argument("--runtime", action="append", choices=("keras", "onnx"), help="runtimes")
     args = parser.parse_args()
 
     import keras
@@ -95,10 +131,15 @@ def main() -> None:
     from inference.segmentation.segment import DEFAULT_WEIGHTS, Segmenter
 
     folders = [Path(w) for w in args.weights or [DEFAULT_WEIGHTS]]
+    runtimes = args.runtime or ["keras", "onnx"]
+    cache = REPO / "var" / "model-cache"
     segmenters = {}
+    combinations = []
     for folder in folders:
-        segmenter = Segmenter(folder)
-        segmenters[f"{segmenter.identity['version']} ({folder})"] = segmenter
+        for runtime in runtimes:
+            segmenter = Segmenter(folder, runtime=runtime, cache=cache)
+            segmenters[f"{segmenter.identity['version']} {runtime} ({folder})"] = segmenter
+            combinations.append((folder, runtime))
     slices = np.random.default_rng(0).normal(size=(155, 224, 224, 4)).astype(np.float32)
     for segmenter in segmenters.values():
         segmenter.predict_slices(slices[:16], flips=False)  # trace once
@@ -106,6 +147,7 @@ def main() -> None:
         "environment": environment(
             keras_backend=keras.backend.backend(),
             models={name: s.identity for name, s in segmenters.items()},
+            runtimes=_runtime_versions(),
         ),
         "target": "one visit (about 155 slices at 224 x 224 x 4) <= 4 s on 2 CPU cores",
         "weights": list(segmenters),
@@ -153,11 +195,12 @@ def main() -> None:
                 args.repeats,
             ),
         }
+        result["visit"]["agreement"] = agreement(segmenters, images, mask)
         print(json.dumps(result["visit"]), flush=True)
         result["first_call"] = {}
-        for (tag, _segmenter), weights in zip(segmenters.items(), folders, strict=True):
+        for tag, (weights, runtime) in zip(segmenters, combinations, strict=True):
             fresh = subprocess.run(
-                [sys.executable, "-c", FRESH, str(folder), str(weights)],
+                [sys.executable, "-c", FRESH, str(folder), str(weights), runtime, str(cache)],
                 cwd=REPO,
                 capture_output=True,
                 text=True,
