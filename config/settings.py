@@ -289,7 +289,15 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
     }
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    # Priorities (0 first): a visit's later stages go before the next visit's preparation, so
+    # under a burst each visit is finished as soon as it can be (tracker.queues.STAGE_PRIORITY;
+    # bench/bench_throughput.py, docs/capacity.md). The filesystem broker has none: FIFO.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": 3600,
+        "queue_order_strategy": "priority",
+        "priority_steps": list(range(10)),
+        "sep": ":",
+    }
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

@@ -33,3 +33,14 @@ ROUTES: dict[Task, Queue] = {
     Task.REFRESH_NEXT_VISIT: Queue.CPU,
     Task.SWEEP: Queue.DEFAULT,
 }
+
+# Broker priorities of the stage tasks (0 is served first; tasks sent without one count as 0):
+# the later a stage, the sooner it runs, so a worker finishes the visit it started before it
+# prepares the next one. On Redis; the embedded filesystem broker serves in order of arrival.
+STAGE_PRIORITY: dict[Task, int] = {
+    Task.PREPARE: 6,
+    Task.SEGMENT: 5,
+    Task.REGISTER: 4,
+    Task.MEASURE: 3,
+    Task.ASSESS: 2,
+}

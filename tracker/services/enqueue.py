@@ -18,7 +18,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from tracker.models import Patient, Stage
-from tracker.queues import Task
+from tracker.queues import STAGE_PRIORITY, Task
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,8 @@ STAGE_TASKS: dict[Stage, Task] = {
 
 
 def task_send(task: Task, *args: Any) -> None:
-    """Send one task now (routed to its queue by the settings)."""
-    current_app.send_task(task.value, args=list(args))
+    """Send one task now (routed to its queue by the settings, with its stage's priority)."""
+    current_app.send_task(task.value, args=list(args), priority=STAGE_PRIORITY.get(task))
 
 
 def send_after_commit(send: Callable[[], None], what: str) -> None:
