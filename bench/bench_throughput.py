@@ -11,6 +11,10 @@ list is sent at once), and each one's assessment is waited for. Reported per wor
 - end to end: from an upload accepted to its assessment stored (p50, p95, max);
 - the median seconds of each stage (what a capacity plan multiplies).
 
+Then the same burst against the embedded default (SQLite and the filesystem broker in a
+temporary folder, one worker, as ``make demo`` runs; a child process of this script, since the
+database is chosen when Django starts; ``--no-embedded`` skips it).
+
 Needs ``DATABASE_URL`` (PostgreSQL; a database whose name contains "bench" is created and
 emptied) and ``CELERY_BROKER_URL`` (Redis):
 
@@ -27,7 +31,9 @@ import datetime as dt
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -163,12 +169,49 @@ def burst(workers: int, folders: list[Path], work: Path) -> dict[str, Any]:
     }
 
 
+def embedded(visits: int) -> dict[str, Any]:
+    """The burst against the embedded default, in this (child) process: SQLite and the
+    filesystem broker under a fresh TRACKER_VAR_DIR, one worker."""
+    import django
+    from django.core.management import call_command
+
+    work = Path(tempfile.mkdtemp(prefix="bench-throughput-embedded-"))
+    for name in ("DATABASE_URL", "CELERY_BROKER_URL"):
+        os.environ.pop(name, None)
+    os.environ["TRACKER_VAR_DIR"] = str(work / "var")
+    os.environ["MEDIA_ROOT"] = str(work / "media")
+    django.setup()
+    call_command("migrate", verbosity=0)
+    return {
+        "database": "SQLite (the embedded default)",
+        "broker": "filesystem (the embedded default)",
+        **burst(1, _phantoms(visits, work), work),
+    }
+
+
+def _embedded_in_child(visits: int) -> dict[str, Any]:
+    child = subprocess.run(
+        [sys.executable, __file__, "--embedded-only", "--visits", str(visits)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    row: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    return row
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--visits", type=int, default=6, help="uploads in each burst")
     parser.add_argument("--workers", default="1,2", help="worker counts to compare")
+    parser.add_argument("--no-embedded", action="store_true", help="skip the embedded default")
+    parser.add_argument("--embedded-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/throughput.json")
     args = parser.parse_args()
+    if args.embedded_only:
+        print(json.dumps(embedded(args.visits)), flush=True)
+        return 0
     if not os.environ.get("CELERY_BROKER_URL", "").startswith("redis"):
         sys.exit("set CELERY_BROKER_URL to Redis")
     work = setup_django_bench("bench-throughput-")
@@ -185,6 +228,9 @@ def main() -> int:
         row = burst(count, folders, work)
         result["bursts"].append(row)
         print(json.dumps(row), flush=True)
+    if not args.no_embedded:
+        result["embedded_default"] = _embedded_in_child(args.visits)
+        print(json.dumps(result["embedded_default"]), flush=True)
     write_results(args.out, result)
     print(f"wrote {args.out}")
     return 0
