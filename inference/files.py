@@ -5,6 +5,7 @@ transforms, reports, weights, caches)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -34,3 +35,12 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
 def _suffix(path: Path) -> str:
     name = path.name.lower()
     return next((s for s in SUFFIXES if name.endswith(s)), path.suffix)
+
+
+def sha256_of(path: Path) -> str:
+    """The file's SHA-256, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -15,7 +15,6 @@ on JAX, which is for GPUs; else Keras).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from inference.errors import InputError
-from inference.files import atomic_path
+from inference.files import atomic_path, sha256_of
 
 RUNTIMES = ("auto", "keras", "onnx")
 # The largest difference between ONNX Runtime's and Keras' probabilities on the probe batch that
@@ -66,14 +65,6 @@ def onnx_paths(cache: Path, weights_sha256: str) -> tuple[Path, Path]:
     return cache / f"{stem}.onnx", cache / f"{stem}.json"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def export_onnx(model: Any, cache: Path, *, weights_sha256: str) -> Path:
     """Export the Keras ``model`` (its weights loaded) to ONNX in ``cache``, check it against
     Keras on the probe batch and write its record; returns the ONNX file."""
@@ -100,7 +91,7 @@ def export_onnx(model: Any, cache: Path, *, weights_sha256: str) -> Path:
 
     facts = {
         "weights_sha256": weights_sha256,
-        "onnx_sha256": _sha256(path),
+        "onnx_sha256": sha256_of(path),
         "probe_max_abs_difference": difference,
         "probe": "2 x 64 x 64 x 4, numpy default_rng(20261207) normal",
         "keras_version": keras.__version__,
@@ -123,7 +114,7 @@ def cached_onnx(cache: Path, weights_sha256: str) -> Path | None:
         return None
     if not path.is_file() or facts.get("weights_sha256") != weights_sha256:
         return None
-    if facts.get("onnx_sha256") != _sha256(path):
+    if facts.get("onnx_sha256") != sha256_of(path):
         return None
     return path
 

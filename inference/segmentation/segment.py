@@ -20,7 +20,6 @@ reported as null with the reason, never as a number.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import time
@@ -34,7 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from inference.errors import InputError
-from inference.files import atomic_path
+from inference.files import atomic_path, sha256_of
 from inference.imaging.validate import reference_sequence
 from inference.labels import ALL_SEQUENCES, REGION_LABELS, Region, Sequence, TumorLabel
 from inference.segmentation.contract import ARCHITECTURE, CHANNELS, CLASSES, STRIDE
@@ -169,14 +168,6 @@ def unmeasured_volumes(reasons: dict[str, str]) -> dict[str, Any]:
 
 def _key(path: str) -> str:
     return path.replace("/", "__")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_weights(model: Any, out: Path, *, training: dict[str, Any], config: Any = None) -> Path:
