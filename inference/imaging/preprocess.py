@@ -113,6 +113,12 @@ def reorient(images: Mapping[Sequence, sitk.Image]) -> tuple[Images, StepRecord]
 # 2. Co-registration ------------------------------------------------------------------------------
 
 
+# A level ends once the optimizer's step relaxes below 0.01 mm, 1/200 of the 2 mm grid: on the
+# BraTS case moved by known motions, the error is the same (within 0.01 mm) as with 0.001 mm,
+# in four fifths of the time.
+COREGISTRATION_MIN_STEP_MM = 1e-2
+
+
 def coregister_sequences(
     images: Mapping[Sequence, sitk.Image], *, reference: Sequence = REFERENCE
 ) -> tuple[dict[Sequence, sitk.Transform], StepRecord]:
@@ -132,6 +138,7 @@ def coregister_sequences(
             "grid_mm": 2.0,
             "pyramid_mm": [8.0, 4.0, 2.0],
             "init": Init.IDENTITY.value,
+            "min_step_mm": COREGISTRATION_MIN_STEP_MM,
         },
     )
     with _Timer(record):
@@ -148,6 +155,7 @@ def coregister_sequences(
                 init=Init.IDENTITY,
                 pyramid=Pyramid((4, 2, 1), (4.0, 2.0, 0.0)),
                 sampling=0.05,
+                min_step=COREGISTRATION_MIN_STEP_MM,
             )
             transforms[sequence] = result.transform
             translation = np.array(sitk.Euler3DTransform(result.transform).GetTranslation())
@@ -234,22 +242,41 @@ def _background(image: sitk.Image) -> float:
 
 
 def _largest_component(mask: sitk.Image) -> sitk.Image:
-    labelled, count = ndimage.label(sitk.GetArrayViewFromImage(mask) > 0)
-    if count == 0:
-        return _from_array(np.zeros(labelled.shape, np.uint8), mask)
-    sizes = np.bincount(labelled.ravel())
-    sizes[0] = 0
-    return _from_array((labelled == sizes.argmax()).astype(np.uint8), mask)
+    """The largest connected component of ``mask`` (worked out within its bounding box)."""
+    array = sitk.GetArrayViewFromImage(mask) > 0
+    out = np.zeros(array.shape, np.uint8)
+    box = evaluate.bounding_box(array)
+    labelled, count = ndimage.label(array[box])
+    if count:
+        sizes = np.bincount(labelled.ravel())
+        sizes[0] = 0
+        out[box] = labelled == sizes.argmax()
+    return _from_array(out, mask)
 
 
 def _fill_holes(mask: sitk.Image) -> sitk.Image:
     """Fill enclosed holes in 3-D, then slice by slice: ventricles and necrosis can touch the
-    outside in 3-D through thin gaps, rarely in every axial slice."""
-    array = ndimage.binary_fill_holes(sitk.GetArrayViewFromImage(mask) > 0)
+    outside in 3-D through thin gaps, rarely in every axial slice.
+
+    Worked out within the mask's bounding box grown by a voxel: the background outside the box
+    is one region that touches the image's border, so a hole is a hole in the box or in the
+    whole image alike.
+    """
+    array = sitk.GetArrayViewFromImage(mask) > 0
+    box = evaluate.bounding_box(array, 1)
+    filled = ndimage.binary_fill_holes(array[box])
     in_plane = np.zeros((3, 3, 3), dtype=bool)
     in_plane[1] = ndimage.generate_binary_structure(2, 1)
-    array = ndimage.binary_fill_holes(array, structure=in_plane)
-    return _from_array(array.astype(np.uint8), mask)
+    out = np.zeros(array.shape, np.uint8)
+    out[box] = ndimage.binary_fill_holes(filled, structure=in_plane)
+    return _from_array(out, mask)
+
+
+def _zeros_like(like: sitk.Image) -> sitk.Image:
+    """A float32 image of zeros on ``like``'s grid."""
+    zeros = sitk.Image(like.GetSize(), sitk.sitkFloat32)
+    zeros.CopyInformation(like)
+    return zeros
 
 
 def _from_array(array: np.ndarray, like: sitk.Image) -> sitk.Image:
@@ -402,15 +429,33 @@ def _template_fit_check(
 
 def _refine_edge(mask: np.ndarray, image: sitk.Image, *, band_mm: int) -> np.ndarray:
     """Within ``band_mm`` of the mask's edge (1 mm grid), keep the voxels brighter than the
-    band's Otsu threshold; the mask's interior is kept as it is."""
+    band's Otsu threshold; the mask's interior is kept as it is.
+
+    Worked out within the mask's box grown by the band and a voxel, where erosion and dilation
+    see what they would see in the whole image; the smoothing runs on a box grown by 8 voxels
+    more, so its edge (eight sigmas away) does not reach the band.
+    """
+    if not mask.any():
+        return mask
+    box = evaluate.bounding_box(mask, band_mm + 1)
+    wide = evaluate.bounding_box(mask, band_mm + 9)
+    start = [int(part.start) for part in wide[::-1]]
+    size = [int(part.stop - part.start) for part in wide[::-1]]
     # A copy, not a view: a view into a temporary image reads freed memory.
-    values = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(image, 1.0))
-    inner = ndimage.binary_erosion(mask, iterations=band_mm)
-    band = ndimage.binary_dilation(mask, iterations=band_mm) & ~inner
+    smoothed = sitk.GetArrayFromImage(
+        sitk.SmoothingRecursiveGaussian(_crop(image, start, size), 1.0)
+    )
+    values = smoothed[
+        tuple(slice(b.start - w.start, b.stop - w.start) for b, w in zip(box, wide, strict=True))
+    ]
+    part = mask[box]
+    inner = ndimage.binary_erosion(part, iterations=band_mm)
+    band = ndimage.binary_dilation(part, iterations=band_mm) & ~inner
     if not band.any():
         return mask
     threshold = _otsu(values[band])
-    refined: np.ndarray = inner | (band & (values > threshold))
+    refined = np.zeros(mask.shape, dtype=bool)
+    refined[box] = inner | (band & (values > threshold))
     return refined
 
 
@@ -455,11 +500,15 @@ def correct_bias(
     images: Mapping[Sequence, sitk.Image],
     mask: sitk.Image,
     *,
-    shrink: int = 6,
+    shrink: int = 8,
     iterations: tuple[int, ...] = (20, 20),
 ) -> tuple[Images, StepRecord]:
     """N4 bias-field correction inside the brain mask, fitted on a ``shrink``-times smaller copy
     and applied at full resolution.
+
+    With four control points over a brain the field is smooth on a scale of centimetres: fitted
+    on an 8 mm copy it stays within 2 % of the field fitted on a 6 mm or 4 mm one (measured on
+    the BraTS case), in half the time of the 6 mm fit.
 
     Images that hold negative values are already normalised (N4 needs positive intensities); they
     pass through unchanged and the record says so.
@@ -624,15 +673,21 @@ def prepare_visit(
         reference=reference,
     )
     records.append(record)
+    # Steps 5-7 work on the brain's box: N4 fits and denoising reads no further than four
+    # voxels beyond the mask, and normalisation sets everything outside it to zero.
+    start, size = _bounding_box(mask, margin=4)
+    boxed = {s: _crop(image, start, size) for s, image in images.items()}
+    mask_box = _crop(mask, start, size)
     say("bias-field correction")
-    images, record = correct_bias(images, mask)
+    boxed, record = correct_bias(boxed, mask_box)
     records.append(record)
     say("denoising")
-    images, record = denoise(images, mask)
+    boxed, record = denoise(boxed, mask_box)
     records.append(record)
     say("normalising")
-    images, record = normalise(images, mask)
+    boxed, record = normalise(boxed, mask_box)
     records.append(record)
+    images = {s: _paste(_zeros_like(mask), image, start) for s, image in boxed.items()}
     qc = {
         "visit": visit.folder.name,
         "sources": {s.value: name for s, name in visit.sources.items()},

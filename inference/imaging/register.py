@@ -145,6 +145,7 @@ def _run_stage(
     iterations: int,
     seed: int,
     optimizer: Optimizer,
+    min_step: float,
 ) -> tuple[sitk.Transform, StageRecord]:
     started = time.perf_counter()
     method = _mattes_method(fixed_mask=fixed_mask, sampling=sampling, bins=bins, seed=seed)
@@ -159,7 +160,7 @@ def _run_stage(
     else:
         method.SetOptimizerAsRegularStepGradientDescent(
             learningRate=2.0,
-            minStep=1e-3,
+            minStep=min_step,
             numberOfIterations=iterations,
             relaxationFactor=0.6,
             gradientMagnitudeTolerance=1e-6,
@@ -197,11 +198,13 @@ def register_images(
     iterations: int = 200,
     seed: int = 20240601,
     optimizer: Optimizer = Optimizer.REGULAR_STEP,
+    min_step: float = 1e-3,
 ) -> RegistrationResult:
     """Rigid, then (optionally) affine registration of ``moving`` onto ``fixed``.
 
     The result maps fixed points to moving points; resample ``moving`` with it to bring it onto
-    the fixed grid. Deterministic for a given seed.
+    the fixed grid. Deterministic for a given seed. ``min_step`` (regular-step optimizer only)
+    ends a level once the step has relaxed below it, in mm (optimizer scales from physical shift).
     """
     started = time.perf_counter()
     fixed_f, moving_f = _float(fixed), _float(moving)
@@ -225,6 +228,7 @@ def register_images(
         "iterations": iterations,
         "seed": seed,
         "optimizer": optimizer,
+        "min_step": min_step,
     }
     transform, rigid_record = _run_stage(
         fixed_f,
