@@ -362,7 +362,14 @@ def resample(
     labels: bool = False,
     default: float = 0.0,
 ) -> sitk.Image:
-    """``image`` on ``reference``'s grid. Label maps always go nearest-neighbour."""
+    """``image`` on ``reference``'s grid. Label maps always go nearest-neighbour.
+
+    An image already on that grid, with no transform to apply, is copied rather than
+    interpolated (interpolating at the voxels themselves returns the voxels).
+    """
+    pixel = image.GetPixelID() if labels else sitk.sitkFloat32
+    if _is_identity(transform) and _on_grid(image, reference):
+        return sitk.Cast(image, pixel)
     interpolator = sitk.sitkNearestNeighbor if labels else sitk.sitkLinear
     return sitk.Resample(
         image,
@@ -370,7 +377,26 @@ def resample(
         transform or sitk.Transform(),
         interpolator,
         default,
-        image.GetPixelID() if labels else sitk.sitkFloat32,
+        pixel,
+    )
+
+
+# An identity is sitk.Transform() (named "Transform", no parameters) or a rigid kind at zero.
+_RIGID_KINDS = ("Transform", "IdentityTransform", "TranslationTransform", "Euler3DTransform")
+
+
+def _is_identity(transform: sitk.Transform | None) -> bool:
+    if transform is None:
+        return True
+    return transform.GetName() in _RIGID_KINDS and not any(transform.GetParameters())
+
+
+def _on_grid(image: sitk.Image, reference: sitk.Image) -> bool:
+    return (
+        image.GetSize() == reference.GetSize()
+        and np.allclose(image.GetSpacing(), reference.GetSpacing(), rtol=0, atol=1e-6)
+        and np.allclose(image.GetOrigin(), reference.GetOrigin(), rtol=0, atol=1e-6)
+        and np.allclose(image.GetDirection(), reference.GetDirection(), rtol=0, atol=1e-9)
     )
 
 
