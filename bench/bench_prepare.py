@@ -55,7 +55,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import REPO, data_folder, write_results
+from common import REPO, baseline_worktree, data_folder, remove_worktree, write_results
 from common import environment as common_environment
 
 SYNTHETIC_LABEL = "SYNTHETIC PHANTOM"
@@ -227,16 +227,6 @@ def fmt(value: float | None, width: int, decimals: int) -> str:
     return f"{'-':>{width}}" if value is None else f"{value:>{width}.{decimals}f}"
 
 
-def baseline_worktree(ref: str, root: Path) -> Path:
-    """The code of commit ``ref``, checked out (detached) under ``root``."""
-    folder = root / "baseline"
-    subprocess.run(
-        ["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet", str(folder), ref],
-        check=True,
-    )
-    return folder
-
-
 def coregistration_trial(code: Path, visit: Path, seed: int, env: dict[str, str]) -> dict[str, Any]:
     child = subprocess.run(
         [sys.executable, "-c", COREGISTRATION_CHILD, str(visit), str(seed)],
@@ -399,10 +389,7 @@ def main() -> int:
             skipped["coregistration"] = f"{brats} not found"
     finally:
         if args.baseline:
-            subprocess.run(
-                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(root / "baseline")],
-                check=False,
-            )
+            remove_worktree(root / "baseline")
         shutil.rmtree(root, ignore_errors=True)
 
     yes = lambda ok: "n/a" if ok is None else "PASS" if ok else "FAIL"  # noqa: E731

@@ -23,26 +23,35 @@ How each trial is built (trial i = 0 .. repeats-1, numpy generator seeded with i
 
 SimpleITK runs on ``--threads`` threads (default 2, the target's core count).
 
+Side by side with earlier code (``--baseline REF``): each trial then runs in a fresh child
+process per code version, first the code of git commit ``REF`` (a temporary worktree on the
+child's path), then the current code, on the same moved visit; medians for both.
+
 Rerun
     .venv/bin/python bench/bench_register.py       # 5 trials -> bench/results/register.json
     .venv/bin/python bench/bench_register.py --repeats 1 --out /tmp/register.json
     .venv/bin/python bench/bench_register.py --source synthetic
+    .venv/bin/python bench/bench_register.py --baseline f144770
 Test data: ``$TRACKER_TEST_DATA``, default ``<repo root>/../shared/data``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-from common import REPO, data_folder, write_results
+from common import REPO, baseline_worktree, data_folder, remove_worktree, write_results
 from common import environment as common_environment
 
 CASE = "brats-gli-00001-000"
@@ -163,6 +172,44 @@ def run_trial(seed: int, source: str) -> dict[str, Any]:
     }
 
 
+def trial_in_child(seed: int, source: str, code: Path, threads: int) -> dict[str, Any]:
+    """``run_trial`` in a fresh process that imports ``inference`` from ``code``."""
+    child = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--one-trial",
+            str(seed),
+            "--source",
+            source,
+            "--threads",
+            str(threads),
+        ],
+        cwd=code,
+        env={**os.environ, "PYTHONPATH": str(code)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    trial: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    return trial
+
+
+def summarise(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    median_seconds = statistics.median(t["seconds"] for t in trials)
+    median_tre = statistics.median(t["tre_mean_mm"] for t in trials)
+    return {
+        "median_seconds": round(median_seconds, 3),
+        "median_tre_mean_mm": round(median_tre, 4),
+        "worst_tre_mean_mm": round(max(t["tre_mean_mm"] for t in trials), 4),
+        "worst_tre_max_mm": round(max(t["tre_max_mm"] for t in trials), 4),
+        "trials_within_tre_target": sum(t["tre_mean_mm"] <= TARGET_TRE_MM for t in trials),
+        "trials_quality_ok": sum(bool(t["quality_ok"]) for t in trials),
+        "tre_target_pass": median_tre <= TARGET_TRE_MM,
+        "time_target_pass": median_seconds <= TARGET_SECONDS,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -171,9 +218,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "register.json")
     parser.add_argument("--source", choices=["brats", "synthetic"], default="brats")
     parser.add_argument("--threads", type=int, default=2, help="SimpleITK threads (default 2)")
+    parser.add_argument(
+        "--baseline", metavar="REF", help="also run the code of this git commit, side by side"
+    )
+    parser.add_argument("--one-trial", type=int, metavar="SEED", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
+    if args.one_trial is not None:  # a child of a side-by-side run: one trial as JSON
+        print(json.dumps(run_trial(args.one_trial, args.source), default=float))
+        return 0
     env = environment(args.threads)
     source = args.source
     fallback = None
@@ -194,36 +248,37 @@ def main() -> int:
         f"  {'trial':>5} {'rot deg':>8} {'shift mm':>9} {'seconds':>8} {'TRE mean':>9} "
         f"{'TRE max':>8} {'quality':>8}"
     )
-    trials = []
-    for seed in range(args.repeats):
-        trial = run_trial(seed, source)
-        trials.append(trial)
-        motion = trial["motion"]
-        print(
-            f"  {seed:>5} {motion['rotation_deg']:>8.2f} {motion['shift_mm']:>9.2f} "
-            f"{trial['seconds']:>8.2f} {trial['tre_mean_mm']:>9.3f} {trial['tre_max_mm']:>8.3f} "
-            f"{'ok' if trial['quality_ok'] else 'FLAGGED':>8}",
-            flush=True,
-        )
+    trials, baseline_trials = [], []
+    root = Path(tempfile.mkdtemp(prefix="bench-register-"))
+    try:
+        baseline = baseline_worktree(args.baseline, root) if args.baseline else None
+        for seed in range(args.repeats):
+            runs = []
+            if baseline is not None:
+                baseline_trials.append(trial_in_child(seed, source, baseline, args.threads))
+                runs.append((f"base {seed}", baseline_trials[-1]))
+                trials.append(trial_in_child(seed, source, REPO, args.threads))
+            else:
+                trials.append(run_trial(seed, source))
+            runs.append((str(seed), trials[-1]))
+            for name, trial in runs:
+                motion = trial["motion"]
+                print(
+                    f"  {name:>5} {motion['rotation_deg']:>8.2f} {motion['shift_mm']:>9.2f} "
+                    f"{trial['seconds']:>8.2f} {trial['tre_mean_mm']:>9.3f} "
+                    f"{trial['tre_max_mm']:>8.3f} {'ok' if trial['quality_ok'] else 'FLAGGED':>8}",
+                    flush=True,
+                )
+    finally:
+        if args.baseline:
+            remove_worktree(root / "baseline")
+        shutil.rmtree(root, ignore_errors=True)
 
-    median_seconds = statistics.median(t["seconds"] for t in trials)
-    median_tre = statistics.median(t["tre_mean_mm"] for t in trials)
-    worst_max = max(t["tre_max_mm"] for t in trials)
-    worst_mean = max(t["tre_mean_mm"] for t in trials)
-    within_tre = sum(t["tre_mean_mm"] <= TARGET_TRE_MM for t in trials)
-    quality_ok = sum(bool(t["quality_ok"]) for t in trials)
-    tre_pass = median_tre <= TARGET_TRE_MM
-    time_pass = median_seconds <= TARGET_SECONDS
-    summary = {
-        "median_seconds": round(median_seconds, 3),
-        "median_tre_mean_mm": round(median_tre, 4),
-        "worst_tre_mean_mm": round(worst_mean, 4),
-        "worst_tre_max_mm": round(worst_max, 4),
-        "trials_within_tre_target": within_tre,
-        "trials_quality_ok": quality_ok,
-        "tre_target_pass": tre_pass,
-        "time_target_pass": time_pass,
-    }
+    summary = summarise(trials)
+    median_seconds, median_tre = summary["median_seconds"], summary["median_tre_mean_mm"]
+    worst_max, worst_mean = summary["worst_tre_max_mm"], summary["worst_tre_mean_mm"]
+    within_tre, quality_ok = summary["trials_within_tre_target"], summary["trials_quality_ok"]
+    tre_pass, time_pass = summary["tre_target_pass"], summary["time_target_pass"]
     verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
     print(f"summary{label} ({len(trials)} trial(s), medians):")
     print(
@@ -237,6 +292,14 @@ def main() -> int:
     )
     print(f"  TRE max (worst)    {worst_max:7.3f} mm")
     print(f"  quality check ok   {quality_ok}/{len(trials)}")
+    baseline_summary = summarise(baseline_trials) if baseline_trials else None
+    if baseline_summary:
+        print(
+            f"  baseline {args.baseline}: {baseline_summary['median_seconds']:.2f} s, TRE mean "
+            f"(median) {baseline_summary['median_tre_mean_mm']:.3f} mm, worst mean "
+            f"{baseline_summary['worst_tre_mean_mm']:.3f} mm, quality check ok "
+            f"{baseline_summary['trials_quality_ok']}/{len(baseline_trials)}"
+        )
 
     report = {
         "benchmark": "visit-to-visit registration (register_visits) on known rigid motions",
@@ -264,6 +327,11 @@ def main() -> int:
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "trials": trials,
         "summary": summary,
+        "baseline": (
+            {"ref": args.baseline, "trials": baseline_trials, "summary": baseline_summary}
+            if baseline_summary
+            else None
+        ),
     }
     write_results(args.out, report)
     print(f"wrote {args.out}")

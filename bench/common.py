@@ -8,6 +8,7 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,23 @@ import numpy as np
 import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def baseline_worktree(ref: str, root: Path) -> Path:
+    """The code of commit ``ref``, checked out (detached) under ``root`` for a side-by-side run;
+    remove it with ``remove_worktree``."""
+    folder = root / "baseline"
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet", str(folder), ref],
+        check=True,
+    )
+    return folder
+
+
+def remove_worktree(folder: Path) -> None:
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "remove", "--force", str(folder)], check=False
+    )
 
 
 def data_folder() -> Path:

@@ -255,11 +255,14 @@ def register_images(
         )
         # Keep the affine refinement only if it fits better on the finest grid and stays a
         # plausible head (no collapse or blow-up along an axis); otherwise keep the rigid result.
+        # Both are scored on the same samples, drawn within the mask's box: the metric samples
+        # only inside the mask, and setting it up over the whole grid costs more than scoring.
+        scored, scored_mask = _mask_box(fixed_f, fixed_mask)
         evaluate = functools.partial(
             _metric_at,
-            fixed_f,
+            scored,
             moving_f,
-            fixed_mask=fixed_mask,
+            fixed_mask=scored_mask,
             sampling=sampling,
             bins=bins,
             seed=seed,
@@ -273,6 +276,22 @@ def register_images(
         if affine_record.kept:
             transform = affine_transform
     return RegistrationResult(transform, stages, time.perf_counter() - started)
+
+
+def _mask_box(
+    image: sitk.Image, mask: sitk.Image | None
+) -> tuple[sitk.Image, sitk.Image | None]:
+    """``image`` and ``mask`` cropped to the mask's bounding box (whole, without a mask)."""
+    if mask is None:
+        return image, None
+    inside = sitk.GetArrayViewFromImage(mask) > 0
+    if not inside.any():
+        return image, mask
+    box = [np.flatnonzero(inside.any(axis=other)) for other in ((1, 2), (0, 2), (0, 1))]
+    start = [int(b[0]) for b in box][::-1]
+    size = [int(b[-1] - b[0] + 1) for b in box][::-1]
+    crop = sitk.RegionOfInterest(image, size, start)
+    return crop, sitk.RegionOfInterest(mask, size, start)
 
 
 def _metric_at(
@@ -618,6 +637,9 @@ def register_visits(
         mask = sitk.BinaryDilate(mask, [2, 2, 2])
     else:
         mask = _foreground(fixed_image)
+    # The metric samples only inside the mask, so the fixed image is cut to the mask's box: the
+    # pyramid then smooths and shrinks that box, not the air and neck around it.
+    fixed_image, mask = _mask_box(fixed_image, mask)
     result = register_images(fixed_image, moving_image, fixed_mask=mask, seed=seed)
     quality = assess_registration(fixed_image, moving_image, result.transform, mask, thresholds)
     return VisitRegistration(sequence, result, quality)
