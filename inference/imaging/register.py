@@ -638,8 +638,12 @@ def register_visits(
     else:
         mask = _foreground(fixed_image)
     # The metric samples only inside the mask, so the fixed image is cut to the mask's box: the
-    # pyramid then smooths and shrinks that box, not the air and neck around it.
+    # pyramid then smooths and shrinks that box, not the air and neck around it. The search
+    # starts where it would on the whole images (their centres aligned).
+    start = _initial_transform(fixed_image, moving_image, Init.GEOMETRY, sitk.Euler3DTransform)
     fixed_image, mask = _mask_box(fixed_image, mask)
-    result = register_images(fixed_image, moving_image, fixed_mask=mask, seed=seed)
+    result = register_images(
+        fixed_image, moving_image, fixed_mask=mask, initial_transform=start, seed=seed
+    )
     quality = assess_registration(fixed_image, moving_image, result.transform, mask, thresholds)
     return VisitRegistration(sequence, result, quality)
