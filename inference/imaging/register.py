@@ -278,9 +278,7 @@ def register_images(
     return RegistrationResult(transform, stages, time.perf_counter() - started)
 
 
-def _mask_box(
-    image: sitk.Image, mask: sitk.Image | None
-) -> tuple[sitk.Image, sitk.Image | None]:
+def _mask_box(image: sitk.Image, mask: sitk.Image | None) -> tuple[sitk.Image, sitk.Image | None]:
     """``image`` and ``mask`` cropped to the mask's bounding box (whole, without a mask)."""
     if mask is None:
         return image, None
