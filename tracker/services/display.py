@@ -26,15 +26,22 @@ from tracker.storage import media, run_files
 log = logging.getLogger(__name__)
 
 
-def display_build(*, run: AnalysisRun) -> Path:
+def display_build(
+    *,
+    run: AnalysisRun,
+    labels: sitk.Image | None = None,
+    probabilities: sitk.Image | None = None,
+) -> Path:
     """Write the run's display folder (whole or not at all), with the prior visit's layers
-    where the run was registered to one."""
+    where the run was registered to one. ``labels`` and ``probabilities``, where the caller has
+    just read the run's files, are not read again."""
     files = run_files(run)
     images, mask, _ = read_prepared(files.prepared)
-    labels, _ = read_label_map(files.labels)
-    probabilities = (
-        read_probability_map(files.probabilities) if files.probabilities.is_file() else None
-    )
+    if labels is None:
+        labels, _ = read_label_map(files.labels)
+        probabilities = (
+            read_probability_map(files.probabilities) if files.probabilities.is_file() else None
+        )
     measurement = getattr(run, "measurement", None)
     volumes = render.display_volumes(
         images,

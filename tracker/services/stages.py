@@ -9,7 +9,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
@@ -48,6 +48,9 @@ from tracker.services.assessments import patient_assess
 from tracker.services.display import display_build
 from tracker.services.registrations import next_visit_refresh, run_register
 from tracker.storage import media, original_folder, run_files, stored
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +169,7 @@ def stage_measure(run: AnalysisRun) -> None:
             )
             for lesion in lesions
         )
-    _display(run)
+    _display(run, labels, probabilities)
 
 
 def _measured_only(details: dict[str, Any], unmeasured: set[str]) -> dict[str, Any]:
@@ -185,11 +188,13 @@ def _measured_only(details: dict[str, Any], unmeasured: set[str]) -> dict[str, A
     return out
 
 
-def _display(run: AnalysisRun) -> None:
+def _display(
+    run: AnalysisRun, labels: sitk.Image | None = None, probabilities: sitk.Image | None = None
+) -> None:
     """The pictures for the viewer and the reports; a run is not failed for want of them (the
     visit page builds them again on first view)."""
     try:
-        display_build(run=run)
+        display_build(run=run, labels=labels, probabilities=probabilities)
     except Exception:
         log.exception("display images of run %s not written", run.code)
 
