@@ -745,10 +745,13 @@ def is_prepared(folder: Path | str) -> bool:
     return (folder / "qc.json").is_file() and (folder / "brain_mask.nii.gz").is_file()
 
 
-def read_prepared(folder: Path | str) -> tuple[Images, sitk.Image, dict[str, Any]]:
+def read_prepared(
+    folder: Path | str, *, reference_only: bool = False
+) -> tuple[Images, sitk.Image, dict[str, Any]]:
     """The prepared images, brain mask and QC record written by ``write_prepared``: the
     sequences the folder holds (every one ``qc.json`` lists as present, and T1 post-contrast or
-    FLAIR at least)."""
+    FLAIR at least); with ``reference_only``, only the reference sequence is read (the folder
+    is checked all the same)."""
     folder = Path(folder)
     try:
         qc: dict[str, Any] = json.loads((folder / "qc.json").read_text())
@@ -764,6 +767,8 @@ def read_prepared(folder: Path | str) -> tuple[Images, sitk.Image, dict[str, Any
         check_segmentable(on_disk)
     except MissingSequenceError as error:
         raise MissingSequenceError(f"{folder.name}: prepared visit: {error.message}") from None
+    if reference_only:
+        on_disk = [reference_sequence(on_disk)]
     images = {s: read_image(folder / PREPARED_NAMES[s]) for s in on_disk}
     mask = sitk.Cast(read_image(folder / "brain_mask.nii.gz") > 0, sitk.sitkUInt8)
     return images, mask, qc

@@ -285,9 +285,16 @@ def test_a_visit_with_t1c_and_flair_only_is_prepared_and_written_with_those_two(
     assert set(images) == {Sequence.T1C, Sequence.FLAIR}
     assert qc["sequences"]["present"] == ["t1c", "flair"]
     assert images[Sequence.FLAIR].GetSize() == mask.GetSize()
+    only, _, _ = read_prepared(out, reference_only=True)
+    assert set(only) == {Sequence.T1C}
+    assert np.array_equal(
+        sitk.GetArrayViewFromImage(only[Sequence.T1C]),
+        sitk.GetArrayViewFromImage(images[Sequence.T1C]),
+    )
     (out / "flair.nii.gz").unlink()  # qc.json lists it: its absence is an error
-    with pytest.raises(MissingSequenceError, match=r"prepared visit lacks flair\.nii\.gz"):
-        read_prepared(out)
+    for reference_only in (False, True):
+        with pytest.raises(MissingSequenceError, match=r"prepared visit lacks flair\.nii\.gz"):
+            read_prepared(out, reference_only=reference_only)
 
 
 def test_a_visit_without_t1c_is_prepared_on_the_flair_grid(tmp_path: Path) -> None:

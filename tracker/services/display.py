@@ -93,7 +93,7 @@ def _prior_layers(
     """The prior's grey layer and labels on this visit's grid, and which sequence the grey
     layer is: its T1c, or its FLAIR where it has none."""
     files = run_files(prior_run)
-    images, mask, _ = read_prepared(files.prepared)
+    images, mask, _ = read_prepared(files.prepared, reference_only=True)
     labels, _ = read_label_map(files.labels)
     sequence = reference_sequence(images)
     transform = load_transform(media(registration.transform))
