@@ -10,7 +10,10 @@
    seconds from the upload's 201 to its assessment stored. For each of ``--patients``
    patients, its first visit and then its follow-up (which adds registration to the first
    visit and lesion tracking across both); medians of each. A warm-up patient loads the
-   model first. Target <= 30 s per visit on 2 cores.
+   model first. Target <= 30 s per visit on 2 cores (issue 6); issue 19 asks <= 10 s for a
+   follow-up. ``--baseline REF`` times the same patients with a worker running the code of git
+   commit REF (a temporary worktree; same database schema), patient by patient in turn with the
+   current code's worker, each worker restarted and ready (model loaded and warmed) first.
 
 Needs ``DATABASE_URL`` (PostgreSQL; a database named ``tracker_bench`` is created and emptied)
 and ``CELERY_BROKER_URL`` (Redis):
@@ -26,13 +29,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from common import REPO, environment, setup_django_bench, timed_gets, write_results
+from common import (
+    REPO,
+    baseline_worktree,
+    environment,
+    remove_worktree,
+    setup_django_bench,
+    timed_gets,
+    write_results,
+)
 
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -100,9 +113,25 @@ def _upload_and_wait(
     }
 
 
-def upload_figures(patients: int, work: Path) -> dict[str, Any]:
+def _wait_ready(worker: Any, log: Path, timeout_s: float = 300.0) -> None:
+    """Until the worker's log says it has warmed the model (``TRACKER_WARM_UP``, on by
+    default; the worker consumes the gpu queue with the solo pool, so it warms up)."""
+    deadline = time.monotonic() + timeout_s
+    while "warmed up on" not in (log.read_text() if log.is_file() else ""):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the worker did not get ready; see {log}")
+        time.sleep(0.5)
+
+
+def upload_figures(
+    patients: int, work: Path, versions: dict[str, Path] | None = None
+) -> dict[str, Any]:
     """For each phantom patient: its first visit (prepare, segment, measure, assess), then its
-    follow-up (the same plus registration to the first visit and tracking across both)."""
+    follow-up (the same plus registration to the first visit and tracking across both).
+
+    With several code ``versions`` (label -> checkout), each patient is analysed by a worker of
+    each version in turn (the worker restarted, and ready, before the patient's first upload),
+    so every version sees the machine as it is at that minute."""
     from django.conf import settings
     from django.contrib.auth.models import User
     from django.test import Client
@@ -117,44 +146,87 @@ def upload_figures(patients: int, work: Path) -> dict[str, Any]:
     client = Client()
     client.force_login(user)
     env = {**os.environ, "MEDIA_ROOT": str(settings.MEDIA_ROOT)}
-    log = work / "worker.log"
-    worker = start_worker(env, log)
+    versions = versions or {"current": REPO}
+    side_by_side = len(versions) > 1
     rows = []
+    worker = None
     try:
-        # Patient 0 warms the worker: its first segmentation loads and traces the model.
-        for index in range(patients + 1):
+        # Without a baseline, patient 0 warms the worker: its first segmentation loads the
+        # model. Side by side, every worker is ready (model loaded, warmed) before its patient.
+        for index in range(patients + (0 if side_by_side else 1)):
             phantom = make_patient(950000 + index, visits=2, scenario=Scenario.STABLE)
             folders = write_patient(phantom, work / str(index))
-            record = Patient.objects.create(team=team, label=f"UPLOAD-{index}")
-            for number, folder in enumerate(folders):
-                truth = json.loads((folder / "truth.json").read_text())
-                row = {
-                    "patient": index,
-                    "visit": "first" if number == 0 else "follow-up",
-                    "warm_up": index == 0,
-                    **_upload_and_wait(
-                        client, worker, record, folder, acquired_on=truth["acquired_on"], log=log
-                    ),
-                }
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+            for version, code in versions.items():
+                log = work / f"worker-{index}-{len(rows)}.log"
+                if worker is None or side_by_side:
+                    if worker is not None:
+                        worker.terminate()
+                        worker.wait(timeout=60)
+                    worker = start_worker(env, log, code=code)
+                    if side_by_side:
+                        _wait_ready(worker, log)
+                record = Patient.objects.create(team=team, label=f"UPLOAD-{index}-{version}")
+                for number, folder in enumerate(folders):
+                    truth = json.loads((folder / "truth.json").read_text())
+                    row = {
+                        "code": version,
+                        "patient": index,
+                        "visit": "first" if number == 0 else "follow-up",
+                        "warm_up": index == 0 and not side_by_side,
+                        **_upload_and_wait(
+                            client,
+                            worker,
+                            record,
+                            folder,
+                            acquired_on=truth["acquired_on"],
+                            log=log,
+                        ),
+                    }
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
     finally:
-        worker.terminate()
-        worker.wait(timeout=60)
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=60)
 
-    def median(kind: str) -> float | None:
+    def median(kind: str, version: str) -> float | None:
         values = [
-            r["upload_to_assessment_s"] for r in rows if r["visit"] == kind and not r["warm_up"]
+            r["upload_to_assessment_s"]
+            for r in rows
+            if r["visit"] == kind and not r["warm_up"] and r["code"] == version
         ]
         return statistics.median(values) if values else None
+
+    def stage_medians(version: str) -> dict[str, float]:
+        timed = [r for r in rows if r["code"] == version and not r["warm_up"]]
+        names = sorted({name for r in timed for name in r["stages_s"]})
+        return {
+            name: round(
+                statistics.median(
+                    r["stages_s"][name]
+                    for r in timed
+                    if r["stages_s"].get(name) is not None
+                    and (name != "register" or r["visit"] == "follow-up")
+                ),
+                2,
+            )
+            for name in names
+        }
 
     return {
         "data": "SYNTHETIC PHANTOM",
         "worker": "one Celery worker process, --pool=solo, all queues, on this machine",
+        "versions": {version: str(code) for version, code in versions.items()},
         "visits": rows,
-        "first_visit_median_s": median("first"),
-        "follow_up_median_s": median("follow-up"),
-        "target_s": 30,
+        **{
+            version: {
+                "first_visit_median_s": median("first", version),
+                "follow_up_median_s": median("follow-up", version),
+                "stage_medians_s": stage_medians(version),
+            }
+            for version in versions
+        },
+        "target_s": {"follow_up_on_2_cpu_cores": 10, "before_issue_19": 30},
     }
 
 
@@ -165,6 +237,11 @@ def main() -> int:
         "--patients", type=int, default=5, help="patients (first visit + follow-up) timed"
     )
     parser.add_argument("--skip-upload", action="store_true")
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also time uploads with a worker running the code of this git commit, side by side",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/service.json")
     args = parser.parse_args()
     if not os.environ.get("CELERY_BROKER_URL", "").startswith("redis"):
@@ -180,7 +257,19 @@ def main() -> int:
         json.dumps({k: result[k] for k in ("timeline_20_visits", "patient_list_1000")}), flush=True
     )
     if not args.skip_upload:
-        result["upload_to_assessment"] = upload_figures(args.patients, work)
+        versions = {"current": REPO}
+        root = Path(tempfile.mkdtemp(prefix="bench-service-code-"))
+        try:
+            if args.baseline:
+                versions = {
+                    f"baseline {args.baseline}": baseline_worktree(args.baseline, root),
+                    **versions,
+                }
+            result["upload_to_assessment"] = upload_figures(args.patients, work, versions)
+        finally:
+            if args.baseline:
+                remove_worktree(root / "baseline")
+            shutil.rmtree(root, ignore_errors=True)
     write_results(args.out, result)
     print(f"wrote {args.out}")
     return 0

@@ -10,9 +10,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def start_worker(env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    env: Mapping[str, str], log_path: Path, *, code: Path = REPO
+) -> subprocess.Popen[bytes]:
     """One worker consuming every queue (``--pool=solo``: the embedded default's shape),
-    logging to ``log_path``. The caller terminates it."""
+    logging to ``log_path``, running the project checked out at ``code`` (a benchmark's
+    baseline worktree; this checkout by default). The caller terminates it."""
     with log_path.open("w") as log:
         return subprocess.Popen(
             [
@@ -29,8 +32,12 @@ def start_worker(env: Mapping[str, str], log_path: Path) -> subprocess.Popen[byt
                 "--without-gossip",
                 "--loglevel=INFO",
             ],
-            cwd=REPO,
-            env={**env, "PYTHONUNBUFFERED": "1"},
+            cwd=code,
+            env={
+                **env,
+                "PYTHONUNBUFFERED": "1",
+                **({} if code == REPO else {"PYTHONPATH": str(code)}),
+            },
             stdout=log,
             stderr=subprocess.STDOUT,
         )
