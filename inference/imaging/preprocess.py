@@ -444,7 +444,8 @@ def _refine_edge(mask: np.ndarray, image: sitk.Image, *, band_mm: int) -> np.nda
 
     Worked out within the mask's box grown by the band and a voxel, where erosion and dilation
     see what they would see in the whole image; the smoothing runs on a box grown by 8 voxels
-    more, so its edge (eight sigmas away) does not reach the band.
+    more, eight sigmas from the band: ITK's recursive Gaussian leaves about a millionth of an
+    edge's step there.
     """
     if not mask.any():
         return mask

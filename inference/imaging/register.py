@@ -183,6 +183,9 @@ def _run_stage(
     return result, record
 
 
+DEFAULT_PYRAMID = Pyramid((4, 2), (2.0, 1.0))  # shrink factors; smoothing sigmas in mm
+
+
 def register_images(
     fixed: sitk.Image,
     moving: sitk.Image,
@@ -191,7 +194,7 @@ def register_images(
     init: Init = Init.GEOMETRY,
     initial_transform: sitk.Transform | None = None,
     fixed_mask: sitk.Image | None = None,
-    pyramid: Pyramid = Pyramid((4, 2), (2.0, 1.0)),
+    pyramid: Pyramid = DEFAULT_PYRAMID,
     affine_pyramid: Pyramid = Pyramid((2,), (1.0,)),
     sampling: float = 0.02,
     bins: int = 32,
@@ -279,9 +282,10 @@ def register_images(
 
 
 def _mask_box(image: sitk.Image, mask: sitk.Image | None) -> tuple[sitk.Image, sitk.Image | None]:
-    """``image`` and ``mask`` cropped to the mask's bounding box (whole, without a mask)."""
-    if mask is None:
-        return image, None
+    """``image`` and ``mask`` cropped to the mask's bounding box (whole, without a mask or with
+    a mask on another grid)."""
+    if mask is None or not _on_grid(mask, image):
+        return image, mask
     inside = sitk.GetArrayViewFromImage(mask) > 0
     if not inside.any():
         return image, mask
@@ -386,7 +390,9 @@ def resample(
     """
     pixel = image.GetPixelID() if labels else sitk.sitkFloat32
     if _is_identity(transform) and _on_grid(image, reference):
-        return sitk.Cast(image, pixel)
+        copy = sitk.Cast(image, pixel)
+        copy.CopyInformation(reference)  # the grid's own origin and direction, to the last bit
+        return copy
     interpolator = sitk.sitkNearestNeighbor if labels else sitk.sitkLinear
     return sitk.Resample(
         image,
@@ -638,8 +644,12 @@ def register_visits(
     # The metric samples only inside the mask, so the fixed image is cut to the mask's box: the
     # pyramid then smooths and shrinks that box, not the air and neck around it. The search
     # starts where it would on the whole images (their centres aligned).
+    # A box too small for the pyramid's coarse levels is not cut: those levels give the search
+    # its reach.
     start = _initial_transform(fixed_image, moving_image, Init.GEOMETRY, sitk.Euler3DTransform)
-    fixed_image, mask = _mask_box(fixed_image, mask)
+    boxed, boxed_mask = _mask_box(fixed_image, mask)
+    if _fit(DEFAULT_PYRAMID, boxed) == _fit(DEFAULT_PYRAMID, fixed_image):
+        fixed_image, mask = boxed, boxed_mask
     result = register_images(
         fixed_image, moving_image, fixed_mask=mask, initial_transform=start, seed=seed
     )

@@ -12,6 +12,7 @@ from inference.errors import MissingSequenceError
 from inference.imaging.register import (
     Init,
     Pyramid,
+    _mask_box,
     choose_sequence,
     load_transform,
     mask_points,
@@ -154,3 +155,32 @@ def test_label_maps_are_resampled_nearest_neighbour() -> None:
     out = resample(labels, grid, _rigid((0, 0, 10), (0.3, 0.2, 0.1)), labels=True)
     assert out.GetPixelID() == sitk.sitkUInt8
     assert set(np.unique(sitk.GetArrayViewFromImage(out))) <= {0, 1, 4}
+
+
+def test_an_image_already_on_the_grid_is_copied_exactly_not_interpolated() -> None:
+    image = head(size=(40, 36, 30), spacing=(1.0, 1.0, 1.0), seed=3)
+    grid = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+    grid.CopyInformation(image)
+    grid.SetOrigin([v + 1e-8 for v in image.GetOrigin()])  # the same grid, to within 1e-6 mm
+    copied = resample(image, grid, sitk.Euler3DTransform())
+    interpolated = sitk.Resample(image, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    assert copied.GetOrigin() == grid.GetOrigin()
+    assert copied.GetPixelID() == sitk.sitkFloat32
+    assert np.allclose(sitk.GetArrayViewFromImage(copied), sitk.GetArrayViewFromImage(interpolated))
+    # any motion at all, or another grid, is interpolated
+    moved = resample(image, grid, sitk.TranslationTransform(3, (0.5, 0.0, 0.0)))
+    assert not np.allclose(sitk.GetArrayViewFromImage(moved), sitk.GetArrayViewFromImage(copied))
+
+
+def test_the_mask_box_cuts_the_image_only_with_a_mask_on_its_grid() -> None:
+    image = head(size=(40, 36, 30), spacing=(1.0, 1.0, 1.0), seed=4)
+    mask = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+    mask.CopyInformation(image)
+    mask[5:20, 6:30, 3:12] = 1
+    box, box_mask = _mask_box(image, mask)
+    assert box.GetSize() == (15, 24, 9)
+    assert box.GetOrigin() == image.TransformIndexToPhysicalPoint((5, 6, 3))
+    assert int(np.sum(sitk.GetArrayViewFromImage(box_mask))) == 15 * 24 * 9
+    coarse = sitk.Shrink(mask, [2, 2, 2])  # another grid: left whole
+    assert _mask_box(image, coarse)[0].GetSize() == image.GetSize()
+    assert _mask_box(image, None)[0].GetSize() == image.GetSize()

@@ -34,7 +34,8 @@ def display_build(
 ) -> Path:
     """Write the run's display folder (whole or not at all), with the prior visit's layers
     where the run was registered to one. ``labels`` and ``probabilities``, where the caller has
-    just read the run's files, are not read again."""
+    just read the run's files, are not read again: pass both (``probabilities`` None for a run
+    without a probability map) or neither."""
     files = run_files(run)
     images, mask, _ = read_prepared(files.prepared)
     if labels is None:
