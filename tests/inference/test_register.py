@@ -163,7 +163,9 @@ def test_an_image_already_on_the_grid_is_copied_exactly_not_interpolated() -> No
     grid.CopyInformation(image)
     grid.SetOrigin([v + 1e-8 for v in image.GetOrigin()])  # the same grid, to within 1e-6 mm
     copied = resample(image, grid, sitk.Euler3DTransform())
-    interpolated = sitk.Resample(image, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    interpolated = sitk.Resample(
+        image, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32
+    )
     assert copied.GetOrigin() == grid.GetOrigin()
     assert copied.GetPixelID() == sitk.sitkFloat32
     assert np.allclose(sitk.GetArrayViewFromImage(copied), sitk.GetArrayViewFromImage(interpolated))
