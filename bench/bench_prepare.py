@@ -430,7 +430,10 @@ def main() -> int:
             "peak_bytes": TARGET_PEAK_BYTES,
             "note": "compute = qc.json seconds (seven steps); wall = whole child command",
         },
-        "versions": {version: str(code) for version, code in versions.items()},
+        "versions": {
+            version: "this checkout" if code == REPO else "a temporary git worktree"
+            for version, code in versions.items()
+        },
         "data_folder": str(data_folder()),
         "synthetic_phantom_cases": [c for c in results if c == SYNTHETIC],
         "data_labels": {case: DESCRIPTIONS[case] for case in results},

@@ -216,7 +216,10 @@ def upload_figures(
     return {
         "data": "SYNTHETIC PHANTOM",
         "worker": "one Celery worker process, --pool=solo, all queues, on this machine",
-        "versions": {version: str(code) for version, code in versions.items()},
+        "versions": {
+            version: "this checkout" if code == REPO else "a temporary git worktree"
+            for version, code in versions.items()
+        },
         "visits": rows,
         **{
             version: {
