@@ -325,6 +325,10 @@ TRACKER_MODEL_CACHE = Path(env("TRACKER_MODEL_CACHE", "") or VAR_DIR / "model-ca
 # A worker that consumes the GPU queue loads and warms the model when it starts (not on the
 # first visit); 0 turns that off.
 TRACKER_WARM_UP = env("TRACKER_WARM_UP", "1") != "0"
+# A worker keeps the images it read or wrote last, up to this many MiB per process, so the next
+# stage of a visit finds them in memory (inference/imaging/cache.py); 0 turns that off. Web
+# processes never keep them.
+TRACKER_IMAGE_CACHE_MB = env_int("TRACKER_IMAGE_CACHE_MB", 768)
 
 LOGGING = {
     "version": 1,

@@ -11,11 +11,12 @@ import time
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import celeryd_init, worker_ready
 from django.conf import settings
 from django.utils import timezone
 from knox.models import AuthToken
 
+from inference.imaging import cache
 from tracker.models import Patient, Stage
 from tracker.queues import Queue, Task
 from tracker.services.assessments import patient_assess
@@ -85,6 +86,18 @@ def sweep() -> int:
     clean_stale_staging()
     AuthToken.objects.filter(expiry__lt=timezone.now()).delete()
     return len(requeued.runs) + len(requeued.patients)
+
+
+@celeryd_init.connect
+def keep_images(**_: Any) -> None:
+    """A worker keeps the images of the visits it analyses in memory between their stages, up
+    to ``TRACKER_IMAGE_CACHE_MB`` per process (its pool's processes inherit the setting): the
+    next stage finds the files the last one wrote or read without reading them again
+    (``inference.imaging.cache``)."""
+    cache.configure(settings.TRACKER_IMAGE_CACHE_MB)
+    logger.info(
+        "keeping up to %d MiB of images between a visit's stages", cache.images.max_bytes >> 20
+    )
 
 
 @worker_ready.connect

@@ -32,6 +32,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
+from nibabel.volumeutils import apply_read_scaling
 
 from inference.errors import (
     DuplicateSequenceError,
@@ -45,6 +46,7 @@ from inference.errors import (
     VisitInputError,
 )
 from inference.files import atomic_path
+from inference.imaging.cache import images as image_cache
 from inference.imaging.validate import (
     SEGMENTABLE,
     ImageLimits,
@@ -433,9 +435,13 @@ def nifti_payload_bytes(name: str, header: Any, limits: ImageLimits) -> int:
     return int(header.get_data_offset()) + volume * extra * int(header.get_data_dtype().itemsize)
 
 
-def _check_nifti_payload(path: Path, limits: ImageLimits) -> None:
+def _check_nifti_payload(
+    path: Path, limits: ImageLimits, *, floats: bool = False
+) -> np.ndarray | None:
     """A NIfTI file must hold as many bytes as its header promises (gzip checked end to end,
-    and never decompressed past that)."""
+    and never decompressed past that). With ``floats``, a floating-point file's voxel values
+    are returned as nibabel scales them (None for other files), taken from the same pass: ITK's
+    NIfTI reader turns NaN into 0 without a word, so those files are checked on these."""
     compressed = path.name.lower().endswith(".gz")
     if compressed:
         with open(path, "rb") as stream:
@@ -446,46 +452,54 @@ def _check_nifti_payload(path: Path, limits: ImageLimits) -> None:
                     path=path,
                 )
     try:
-        header = nib.load(path).header  # type: ignore[attr-defined]
+        loaded = nib.load(path)  # type: ignore[attr-defined]
     except Exception as error:  # nibabel raises many types for a bad header
         raise UnreadableFileError(
             f"{path.name}: not a readable NIfTI image ({_short(error)})", path=path
         ) from error
+    header = loaded.header
     expected = nifti_payload_bytes(path.name, header, limits)
-    if compressed:
-        actual = 0
-        try:
-            with gzip.open(path, "rb") as stream:
-                while chunk := stream.read(1 << 22):
-                    actual += len(chunk)
-                    if actual > expected + (1 << 20):
-                        break
-        except EOFError as error:
+    floats = floats and np.issubdtype(header.get_data_dtype(), np.floating)
+    if not compressed:
+        if path.stat().st_size < expected:
             raise TruncatedFileError(
-                f"{path.name}: the compressed file is truncated (it ends after {actual:,} of "
-                f"{expected:,} bytes); upload it again",
+                f"{path.name}: the file is truncated: it holds {path.stat().st_size:,} bytes "
+                f"but its header describes {expected:,}; upload it again",
                 path=path,
-            ) from error
-        except (OSError, zlib.error) as error:
-            raise UnreadableFileError(
-                f"{path.name}: corrupt gzip data ({_short(error)})", path=path
-            ) from error
-    else:
-        actual = path.stat().st_size
+            )
+        return np.asarray(loaded.dataobj) if floats else None
+    kept = bytearray(expected if floats else 0)
+    actual = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(1 << 22):
+                if floats and actual < expected:
+                    kept[actual : actual + len(chunk)] = chunk[: expected - actual]
+                actual += len(chunk)
+                if actual > expected + (1 << 20):
+                    break
+    except EOFError as error:
+        raise TruncatedFileError(
+            f"{path.name}: the compressed file is truncated (it ends after {actual:,} of "
+            f"{expected:,} bytes); upload it again",
+            path=path,
+        ) from error
+    except (OSError, zlib.error) as error:
+        raise UnreadableFileError(
+            f"{path.name}: corrupt gzip data ({_short(error)})", path=path
+        ) from error
     if actual < expected:
         raise TruncatedFileError(
             f"{path.name}: the file is truncated: it holds {actual:,} bytes but its header "
             f"describes {expected:,}; upload it again",
             path=path,
         )
-
-
-def _check_raw_floats(path: Path) -> None:
-    """ITK's NIfTI reader turns NaN into 0 without a word, so floating-point files are checked
-    on their raw values."""
-    proxy = nib.load(path)  # type: ignore[attr-defined]
-    if np.issubdtype(proxy.header.get_data_dtype(), np.floating):
-        check_raw_values(path.name, np.asarray(proxy.dataobj))
+    if not floats:
+        return None
+    # what nibabel's data_from_fileobj reads: the raw values at the data offset, then scaled
+    dtype, offset = header.get_data_dtype(), int(header.get_data_offset())
+    raw = np.frombuffer(kept, dtype, (expected - offset) // dtype.itemsize, offset)
+    return apply_read_scaling(raw, *header.get_slope_inter())
 
 
 def _short(error: BaseException) -> str:
@@ -502,7 +516,32 @@ def read_image(path: Path | str, *, limits: ImageLimits | None = None) -> sitk.I
         raise UnreadableFileError(
             f"{path.name}: not a NIfTI file (.nii or .nii.gz expected)", path=path
         )
-    _check_nifti_payload(path, limits)
+    image = image_cache.get(path, values_checked=True)
+    try:
+        if image is None:
+            image = _read_verified(path, limits)
+        else:  # read or written by this process and unchanged: these limits still apply
+            check_header(
+                path.name,
+                image.GetSize(),
+                image.GetSpacing(),
+                image.GetNumberOfComponentsPerPixel(),
+                limits,
+            )
+        if image.GetDimension() == 4:
+            size = list(image.GetSize())
+            image = sitk.Extract(image, [*size[:3], 0], [0, 0, 0, 0])
+        check_voxels(path.name, image)
+    except InputError as error:
+        error.path = path
+        raise
+    return image
+
+
+def _read_verified(path: Path, limits: ImageLimits) -> sitk.Image:
+    """The file as ITK reads it, once it holds what its header promises, fits the limits and
+    (floating-point files) holds finite values; kept in the image cache."""
+    values = _check_nifti_payload(path, limits, floats=True)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -511,28 +550,18 @@ def read_image(path: Path | str, *, limits: ImageLimits | None = None) -> sitk.I
         raise UnreadableFileError(
             f"{path.name}: not a readable NIfTI image ({_short(error)})", path=path
         ) from error
-    try:
-        check_header(
-            path.name, reader.GetSize(), reader.GetSpacing(), reader.GetNumberOfComponents(), limits
-        )
-    except InputError as error:
-        error.path = path
-        raise
+    check_header(
+        path.name, reader.GetSize(), reader.GetSpacing(), reader.GetNumberOfComponents(), limits
+    )
     try:
         image = reader.Execute()
     except RuntimeError as error:
         raise UnreadableFileError(
             f"{path.name}: the voxel data cannot be read ({_short(error)})", path=path
         ) from error
-    if image.GetDimension() == 4:
-        size = list(image.GetSize())
-        image = sitk.Extract(image, [*size[:3], 0], [0, 0, 0, 0])
-    try:
-        _check_raw_floats(path)
-        check_voxels(path.name, image)
-    except InputError as error:
-        error.path = path
-        raise
+    if values is not None:
+        check_raw_values(path.name, values)
+    image_cache.put_read(path, image, values_checked=True)
     return image
 
 
@@ -571,13 +600,19 @@ def read_label_map(
     """Read a segmentation and map its labels onto the internal convention."""
     image = _read_label_image(path, limits)
     values = sitk.GetArrayViewFromImage(image)
-    rounded = np.rint(values)
-    if not np.allclose(values, rounded, atol=1e-3) or rounded.min() < 0 or rounded.max() > 255:
+    # integer voxels are their own rounding (the model's and the editors' maps are uint8)
+    rounded = values if np.issubdtype(values.dtype, np.integer) else np.rint(values)
+    if (
+        (rounded is not values and not np.allclose(values, rounded, atol=1e-3))
+        or rounded.min() < 0
+        or rounded.max() > 255
+    ):
         raise UnreadableFileError(
             f"{path.name}: not a label map (values must be small non-negative integers)", path=path
         )
-    integers = rounded.astype(np.int32)
-    convention = detect_label_convention({int(v) for v in np.unique(integers)})
+    integers = rounded.astype(np.uint8)  # 0-255, checked above
+    present = np.flatnonzero(np.bincount(integers.ravel(), minlength=256))
+    convention = detect_label_convention({int(v) for v in present})
     out = sitk.GetImageFromArray(labels_to_internal(integers, convention))
     out.CopyInformation(image)
     return out, convention
@@ -586,13 +621,18 @@ def read_label_map(
 def _read_checked(path: Path, limits: ImageLimits) -> sitk.Image:
     """A NIfTI file read whole, after the file-level checks (readable, size, complete)."""
     _check_readable(path, limits)
+    cached = image_cache.get(path, values_checked=False)
+    if cached is not None:
+        return cached
     _check_nifti_payload(path, limits)
     try:
-        return sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         raise UnreadableFileError(
             f"{path.name}: not a readable NIfTI image ({_short(error)})", path=path
         ) from error
+    image_cache.put_read(path, image, values_checked=False)
+    return image
 
 
 def read_lesion_map(path: Path | str, *, limits: ImageLimits | None = None) -> sitk.Image:
@@ -763,6 +803,7 @@ def write_image(image: sitk.Image, path: Path | str, *, compression_level: int =
     """Write an image atomically: to a temporary name in the same folder, then rename."""
     with atomic_path(path) as temporary:
         sitk.WriteImage(image, str(temporary), True, compression_level)
+    image_cache.put_written(Path(path), image)
     return Path(path)
 
 

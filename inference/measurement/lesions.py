@@ -79,17 +79,22 @@ class _Component:
 
 
 def _components(image: sitk.Image) -> tuple[np.ndarray, dict[int, _Component]]:
-    values = sitk.GetArrayFromImage(image).astype(np.int64)
-    ids = [int(v) for v in np.unique(values) if v != 0]
+    """The map's values and its lesions: voxel counts from one pass over the map, centroids
+    from each lesion's own box."""
+    values = sitk.GetArrayFromImage(image)
+    if not np.issubdtype(values.dtype, np.integer) or values.min() < 0:
+        values = values.astype(np.int64)
+    counts = np.bincount(values.ravel())
     out = {}
-    if ids:
-        counts = ndimage.sum_labels(np.ones_like(values), values, ids)
-        centres = ndimage.center_of_mass(np.ones_like(values), values, ids)
-        for lesion_id, count, centre in zip(ids, counts, centres, strict=True):
-            point = image.TransformContinuousIndexToPhysicalPoint(
-                [float(centre[2]), float(centre[1]), float(centre[0])]
-            )
-            out[lesion_id] = _Component(lesion_id, int(count), np.array(point))
+    for index, box in enumerate(ndimage.find_objects(values), start=1):
+        if box is None or counts[index] == 0:
+            continue
+        inside = np.nonzero(values[box] == index)
+        centre = [
+            float(np.mean(axis)) + where.start for axis, where in zip(inside, box, strict=True)
+        ]
+        point = image.TransformContinuousIndexToPhysicalPoint(centre[::-1])
+        out[index] = _Component(index, int(counts[index]), np.array(point))
     return values, out
 
 

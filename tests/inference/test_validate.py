@@ -108,13 +108,37 @@ def test_it_rejects_a_colour_image(tmp_path: Path) -> None:
         read_image(path)
 
 
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+@pytest.mark.parametrize("order", ["<f4", ">f8"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_it_rejects_non_finite_voxels(tmp_path: Path, bad: float) -> None:
-    data = np.random.default_rng(0).random((10, 10, 10)).astype(np.float32)
+def test_it_rejects_non_finite_voxels(tmp_path: Path, bad: float, order: str, suffix: str) -> None:
+    """ITK would read NaN as 0: the file's own values are checked, compressed or not, in
+    either byte order (big-endian doubles included)."""
+    data = np.random.default_rng(0).random((10, 10, 10)).astype(order)
     data[2, 3, 4] = bad
-    path = _nifti(tmp_path / "x_t1c.nii.gz", data)
-    with pytest.raises(NonFiniteVoxelsError, match=r"x_t1c.nii.gz: \d+ NaN and \d+ infinite"):
+    path = _nifti(tmp_path / f"x_t1c{suffix}", data)
+    expected = "1 NaN and 0 infinite" if np.isnan(bad) else "0 NaN and 1 infinite"
+    with pytest.raises(NonFiniteVoxelsError, match=rf"x_t1c{suffix}: {expected}"):
         read_image(path)
+
+
+def _scaled(path: Path, data: np.ndarray, slope: float, inter: float) -> Path:
+    """A float NIfTI file whose header scales its values (nibabel drops the scaling of float
+    data when it saves, so the header's bytes are set afterwards)."""
+    plain = _nifti(path.with_suffix(""), data)
+    raw = bytearray(plain.read_bytes())
+    raw[112:120] = np.array([slope, inter], "<f4").tobytes()  # scl_slope, scl_inter
+    path.write_bytes(gzip.compress(bytes(raw)))
+    return path
+
+
+def test_a_float_file_is_checked_and_read_with_its_scaling(tmp_path: Path) -> None:
+    data = np.random.default_rng(0).random((10, 10, 10)).astype(np.float32)
+    read = read_image(_scaled(tmp_path / "x_t1c.nii.gz", data, 2.0, 1.0))
+    assert np.allclose(sitk.GetArrayFromImage(read).transpose(2, 1, 0), data * 2 + 1)
+    data[1, 2, 3] = np.nan
+    with pytest.raises(NonFiniteVoxelsError, match=r"y_t1c.nii.gz: 1 NaN and 0 infinite"):
+        read_image(_scaled(tmp_path / "y_t1c.nii.gz", data, 2.0, 1.0))
 
 
 def test_it_rejects_a_constant_image(tmp_path: Path) -> None:

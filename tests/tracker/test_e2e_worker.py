@@ -99,6 +99,8 @@ def test_a_real_worker_analyses_uploaded_visits_until_each_is_assessed(
             assert visit["results"]["model"]["name"] == "tumour-segmenter"
         # The model was loaded and run when the worker started, on ONNX Runtime (CPU).
         assert "warmed up on onnx" in log_path.read_text()
+        # and kept the images between a visit's stages
+        assert "keeping up to 768 MiB of images between a visit's stages" in log_path.read_text()
     finally:
         worker.terminate()
         try:
