@@ -28,7 +28,7 @@ import SimpleITK as sitk
 
 from inference.errors import InputError
 from inference.labels import REGION_LABELS, Region, TumorLabel
-from inference.measurement.evaluate import bounding_box
+from inference.measurement.evaluate import bounding_box, same_grid
 
 # A display-only value: tumour whose sub-regions the visit's sequences cannot tell apart (FLAIR
 # without T1 post-contrast supports the whole tumour only). Never stored in a label map.
@@ -111,7 +111,13 @@ def resample_onto(
     *,
     labels: bool = False,
 ) -> sitk.Image:
-    """``image`` on ``reference``'s grid; ``transform`` maps reference points to image points."""
+    """``image`` on ``reference``'s grid; ``transform`` maps reference points to image points.
+    An image already on that grid, with no transform, is taken as it is (interpolating at its
+    own voxels returns them), with the grid's geometry to the last bit."""
+    if transform is None and same_grid(image, reference, tolerance=1e-6):
+        on_grid = sitk.Image(image)
+        on_grid.CopyInformation(reference)
+        return on_grid
     return sitk.Resample(
         image,
         reference,

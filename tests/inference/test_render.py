@@ -234,3 +234,18 @@ def test_the_views_open_on_the_largest_target_lesion_with_its_diameters_drawn(
     cyan = (picture[..., 0] == 0) & (picture[..., 1] == 229) & (picture[..., 2] == 255)
     assert yellow.sum() > 2 * 16  # the longest diameter, about 14 mm at 2 px/mm
     assert cyan.sum() > 2 * 8
+
+
+def test_an_image_on_the_display_grid_is_taken_as_interpolation_would_give_it() -> None:
+    values = np.random.default_rng(3).random((6, 7, 8)).astype(np.float32)
+    image = _image(values, spacing=1.5, origin=-3.0)
+    grid = _image(np.zeros((6, 7, 8), np.uint8), spacing=1.5, origin=-3.0)
+    taken = render.resample_onto(image, grid)
+    interpolated = sitk.Resample(image, grid, sitk.Transform(), sitk.sitkLinear, 0)
+    assert np.array_equal(
+        sitk.GetArrayViewFromImage(taken), sitk.GetArrayViewFromImage(interpolated)
+    )
+    assert taken.GetOrigin() == grid.GetOrigin()
+    # a caller that changes what it got leaves the image it came from as it was
+    taken[0, 0, 0] = 5.0
+    assert image[0, 0, 0] == values[0, 0, 0]
