@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import nibabel as nib
@@ -148,6 +149,23 @@ def test_it_preserves_geometry(tmp_path: Path) -> None:
         assert back.GetOrigin() == pytest.approx(image.GetOrigin(), abs=1e-4)
         assert back.GetDirection() == pytest.approx(image.GetDirection(), abs=1e-5)
         np.testing.assert_array_equal(sitk.GetArrayViewFromImage(back), values)
+
+
+def test_a_compressed_image_is_a_standard_gzip_file_of_what_itk_writes(tmp_path: Path) -> None:
+    """ISA-L compresses it: any gzip reader gets the bytes ITK writes for the .nii file, with
+    no name or time in the gzip header (the same image gives the same file)."""
+    image = image_from_array(np.random.default_rng(0).random((5, 6, 7)).astype(np.float32))
+    compressed = write_image(image, tmp_path / "x_t1.nii.gz")
+    sitk.WriteImage(image, str(tmp_path / "plain.nii"))
+    assert gzip.decompress(compressed.read_bytes()) == (tmp_path / "plain.nii").read_bytes()
+    assert compressed.read_bytes()[3] == 0  # no FNAME, FEXTRA or FCOMMENT flags
+    assert compressed.read_bytes()[4:8] == bytes(4)  # MTIME 0
+    again = write_image(image, tmp_path / "again.nii.gz")
+    assert again.read_bytes() == compressed.read_bytes()
+    np.testing.assert_array_equal(
+        np.asarray(nib.load(compressed).dataobj).T, sitk.GetArrayViewFromImage(image)
+    )
+    assert not list(tmp_path.glob(".tmp-*"))
 
 
 def test_it_accepts_a_4d_file_with_one_volume(tmp_path: Path) -> None:
