@@ -123,6 +123,16 @@ def _wait_ready(worker: Any, log: Path, timeout_s: float = 300.0) -> None:
         time.sleep(0.5)
 
 
+def _peak_rss_mib(pid: int) -> float | None:
+    """A running process' peak resident memory (VmHWM), MiB; None where /proc has none."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    kib = [line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")]
+    return round(int(kib[0]) / 1024, 1) if kib else None
+
+
 def upload_figures(
     patients: int, work: Path, versions: dict[str, Path] | None = None
 ) -> dict[str, Any]:
@@ -149,7 +159,17 @@ def upload_figures(
     versions = versions or {"current": REPO}
     side_by_side = len(versions) > 1
     rows = []
+    peaks: dict[str, list[float]] = {version: [] for version in versions}
     worker = None
+    running = ""
+
+    def stop(worker: Any) -> None:
+        peak = _peak_rss_mib(worker.pid)
+        if peak is not None:
+            peaks[running].append(peak)
+        worker.terminate()
+        worker.wait(timeout=60)
+
     try:
         # Without a baseline, patient 0 warms the worker: its first segmentation loads the
         # model. Side by side, every worker is ready (model loaded, warmed) before its patient.
@@ -160,9 +180,9 @@ def upload_figures(
                 log = work / f"worker-{index}-{len(rows)}.log"
                 if worker is None or side_by_side:
                     if worker is not None:
-                        worker.terminate()
-                        worker.wait(timeout=60)
+                        stop(worker)
                     worker = start_worker(env, log, code=code)
+                    running = version
                     if side_by_side:
                         _wait_ready(worker, log)
                 record = Patient.objects.create(team=team, label=f"UPLOAD-{index}-{version}")
@@ -186,8 +206,7 @@ def upload_figures(
                     print(json.dumps(row), flush=True)
     finally:
         if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=60)
+            stop(worker)
 
     def median(kind: str, version: str) -> float | None:
         values = [
@@ -226,10 +245,13 @@ def upload_figures(
                 "first_visit_median_s": median("first", version),
                 "follow_up_median_s": median("follow-up", version),
                 "stage_medians_s": stage_medians(version),
+                # the worker process' own peak (VmHWM), the highest of its restarts
+                "worker_peak_rss_mib": max(peaks[version], default=None),
             }
             for version in versions
         },
         "target_s": {"follow_up_on_2_cpu_cores": 10, "before_issue_19": 30},
+        "target_worker_peak_rss_mib": 3072,
     }
 
 

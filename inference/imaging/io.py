@@ -418,21 +418,27 @@ def nifti_payload_bytes(name: str, header: Any, limits: ImageLimits) -> int:
     dimensions against the limits: called before anything is decompressed, so a small file
     whose header promises gigabytes is refused at once instead of expanded."""
     shape = [int(s) for s in header.get_data_shape()]
-    volume = int(np.prod(shape[:3], dtype=np.int64))
+    volume = _check_voxel_limit(name, shape, limits)
     extra = int(np.prod(shape[3:], dtype=np.int64)) if len(shape) > 3 else 1
     shown = " x ".join(map(str, shape))
-    if volume > limits.max_voxels:
-        raise FileTooLargeError(
-            f"{name}: image of {shown} = {volume:,} voxels is larger than the limit of "
-            f"{limits.max_voxels:,} voxels (INFERENCE_MAX_VOXELS); refused on its header, "
-            "nothing was decompressed"
-        )
     if extra > MAX_EXTRA_VOLUMES:
         raise FileTooLargeError(
             f"{name}: its header describes {shown} voxels, {extra:,} volumes of more than the "
             f"{MAX_EXTRA_VOLUMES} a file may hold; refused on its header, nothing was decompressed"
         )
     return int(header.get_data_offset()) + volume * extra * int(header.get_data_dtype().itemsize)
+
+
+def _check_voxel_limit(name: str, shape: list[int], limits: ImageLimits) -> int:
+    """The voxels of one volume of ``shape``, refused above the limit."""
+    volume = int(np.prod(shape[:3], dtype=np.int64))
+    if volume > limits.max_voxels:
+        raise FileTooLargeError(
+            f"{name}: image of {' x '.join(map(str, shape))} = {volume:,} voxels is larger than "
+            f"the limit of {limits.max_voxels:,} voxels (INFERENCE_MAX_VOXELS); refused on its "
+            "header, nothing was decompressed"
+        )
+    return volume
 
 
 def _check_nifti_payload(
@@ -622,7 +628,8 @@ def _read_checked(path: Path, limits: ImageLimits) -> sitk.Image:
     """A NIfTI file read whole, after the file-level checks (readable, size, complete)."""
     _check_readable(path, limits)
     cached = image_cache.get(path, values_checked=False)
-    if cached is not None:
+    if cached is not None:  # read or written by this process and unchanged: the limit applies
+        _check_voxel_limit(path.name, list(cached.GetSize()), limits)
         return cached
     _check_nifti_payload(path, limits)
     try:

@@ -151,6 +151,12 @@ def test_the_limits_of_each_read_apply_to_a_hit(tmp_path: Path) -> None:
     read_image(path)
     with pytest.raises(FileTooLargeError, match=r"x\.nii\.gz: image of .* voxels"):
         read_image(path, limits=ImageLimits(max_voxels=100))
+    maps = write_image(
+        _image(RNG.random((6, 7, 8, 4)).astype(np.float32), vector=True), tmp_path / "p.nii.gz"
+    )
+    read_probability_map(maps)
+    with pytest.raises(FileTooLargeError, match=r"p\.nii\.gz: image of 8 x 7 x 6 = 336 voxels"):
+        read_probability_map(maps, limits=ImageLimits(max_voxels=100))
 
 
 def test_the_budget_keeps_the_latest_images(tmp_path: Path, cache_on: cache.ImageCache) -> None:
