@@ -59,8 +59,8 @@ def _key(path: Path) -> Key | None:
 def _nbytes(image: sitk.Image) -> int:
     return (
         int(np.prod(image.GetSize(), dtype=np.int64))
-        * image.GetNumberOfComponentsPerPixel()
-        * image.GetSizeOfPixelComponent()
+        * int(image.GetNumberOfComponentsPerPixel())
+        * int(image.GetSizeOfPixelComponent())
     )
 
 

@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -429,6 +429,10 @@ def nifti_payload_bytes(name: str, header: Any, limits: ImageLimits) -> int:
     return int(header.get_data_offset()) + volume * extra * int(header.get_data_dtype().itemsize)
 
 
+# what a corrupt gzip stream raises, read by Python's zlib or by ISA-L
+_GZIP_ERRORS = cast(tuple[type[Exception], ...], (OSError, zlib.error, isal_zlib.error))
+
+
 def _check_voxel_limit(name: str, shape: list[int], limits: ImageLimits) -> int:
     """The voxels of one volume of ``shape``, refused above the limit."""
     volume = int(np.prod(shape[:3], dtype=np.int64))
@@ -477,7 +481,7 @@ def _check_nifti_payload(
     kept = bytearray(expected if floats else 0)
     actual = 0
     try:
-        with igzip.open(path, "rb") as stream:
+        with igzip.open(path, "rb") as stream:  # type: ignore[no-untyped-call]
             while chunk := stream.read(1 << 22):
                 if floats and actual < expected:
                     kept[actual : actual + len(chunk)] = chunk[: expected - actual]
@@ -490,7 +494,7 @@ def _check_nifti_payload(
             f"{expected:,} bytes); upload it again",
             path=path,
         ) from error
-    except (OSError, zlib.error, isal_zlib.error) as error:
+    except _GZIP_ERRORS as error:
         raise UnreadableFileError(
             f"{path.name}: corrupt gzip data ({_short(error)})", path=path
         ) from error
@@ -505,7 +509,7 @@ def _check_nifti_payload(
     # what nibabel's data_from_fileobj reads: the raw values at the data offset, then scaled
     dtype, offset = header.get_data_dtype(), int(header.get_data_offset())
     raw = np.frombuffer(kept, dtype, (expected - offset) // dtype.itemsize, offset)
-    return apply_read_scaling(raw, *header.get_slope_inter())
+    return np.asarray(apply_read_scaling(raw, *header.get_slope_inter()))
 
 
 def _short(error: BaseException) -> str:
@@ -821,7 +825,7 @@ def write_image(image: sitk.Image, path: Path | str, *, compression_level: int =
                 with (
                     open(plain, "rb") as source,
                     open(temporary, "wb") as target,
-                    igzip.IGzipFile(
+                    igzip.IGzipFile(  # type: ignore[no-untyped-call]
                         filename="",
                         mode="wb",
                         compresslevel=min(max(compression_level, 0), 3),
