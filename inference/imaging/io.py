@@ -478,6 +478,12 @@ def _check_nifti_payload(
                 path=path,
             )
         return np.asarray(loaded.dataobj) if floats else None
+    # The values are where nibabel reads them: its proxy's offset (a single file whose header
+    # says 0 is read after the 352-byte header), dtype and shape.
+    proxy = loaded.dataobj
+    if floats:
+        count = int(np.prod(proxy.shape, dtype=np.int64))
+        expected = max(expected, int(proxy.offset) + count * proxy.dtype.itemsize)
     kept = bytearray(expected if floats else 0)
     actual = 0
     try:
@@ -506,10 +512,8 @@ def _check_nifti_payload(
         )
     if not floats:
         return None
-    # what nibabel's data_from_fileobj reads: the raw values at the data offset, then scaled
-    dtype, offset = header.get_data_dtype(), int(header.get_data_offset())
-    raw = np.frombuffer(kept, dtype, (expected - offset) // dtype.itemsize, offset)
-    return np.asarray(apply_read_scaling(raw, *header.get_slope_inter()))
+    raw = np.frombuffer(kept, proxy.dtype, count, int(proxy.offset))
+    return np.asarray(apply_read_scaling(raw, proxy.slope, proxy.inter))
 
 
 def _short(error: BaseException) -> str:

@@ -25,7 +25,7 @@ from inference.errors import (
     UnreadableFileError,
     VisitInputError,
 )
-from inference.imaging.io import read_image, read_visit, write_image
+from inference.imaging.io import _check_nifti_payload, read_image, read_visit, write_image
 from inference.imaging.validate import ImageLimits, fov_overlap
 from inference.labels import Sequence
 
@@ -139,6 +139,35 @@ def test_a_float_file_is_checked_and_read_with_its_scaling(tmp_path: Path) -> No
     data[1, 2, 3] = np.nan
     with pytest.raises(NonFiniteVoxelsError, match=r"y_t1c.nii.gz: 1 NaN and 0 infinite"):
         read_image(_scaled(tmp_path / "y_t1c.nii.gz", data, 2.0, 1.0))
+
+
+def _offset_zero(path: Path, data: np.ndarray) -> Path:
+    """A single .nii.gz whose header says its data start at byte 0 (vox_offset unset), as a
+    real case of open-ms-cross-sectional has it: readers take the data after the header."""
+    plain = _nifti(path.with_suffix(""), data)
+    raw = bytearray(plain.read_bytes())
+    raw[108:112] = np.array([0.0], "<f4").tobytes()  # vox_offset
+    path.write_bytes(gzip.compress(bytes(raw)))
+    return path
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        _offset_zero,
+        lambda path, data: _scaled(path, data, 2.0, 1.0),
+        lambda path, data: _nifti(path, data.astype(">f8")),
+    ],
+    ids=["data offset 0", "scaled", "big-endian doubles"],
+)
+def test_the_values_checked_for_nan_are_the_values_nibabel_reads(tmp_path: Path, make: Any) -> None:
+    data = np.random.default_rng(0).random((10, 10, 10)).astype(np.float32)
+    path = make(tmp_path / "x_t1.nii.gz", data)
+    checked = _check_nifti_payload(path, ImageLimits(), floats=True)
+    assert checked is not None
+    np.testing.assert_array_equal(
+        checked.reshape(data.shape, order="F"), np.asarray(nib.load(path).dataobj)
+    )
 
 
 def test_it_rejects_a_constant_image(tmp_path: Path) -> None:
